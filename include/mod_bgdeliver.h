@@ -1,0 +1,175 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may not
+ * use this file except in compliance with the License.  You may obtain a copy
+ * of the License at http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+ * WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.  See the
+ * License for the specific language governing permissions and limitations
+ * under the License.
+ */
+
+/**
+ * @file  mod_bgdeliver.h
+ * @brief Public interface of mod_bgdeliver, the background delivery engine.
+ *
+ * @defgroup MOD_BGDELIVER mod_bgdeliver
+ * @ingroup  APACHE_MODS
+ * @{
+ *
+ * mod_bgdeliver writes responses to slow clients without holding a worker
+ * thread: the content handler's output (or a file, brigade or producer
+ * handed over with the functions below) is captured after the HTTP protocol
+ * filters, the handler returns SUSPENDED, and the event MPM drives the rest
+ * of the delivery through CONN_STATE_ASYNC_WAITIO, in short slices on
+ * whatever worker is free.
+ *
+ * Every function here is an APR optional function: retrieve it with
+ * APR_RETRIEVE_OPTIONAL_FN() in an optional_fn_retrieve hook and check it
+ * for NULL (mod_bgdeliver not loaded).  All of them may only be called on
+ * the thread that currently processes the request.
+ */
+
+#ifndef MOD_BGDELIVER_H
+#define MOD_BGDELIVER_H
+
+#include "httpd.h"
+#include "apr_optional.h"
+#include "apr_buckets.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Version of this interface; bumped on incompatible changes. */
+#define BGDELIVER_API_VERSION 1
+
+/**
+ * A pacing policy: the engine sends at most @c rate bytes per second of
+ * wire data (status line and headers included, TLS overhead excluded),
+ * starting @c latency after the request arrived.
+ */
+typedef struct bgdeliver_pacing_t {
+    /** Bytes per second on the wire; 0 means unpaced. */
+    apr_off_t rate;
+    /** Delay of the first byte, counted from r->request_time. */
+    apr_interval_time_t latency;
+    /** Longest gap between two writes; 0 selects the default (100 ms). */
+    apr_interval_time_t pulse;
+    /** Bytes that may leave at once when the latency has elapsed. */
+    apr_off_t burst;
+    /** Short label shown on the status pages (e.g. "V.92"); copied. */
+    const char *label;
+} bgdeliver_pacing_t;
+
+/** What the engine knows about one request (see bgdeliver_request_info). */
+typedef struct bgdeliver_info_t {
+    /** Non-zero when the response was handed to the engine. */
+    int background;
+    /** When the handler's worker was released (0 if not background). */
+    apr_time_t handoff;
+    /** When the last byte was handed to the kernel (0 while in flight). */
+    apr_time_t finished;
+    /** Worker time spent in delivery slices after the hand-off. */
+    apr_interval_time_t worker_time;
+    /** Number of delivery slices run on workers after the hand-off. */
+    apr_uint32_t slices;
+    /** Wire bytes handed to the connection filters so far. */
+    apr_off_t bytes_sent;
+    /** Wire bytes of the whole response; -1 while still produced. */
+    apr_off_t bytes_total;
+    /** "complete", "aborted", "timeout", "min-rate", "max-time",
+     *  "shutdown" or NULL while in flight. */
+    const char *outcome;
+} bgdeliver_info_t;
+
+/** Server-wide counters, summed over every child process. */
+typedef struct bgdeliver_totals_t {
+    apr_uint64_t started;      /**< deliveries handed to the engine */
+    apr_uint64_t completed;    /**< ended with the last byte written */
+    apr_uint64_t aborted;      /**< ended by the client or an error */
+    apr_uint64_t dropped;      /**< ended by the slow-read rules */
+    apr_uint64_t fallbacks;    /**< delivered in the foreground instead */
+    apr_uint64_t rejected;     /**< refused with 503 by a cap */
+    apr_uint64_t bytes;        /**< wire bytes written by the engine */
+    apr_uint32_t in_flight;    /**< deliveries in progress now */
+} bgdeliver_totals_t;
+
+/**
+ * Signature of a producer: called on a worker whenever the engine wants
+ * more of the response body.  Append at most @a max bytes to @a bb (more
+ * is accepted but defeats pacing), and an EOS bucket when done.  Return
+ * APR_SUCCESS, or an error to abort the delivery.  Never block on the
+ * network: the producer runs on a shared worker thread.
+ * @param r      the request being delivered
+ * @param baton  the pointer given to bgdeliver_send_producer()
+ * @param bb     the brigade to fill (empty on entry)
+ * @param max    how many bytes the engine can use now
+ */
+typedef apr_status_t bgdeliver_producer_fn(request_rec *r, void *baton,
+                                           apr_bucket_brigade *bb,
+                                           apr_size_t max);
+
+/**
+ * Deliver the response of @a r in the background, whatever handler
+ * produces it, optionally paced.  Call before the handler runs (a fixups
+ * hook at APR_HOOK_LAST is the right place).  Requests the engine cannot
+ * take (sub-requests, HTTP/2 streams, MPMs without WAITIO) are delivered
+ * normally, paced in the worker if @a pacing asks for it.
+ * @param r       the main request
+ * @param pacing  NULL for full speed; copied
+ * @return APR_SUCCESS, or APR_EINVAL when @a r is a sub-request
+ */
+APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,
+                        (request_rec *r, const bgdeliver_pacing_t *pacing));
+
+/**
+ * From a content handler: send @a length bytes of @a fd from @a offset as
+ * the response body (headers must be set already) and let the engine write
+ * them.  The protocol filters (Range, HEAD, conditional GET) apply as for
+ * any response.  The file must stay open until r->pool is destroyed.
+ * @return the value the handler must return: SUSPENDED when the engine
+ *         took the response, OK when it was delivered in the foreground,
+ *         or an HTTP status (e.g. 503 from a cap) when nothing was sent.
+ */
+APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_file,
+                        (request_rec *r, apr_file_t *fd, apr_off_t offset,
+                         apr_off_t length, const bgdeliver_pacing_t *pacing));
+
+/**
+ * From a content handler: send the content of @a bb (an EOS is appended
+ * when missing) as the response body.  Return value as for
+ * bgdeliver_send_file().
+ */
+APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_brigade,
+                        (request_rec *r, apr_bucket_brigade *bb,
+                         const bgdeliver_pacing_t *pacing));
+
+/**
+ * From a content handler: let @a producer generate the body on demand,
+ * slice by slice, on whatever worker drives the delivery.  @a baton must
+ * live in r->pool (or longer).  Return value as for bgdeliver_send_file().
+ */
+APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_producer,
+                        (request_rec *r, bgdeliver_producer_fn *producer,
+                         void *baton, const bgdeliver_pacing_t *pacing));
+
+/**
+ * Fill @a info for @a r (or its main request).  Meant for logging and
+ * timing modules: at log_transaction time of a background delivery
+ * @c finished is set and @c outcome tells how it ended.
+ * @return non-zero when @a r was handed to the engine.
+ */
+APR_DECLARE_OPTIONAL_FN(int, bgdeliver_request_info,
+                        (const request_rec *r, bgdeliver_info_t *info));
+
+/** Fill @a totals with the server-wide counters (all children). */
+APR_DECLARE_OPTIONAL_FN(void, bgdeliver_get_totals,
+                        (bgdeliver_totals_t *totals));
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOD_BGDELIVER_H */
+/** @} */
