@@ -14,7 +14,7 @@
 APXS      ?= $(shell command -v apxs 2>/dev/null || echo /usr/bin/apxs)
 apxsq      = $(shell $(APXS) -q $(1) 2>/dev/null)
 
-LIBTOOL   := $(call apxsq,LIBTOOL)
+LIBTOOL   := $(subst --no-silent,--silent,$(call apxsq,LIBTOOL))
 CC        := $(call apxsq,CC)
 LIBEXECDIR:= $(call apxsq,LIBEXECDIR)
 SYSCONFDIR:= $(call apxsq,SYSCONFDIR)

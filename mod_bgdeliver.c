@@ -1,4 +1,2522 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may not
+ * use this file except in compliance with the License.  You may obtain a copy
+ * of the License at http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+ * WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.  See the
+ * License for the specific language governing permissions and limitations
+ * under the License.
+ */
+
+/*
+ * mod_bgdeliver: deliver responses to slow clients without holding a worker.
+ *
+ * How a response travels:
+ *
+ *  1. A handler hook at APR_HOOK_REALLY_FIRST sees a request configured for
+ *     background delivery (BgDeliver On, or another module asked through
+ *     bgdeliver_request_background()).  It inserts the BGDELIVER filter and
+ *     runs the real handlers itself.  BGDELIVER sits after every HTTP
+ *     protocol filter (headers, Range, chunking) and before the connection
+ *     filters (TLS, core), so it captures the exact bytes the client will
+ *     receive: file buckets stay file buckets, memory beyond
+ *     BgDeliverMemoryLimit is spooled to an unlinked temporary file.
+ *  2. When the handler has finished, our hook returns SUSPENDED: the worker
+ *     is free.  A process_connection hook at APR_HOOK_REALLY_FIRST wraps the
+ *     HTTP processing, sees the SUSPENDED state before the MPM does and
+ *     turns it into CONN_STATE_ASYNC_WAITIO, which the event MPM (2.4.63+)
+ *     polls without a worker and hands back to process_connection when the
+ *     socket is ready.
+ *  3. Each time the connection comes back, the pump moves a slice of the
+ *     captured data to the connection filters, never with a FLUSH and never
+ *     more than the core output filter sets aside without blocking, and
+ *     parks the connection again: on socket writability when the client is
+ *     slow, or until a time (pacing) by briefly putting a Linux timerfd
+ *     under the socket's descriptor number (see bgd_timed_wait_arm()).
+ *  4. After the last byte, ap_process_request_after_handler() logs the
+ *     request (true bytes, true duration) and hands the connection back to
+ *     the MPM for keep-alive.
+ *
+ * Where the engine cannot run asynchronously (prefork/worker MPMs, HTTP/2
+ * streams, internal redirects, a stopping child) responses are delivered
+ * normally; paced responses are then paced inside the worker, the way
+ * mod_ratelimit does, and the documentation says so.
+ *
+ * Slow-read defence: a watchdog thread per child shuts down the socket of a
+ * delivery that sits parked past its deadline (idle timeout, minimum read
+ * rate, maximum time); the MPM then wakes the connection and the pump ends
+ * it.  Caps per client address and server-wide are checked before the
+ * handler runs.  In-flight deliveries of all children are kept in a shared
+ * memory table for the bgdeliver-status handler and mod_status.
+ */
+
 #include "httpd.h"
 #include "http_config.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "http_ssl.h"
+#include "ap_mpm.h"
+#include "mpm_common.h"
+#include "util_filter.h"
+#include "mod_status.h"
+
+#include "apr_atomic.h"
+#include "apr_buckets.h"
+#include "apr_file_info.h"
+#include "apr_file_io.h"
+#include "apr_optional.h"
+#include "apr_portable.h"
+#include "apr_shm.h"
+#include "apr_strings.h"
+#include "apr_thread_cond.h"
+#include "apr_thread_mutex.h"
+#include "apr_thread_proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#if defined(__linux__)
+#include <sys/timerfd.h>
+#define BGD_HAVE_TIMED_WAIT 1
+#else
+#define BGD_HAVE_TIMED_WAIT 0
+#endif
+
+#include "mod_bgdeliver.h"
+
 module AP_MODULE_DECLARE_DATA bgdeliver_module;
-AP_DECLARE_MODULE(bgdeliver) = { STANDARD20_MODULE_STUFF, NULL, NULL, NULL, NULL, NULL, NULL, AP_MODULE_FLAG_NONE };
+
+#define BGD_VERSION "mod_bgdeliver/1.0"
+
+#define BGD_UNSET             (-1)
+/* Below 64 KiB the core output filter sets a response aside without
+ * blocking (FlushMaxThreshold), so background delivery gains nothing. */
+#define BGD_DEFAULT_MIN_SIZE  (64 * 1024)
+#define BGD_DEFAULT_MEM_LIMIT (32 * 1024)
+#define BGD_DEFAULT_SPOOL_MAX ((apr_off_t)1024 * 1024 * 1024)
+#define BGD_DEFAULT_MIN_RATE  256
+#define BGD_DEFAULT_GRACE     apr_time_from_sec(30)
+#define BGD_DEFAULT_MAX_DELIVERIES 4096
+#define BGD_DEFAULT_PULSE     apr_time_from_msec(100)
+/* One pass to the connection filters: small enough that the core never
+ * blocks (it blocks past 64 KiB of set-aside memory), large enough that
+ * TLS records and sendfile stay efficient. */
+#define BGD_SLICE_BYTES       (32 * 1024)
+/* What one worker visit may send before it yields to other connections. */
+#define BGD_VISIT_BYTES       (1024 * 1024)
+#define BGD_VISIT_TIME        apr_time_from_msec(2)
+#define BGD_WATCHDOG_PERIOD   apr_time_from_msec(100)
+#define BGD_RATE_WINDOW       apr_time_from_sec(1)
+
+#define BGD_OVERFLOW_FALLBACK 1
+#define BGD_OVERFLOW_REJECT   2
+
+/* ------------------------------------------------------------------ types */
+
+typedef struct bgd_dir_conf_t {
+    int enabled;                        /* BgDeliver */
+    apr_off_t min_size;                 /* BgDeliverMinSize */
+    apr_off_t mem_limit;                /* BgDeliverMemoryLimit */
+    apr_off_t spool_max;                /* BgDeliverSpoolLimit */
+    apr_off_t min_rate;                 /* BgDeliverMinRate */
+    apr_interval_time_t min_rate_grace;
+    apr_interval_time_t idle_timeout;   /* BgDeliverIdleTimeout */
+    apr_interval_time_t max_time;       /* BgDeliverMaxTime */
+    int overflow;                       /* BgDeliverOverflow */
+    int retry_after;
+} bgd_dir_conf_t;
+
+typedef struct bgd_srv_conf_t {
+    const char *spool_dir;              /* BgDeliverSpoolDir */
+    int max_per_client;                 /* BgDeliverMaxPerClient */
+} bgd_srv_conf_t;
+
+/* One in-flight delivery as seen by every child (shared memory).  The
+ * owner is the only writer; `seq` is odd while it writes so that readers
+ * can retry instead of locking. */
+typedef struct bgd_slot_t {
+    volatile apr_uint32_t in_use;
+    volatile apr_uint32_t seq;
+    pid_t pid;
+    int https;
+    int mode;                           /* 1 background, 2 paced in worker */
+    apr_time_t started;
+    apr_time_t updated;
+    apr_off_t sent;
+    apr_off_t total;
+    apr_off_t target_rate;
+    apr_off_t current_rate;
+    char client[48];
+    char vhost[64];
+    char method[16];
+    char label[24];
+    char uri[192];
+} bgd_slot_t;
+
+typedef struct bgd_shm_t {
+    apr_uint32_t magic;
+    apr_uint32_t nslots;
+    volatile apr_uint64_t started;
+    volatile apr_uint64_t completed;
+    volatile apr_uint64_t aborted;
+    volatile apr_uint64_t dropped;
+    volatile apr_uint64_t fallbacks;
+    volatile apr_uint64_t rejected;
+    volatile apr_uint64_t bytes;
+    volatile apr_uint32_t in_flight;
+    bgd_slot_t slots[1];
+} bgd_shm_t;
+
+#define BGD_SHM_MAGIC 0x42474431u       /* "BGD1" */
+
+typedef struct bgd_retained_t {
+    apr_shm_t *shm;
+    bgd_shm_t *table;
+    apr_uint32_t nslots;
+} bgd_retained_t;
+
+typedef struct bgd_conn_t bgd_conn_t;
+
+/* A file whose bytes the response references; re-checked before each
+ * slice so that a file truncated or rewritten under us aborts the
+ * delivery instead of sending wrong bytes. */
+typedef struct bgd_file_ref_t {
+    apr_file_t *fd;
+    apr_off_t size;
+    apr_time_t mtime;
+    apr_time_t ctime;
+} bgd_file_ref_t;
+
+typedef struct bgd_job_t {
+    request_rec *r;
+    conn_rec *c;
+    bgd_conn_t *bc;                     /* set once handed to the MPM */
+    const bgd_dir_conf_t *conf;
+    ap_filter_t *capture;               /* our BGDELIVER filter */
+    apr_bucket_brigade *queue;          /* captured wire bytes not yet sent */
+    apr_bucket_brigade *slice;          /* scratch for one pass */
+    apr_array_header_t *files;          /* bgd_file_ref_t */
+
+    bgdeliver_pacing_t pacing;
+    bgdeliver_producer_fn *producer;
+    void *baton;
+
+    apr_file_t *spool;
+    apr_off_t spool_size;
+    apr_off_t mem_bytes;
+    apr_off_t captured;                 /* wire bytes captured */
+    apr_off_t sent;                     /* wire bytes passed on */
+    apr_off_t body_at_capture;          /* r->bytes_sent when captured */
+
+    apr_time_t handoff;
+    apr_time_t finished;
+    apr_time_t pace_start;
+    apr_time_t next_tick;
+    apr_time_t last_progress;
+    apr_time_t rate_mark_time;
+    apr_off_t rate_mark_sent;
+    apr_interval_time_t worker_time;
+    apr_uint32_t slices;
+    int slot;
+
+    unsigned int requested:1;           /* another module asked for it */
+    unsigned int capturing:1;
+    unsigned int started:1;             /* capture set up */
+    unsigned int eos:1;
+    unsigned int flush_hint:1;
+    unsigned int redirected:1;
+    unsigned int background:1;          /* handed to the MPM */
+    unsigned int in_worker:1;           /* paced inside the worker */
+    unsigned int bodiless:1;
+    unsigned int drain:1;               /* ignore pacing (child stopping) */
+    const char *outcome;
+    const char *kill_reason;            /* set by the watchdog */
+} bgd_job_t;
+
+struct bgd_conn_t {
+    conn_rec *c;
+    bgd_job_t *job;
+    int nested;                         /* inside our own process_connection */
+    int fd;                             /* the socket's descriptor number */
+    int sock_dup;                       /* keeps the socket while a timer sits on fd */
+    int timer_armed;
+    /* watchdog list, protected by bgd_wd_mutex */
+    bgd_conn_t *wd_next;
+    bgd_conn_t *wd_prev;
+    int wd_listed;
+    apr_time_t wd_deadline;
+    const char *wd_reason;
+};
+
+/* What one pump visit ends with. */
+typedef enum {
+    BGD_PUMP_DONE,                      /* last byte handed to the core */
+    BGD_PUMP_WAIT_SOCKET,               /* core holds data: wait writable */
+    BGD_PUMP_WAIT_TIMER,                /* pacing: wait until next_tick */
+    BGD_PUMP_YIELD,                     /* visit budget used: let others run */
+    BGD_PUMP_ERROR                      /* client gone, file changed, ... */
+} bgd_pump_e;
+
+/* ---------------------------------------------------------- module state */
+
+static ap_filter_rec_t *bgd_capture_filter_handle;
+static int bgd_mpm_can_waitio;          /* async engine available */
+static int bgd_max_deliveries = BGD_UNSET;  /* BgDeliverMaxDeliveries */
+static bgd_retained_t *bgd_retained;
+static bgd_shm_t *bgd_table;
+static volatile apr_uint32_t bgd_child_stopping_flag;
+static pid_t bgd_my_pid;
+
+static apr_thread_mutex_t *bgd_wd_mutex;
+static apr_thread_cond_t *bgd_wd_cond;
+static apr_thread_t *bgd_wd_thread;
+static bgd_conn_t *bgd_wd_head;
+static volatile int bgd_wd_exit;
+
+
+/* ------------------------------------------------------------- helpers */
+
+static void *bgd_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
+
+static bgd_dir_conf_t *bgd_dir_conf(request_rec *r)
+{
+    return ap_get_module_config(r->per_dir_config, &bgdeliver_module);
+}
+
+/* A request outside every <Directory>/<Location> sees the server's
+ * unmerged config, with unset fields: merging it over an empty config
+ * yields the final values once, for the requests that use the engine. */
+static const bgd_dir_conf_t *bgd_resolved_conf(request_rec *r)
+{
+    static const bgd_dir_conf_t unset = {
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
+    };
+    return bgd_merge_dir_conf(r->pool, (void *)&unset, bgd_dir_conf(r));
+}
+
+static bgd_job_t *bgd_req_job(const request_rec *r)
+{
+    return ap_get_module_config(r->request_config, &bgdeliver_module);
+}
+
+
+static apr_off_t bgd_min_rate_for(const bgd_job_t *job)
+{
+    apr_off_t floor = job->conf->min_rate;
+    /* A paced delivery is slow on purpose: only ask half its own pace. */
+    if (job->pacing.rate > 0 && job->pacing.rate / 2 < floor) {
+        floor = job->pacing.rate / 2;
+    }
+    return floor;
+}
+
+/* The earliest time at which this delivery breaks a slow-read rule if it
+ * makes no further progress; 0 when no rule applies. */
+static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
+{
+    const bgd_dir_conf_t *conf = job->conf;
+    apr_time_t deadline = 0;
+    apr_off_t min_rate;
+
+    *reason = NULL;
+    if (conf->idle_timeout > 0) {
+        deadline = job->last_progress + conf->idle_timeout;
+        *reason = "idle-timeout";
+    }
+    min_rate = bgd_min_rate_for(job);
+    if (min_rate > 0) {
+        apr_time_t t = job->handoff + conf->min_rate_grace;
+        apr_time_t need = job->handoff
+                          + (apr_time_t)((double)job->sent / (double)min_rate
+                                         * APR_USEC_PER_SEC);
+        /* A paced delivery's own latency does not count against it. */
+        if (job->pace_start > job->handoff) {
+            t += job->pace_start - job->handoff;
+            need += job->pace_start - job->handoff;
+        }
+        if (need > t) {
+            t = need;
+        }
+        if (!deadline || t < deadline) {
+            deadline = t;
+            *reason = "min-rate";
+        }
+    }
+    if (conf->max_time > 0) {
+        apr_time_t t = job->r->request_time + conf->max_time;
+        if (!deadline || t < deadline) {
+            deadline = t;
+            *reason = "max-time";
+        }
+    }
+    return deadline;
+}
+
+/* --------------------------------------------------- shared status table */
+
+static bgd_slot_t *bgd_slot(int i)
+{
+    return (bgd_table && i >= 0 && (apr_uint32_t)i < bgd_table->nslots)
+           ? &bgd_table->slots[i] : NULL;
+}
+
+static void bgd_slot_begin_write(bgd_slot_t *s)
+{
+    apr_atomic_inc32(&s->seq);
+}
+
+static void bgd_slot_end_write(bgd_slot_t *s)
+{
+    apr_atomic_inc32(&s->seq);
+}
+
+static void bgd_copy(char *dst, apr_size_t size, const char *src)
+{
+    apr_cpystrn(dst, src ? src : "", size);
+}
+
+/* Free slots of children that died without releasing them (a crash, a
+ * SIGKILL): only ever needed when the table looks full. */
+static void bgd_slots_reap(void)
+{
+    apr_uint32_t i;
+    for (i = 0; i < bgd_table->nslots; i++) {
+        bgd_slot_t *s = &bgd_table->slots[i];
+        if (s->in_use && s->pid > 0 && kill(s->pid, 0) != 0
+            && errno == ESRCH) {
+            if (apr_atomic_cas32(&s->in_use, 0, 1) == 1) {
+                apr_atomic_dec32(&bgd_table->in_flight);
+            }
+        }
+    }
+}
+
+static int bgd_count_client(const char *client)
+{
+    apr_uint32_t i;
+    int n = 0;
+    for (i = 0; i < bgd_table->nslots; i++) {
+        bgd_slot_t *s = &bgd_table->slots[i];
+        if (s->in_use && !strcmp(s->client, client)) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Claim a slot for the delivery of r; the slot table size is the
+ * server-wide cap.  Returns the slot index, -1 when the server is full and
+ * -2 when the client is at its cap. */
+static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
+{
+    bgd_srv_conf_t *sconf = ap_get_module_config(r->server->module_config,
+                                                 &bgdeliver_module);
+    apr_uint32_t i, start;
+    int pass;
+
+    if (!bgd_table) {
+        return -1;
+    }
+    start = (apr_uint32_t)(bgd_my_pid * 31) % bgd_table->nslots;
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < bgd_table->nslots; i++) {
+            apr_uint32_t k = (start + i) % bgd_table->nslots;
+            bgd_slot_t *s = &bgd_table->slots[k];
+            if (s->in_use || apr_atomic_cas32(&s->in_use, 1, 0) != 0) {
+                continue;
+            }
+            bgd_slot_begin_write(s);
+            s->pid = bgd_my_pid;
+            s->https = ap_ssl_conn_is_ssl(r->connection);
+            s->mode = mode;
+            s->started = r->request_time;
+            s->updated = apr_time_now();
+            s->sent = 0;
+            s->total = -1;
+            s->target_rate = job->pacing.rate;
+            s->current_rate = 0;
+            bgd_copy(s->client, sizeof(s->client), r->useragent_ip);
+            bgd_copy(s->vhost, sizeof(s->vhost), r->server->server_hostname);
+            bgd_copy(s->method, sizeof(s->method), r->method);
+            bgd_copy(s->label, sizeof(s->label), job->pacing.label);
+            bgd_copy(s->uri, sizeof(s->uri), r->unparsed_uri);
+            bgd_slot_end_write(s);
+            apr_atomic_inc32(&bgd_table->in_flight);
+            /* Counting after claiming means two racing requests of one
+             * client see each other: the cap may refuse both, never admit
+             * both beyond it. */
+            if (sconf->max_per_client > 0
+                && bgd_count_client(s->client) > sconf->max_per_client) {
+                bgd_slot_begin_write(s);
+                s->client[0] = '\0';
+                bgd_slot_end_write(s);
+                apr_atomic_set32(&s->in_use, 0);
+                apr_atomic_dec32(&bgd_table->in_flight);
+                return -2;
+            }
+            return (int)k;
+        }
+        bgd_slots_reap();
+    }
+    return -1;
+}
+
+static void bgd_slot_update(bgd_job_t *job, apr_time_t now)
+{
+    bgd_slot_t *s = bgd_slot(job->slot);
+    if (!s) {
+        return;
+    }
+    bgd_slot_begin_write(s);
+    s->sent = job->sent;
+    s->total = job->eos ? job->captured : -1;
+    s->updated = now;
+    if (now - job->rate_mark_time >= BGD_RATE_WINDOW) {
+        s->current_rate = (apr_off_t)((double)(job->sent - job->rate_mark_sent)
+                                      * APR_USEC_PER_SEC
+                                      / (double)(now - job->rate_mark_time));
+        job->rate_mark_time = now;
+        job->rate_mark_sent = job->sent;
+    }
+    bgd_slot_end_write(s);
+}
+
+static void bgd_slot_release(bgd_job_t *job)
+{
+    bgd_slot_t *s = bgd_slot(job->slot);
+    if (!s) {
+        return;
+    }
+    job->slot = -1;
+    bgd_slot_begin_write(s);
+    s->client[0] = '\0';
+    bgd_slot_end_write(s);
+    apr_atomic_set32(&s->in_use, 0);
+    apr_atomic_dec32(&bgd_table->in_flight);
+}
+
+static void bgd_count(volatile apr_uint64_t *counter, apr_uint64_t n)
+{
+    if (bgd_table) {
+        apr_atomic_add64(counter, n);
+    }
+}
+
+/* ------------------------------------------------------------ watchdog */
+
+/* The watchdog is the only way to act on a connection that sits in the
+ * MPM's pollset waiting for writability: it shuts the socket down, which
+ * makes the MPM hand the connection back to us at once.  The mutex makes
+ * sure the descriptor is still ours: a connection leaves the list (under
+ * the mutex) before its socket can ever be closed. */
+static void bgd_wd_unlist_locked(bgd_conn_t *bc)
+{
+    if (!bc->wd_listed) {
+        return;
+    }
+    if (bc->wd_prev) {
+        bc->wd_prev->wd_next = bc->wd_next;
+    }
+    else {
+        bgd_wd_head = bc->wd_next;
+    }
+    if (bc->wd_next) {
+        bc->wd_next->wd_prev = bc->wd_prev;
+    }
+    bc->wd_next = bc->wd_prev = NULL;
+    bc->wd_listed = 0;
+}
+
+static void bgd_wd_list(bgd_conn_t *bc, apr_time_t deadline,
+                        const char *reason)
+{
+    if (!bgd_wd_mutex || !deadline) {
+        return;
+    }
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    bc->wd_deadline = deadline;
+    bc->wd_reason = reason;
+    if (!bc->wd_listed) {
+        bc->wd_next = bgd_wd_head;
+        bc->wd_prev = NULL;
+        if (bgd_wd_head) {
+            bgd_wd_head->wd_prev = bc;
+        }
+        bgd_wd_head = bc;
+        bc->wd_listed = 1;
+    }
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+}
+
+/* Returns the reason when the watchdog ended the wait, else NULL. */
+static const char *bgd_wd_unlist(bgd_conn_t *bc)
+{
+    const char *reason;
+    if (!bgd_wd_mutex) {
+        return NULL;
+    }
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    bgd_wd_unlist_locked(bc);
+    reason = bc->job ? bc->job->kill_reason : NULL;
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+    return reason;
+}
+
+static void *APR_THREAD_FUNC bgd_watchdog(apr_thread_t *thd, void *data)
+{
+    (void)data;
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    while (!bgd_wd_exit) {
+        apr_time_t now = apr_time_now();
+        bgd_conn_t *bc = bgd_wd_head;
+        while (bc) {
+            bgd_conn_t *next = bc->wd_next;
+            if (bc->wd_deadline && now >= bc->wd_deadline && bc->job) {
+                bc->job->kill_reason = bc->wd_reason;
+                bgd_wd_unlist_locked(bc);
+                shutdown(bc->fd, SHUT_RDWR);
+            }
+            bc = next;
+        }
+        apr_thread_cond_timedwait(bgd_wd_cond, bgd_wd_mutex,
+                                  BGD_WATCHDOG_PERIOD);
+    }
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_exit(thd, APR_SUCCESS);
+    return NULL;
+}
+
+static apr_status_t bgd_watchdog_stop(void *data)
+{
+    apr_status_t rv;
+    (void)data;
+    if (bgd_wd_thread) {
+        apr_thread_mutex_lock(bgd_wd_mutex);
+        bgd_wd_exit = 1;
+        apr_thread_cond_signal(bgd_wd_cond);
+        apr_thread_mutex_unlock(bgd_wd_mutex);
+        apr_thread_join(&rv, bgd_wd_thread);
+        bgd_wd_thread = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/* ---------------------------------------------------------- timed waits */
+
+/*
+ * The event MPM of 2.4 can wait for a socket (CONN_STATE_ASYNC_WAITIO) but
+ * not for a time, and its timed callbacks stall on an idle server.  To wait
+ * until `due` without a worker, the connection is parked in WAITIO for
+ * readability while its descriptor number temporarily refers to a timerfd
+ * that becomes readable at `due`; the socket itself is kept open through a
+ * duplicate.  The listener removes the descriptor from its pollset before
+ * it dispatches the connection, so the epoll registration always belongs to
+ * the timerfd, and the timerfd is closed (unregistering it for good) the
+ * moment the socket is put back by bgd_timed_wait_disarm().  Every path
+ * that can see the connection next (our process_connection hook,
+ * pre_close_connection, the connection pool's pre-cleanup) disarms first.
+ */
+static apr_status_t bgd_timed_wait_arm(bgd_conn_t *bc, apr_time_t due)
+{
+#if BGD_HAVE_TIMED_WAIT
+    struct itimerspec its;
+    apr_interval_time_t delta = due - apr_time_now();
+    int tfd;
+
+    if (delta < 1) {
+        delta = 1;
+    }
+    memset(&its, 0, sizeof(its));
+    its.it_value.tv_sec = (time_t)apr_time_sec(delta);
+    its.it_value.tv_nsec = (long)apr_time_usec(delta) * 1000L;
+
+    if (bc->sock_dup < 0) {
+        bc->sock_dup = fcntl(bc->fd, F_DUPFD_CLOEXEC, 0);
+        if (bc->sock_dup < 0) {
+            return errno;
+        }
+    }
+    tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (tfd < 0) {
+        return errno;
+    }
+    if (timerfd_settime(tfd, 0, &its, NULL) < 0
+        || dup3(tfd, bc->fd, O_CLOEXEC) < 0) {
+        apr_status_t rv = errno;
+        close(tfd);
+        return rv;
+    }
+    close(tfd);
+    bc->timer_armed = 1;
+    return APR_SUCCESS;
+#else
+    (void)bc; (void)due;
+    return APR_ENOTIMPL;
+#endif
+}
+
+static void bgd_timed_wait_disarm(bgd_conn_t *bc)
+{
+    if (bc->timer_armed) {
+        while (dup3(bc->sock_dup, bc->fd, O_CLOEXEC) < 0
+               && (errno == EINTR || errno == EBUSY)) {
+            continue;
+        }
+        bc->timer_armed = 0;
+    }
+}
+
+static void bgd_timed_wait_release(bgd_conn_t *bc)
+{
+    bgd_timed_wait_disarm(bc);
+    if (bc->sock_dup >= 0) {
+        close(bc->sock_dup);
+        bc->sock_dup = -1;
+    }
+}
+
+/* ----------------------------------------------------------- capturing */
+
+static apr_status_t bgd_spool_open(bgd_job_t *job)
+{
+    request_rec *r = job->r;
+    bgd_srv_conf_t *sconf = ap_get_module_config(r->server->module_config,
+                                                 &bgdeliver_module);
+    const char *dir = sconf->spool_dir;
+    char *tmpl;
+    apr_status_t rv;
+
+    if (!dir && (rv = apr_temp_dir_get(&dir, r->pool)) != APR_SUCCESS) {
+        return rv;
+    }
+    tmpl = apr_pstrcat(r->pool, dir, "/bgdeliver.XXXXXX", NULL);
+    rv = apr_file_mktemp(&job->spool, tmpl,
+                         APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE
+                         | APR_FOPEN_EXCL, r->pool);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    /* Unlinked at once: nothing is left behind, even by a crash. */
+    apr_file_remove(tmpl, r->pool);
+    return APR_SUCCESS;
+}
+
+/* Move the captured memory buckets to the spool file, keeping order. */
+static apr_status_t bgd_spool_memory(bgd_job_t *job)
+{
+    request_rec *r = job->r;
+    apr_bucket *b, *next;
+    apr_status_t rv;
+
+    if (!job->spool) {
+        rv = bgd_spool_open(job);
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                          "BGD010: cannot create a spool file; keeping the "
+                          "response in memory (see BgDeliverSpoolDir)");
+            job->mem_bytes = 0;
+            return rv;
+        }
+    }
+    for (b = APR_BRIGADE_FIRST(job->queue);
+         b != APR_BRIGADE_SENTINEL(job->queue); b = next) {
+        const char *data;
+        apr_size_t len;
+        apr_bucket *fb;
+
+        next = APR_BUCKET_NEXT(b);
+        if (APR_BUCKET_IS_METADATA(b) || APR_BUCKET_IS_FILE(b)) {
+            continue;
+        }
+        rv = apr_bucket_read(b, &data, &len, APR_BLOCK_READ);
+        if (rv == APR_SUCCESS) {
+            rv = apr_file_write_full(job->spool, data, len, NULL);
+        }
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                          "BGD011: writing the spool file failed");
+            return rv;
+        }
+        /* Extend the previous spool bucket when contiguous. */
+        fb = APR_BUCKET_PREV(b);
+        if (fb != APR_BRIGADE_SENTINEL(job->queue) && APR_BUCKET_IS_FILE(fb)
+            && ((apr_bucket_file *)fb->data)->fd == job->spool
+            && fb->start + (apr_off_t)fb->length == job->spool_size) {
+            fb->length += len;
+        }
+        else {
+            fb = apr_bucket_file_create(job->spool, job->spool_size, len,
+                                        r->pool, job->c->bucket_alloc);
+            APR_BUCKET_INSERT_BEFORE(b, fb);
+        }
+        job->spool_size += len;
+        apr_bucket_delete(b);
+    }
+    job->mem_bytes = 0;
+    return APR_SUCCESS;
+}
+
+static void bgd_remember_file(bgd_job_t *job, apr_bucket *b)
+{
+    apr_file_t *fd = ((apr_bucket_file *)b->data)->fd;
+    apr_finfo_t finfo;
+    bgd_file_ref_t *ref;
+    int i;
+
+    if (fd == job->spool) {
+        return;
+    }
+    for (i = 0; i < job->files->nelts; i++) {
+        if (APR_ARRAY_IDX(job->files, i, bgd_file_ref_t).fd == fd) {
+            return;
+        }
+    }
+    if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME
+                          | APR_FINFO_CTIME, fd) != APR_SUCCESS) {
+        return;
+    }
+    ref = apr_array_push(job->files);
+    ref->fd = fd;
+    ref->size = finfo.size;
+    ref->mtime = finfo.mtime;
+    ref->ctime = finfo.ctime;
+}
+
+/* Every file the next slice reads from must still be the file that was
+ * captured: same size, not modified since. */
+static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
+{
+    apr_bucket *b;
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        apr_file_t *fd;
+        apr_finfo_t finfo;
+        int i;
+
+        if (!APR_BUCKET_IS_FILE(b)) {
+            continue;
+        }
+        fd = ((apr_bucket_file *)b->data)->fd;
+        for (i = 0; i < job->files->nelts; i++) {
+            bgd_file_ref_t *ref = &APR_ARRAY_IDX(job->files, i,
+                                                 bgd_file_ref_t);
+            if (ref->fd != fd) {
+                continue;
+            }
+            if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME
+                                  | APR_FINFO_CTIME, fd) != APR_SUCCESS
+                || finfo.size != ref->size || finfo.mtime != ref->mtime
+                || finfo.ctime != ref->ctime) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* Pass `bb` on to the connection filters, now, in the worker, the way the
+ * response would have gone without us (blocking if the client is slow). */
+static apr_status_t bgd_pass_foreground(bgd_job_t *job,
+                                        apr_bucket_brigade *bb)
+{
+    apr_off_t len = 0;
+    apr_brigade_length(bb, 0, &len);
+    if (len > 0) {
+        job->sent += len;
+    }
+    return ap_pass_brigade(job->capture->next, bb);
+}
+
+static apr_status_t bgd_kick_core(conn_rec *c)
+{
+    ap_filter_t *core = c->output_filters;
+    while (core->next) {
+        core = core->next;
+    }
+    /* A NULL brigade makes the core output filter write what it holds,
+     * without blocking, exactly as the MPM's write completion does (an
+     * empty brigade would be swallowed by mod_ssl on its way down). */
+    return core->frec->filter_func.out_func(core, NULL);
+}
+
+/* While the handler still runs, hand what is captured to the network if
+ * that cannot block: the client sees streamed content at once and the
+ * spool stays small.  Paced deliveries wait for their schedule instead. */
+static void bgd_forward_opportunistic(bgd_job_t *job)
+{
+    conn_rec *c = job->c;
+    apr_bucket *e;
+
+    if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)) {
+        return;
+    }
+    if (c->data_in_output_filters
+        && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
+        return;
+    }
+    if (apr_brigade_partition(job->queue, BGD_SLICE_BYTES, &e)
+        != APR_SUCCESS) {
+        return;
+    }
+    apr_brigade_split_ex(job->queue, e, job->slice);
+    /* job->slice now holds the rest: swap so that the head goes out. */
+    {
+        apr_bucket_brigade *head = job->queue;
+        job->queue = job->slice;
+        job->slice = head;
+    }
+    if (!bgd_files_unchanged(job, job->slice)) {
+        return;
+    }
+    {
+        apr_off_t len = 0;
+        apr_bucket *b;
+        for (b = APR_BRIGADE_FIRST(job->slice);
+             b != APR_BRIGADE_SENTINEL(job->slice); b = APR_BUCKET_NEXT(b)) {
+            if (!APR_BUCKET_IS_METADATA(b)) {
+                len += b->length;
+                if (!APR_BUCKET_IS_FILE(b)) {
+                    job->mem_bytes -= b->length;
+                }
+            }
+        }
+        job->sent += len;
+    }
+    ap_pass_brigade(job->capture->next, job->slice);
+    apr_brigade_cleanup(job->slice);
+}
+
+static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    bgd_job_t *job = f->ctx;
+    request_rec *r = f->r;
+    apr_status_t rv = APR_SUCCESS;
+
+    if (!job->capturing) {
+        return ap_pass_brigade(f->next, bb);
+    }
+
+    /* An internal redirect inside the handler (e.g. a CGI's local
+     * Location:) moves this protocol-level filter to the new request:
+     * deliver in the foreground from here on. */
+    if (r != job->r) {
+        job->redirected = 1;
+        job->capturing = 0;
+        if (!APR_BRIGADE_EMPTY(job->queue)) {
+            APR_BRIGADE_PREPEND(bb, job->queue);
+        }
+        return bgd_pass_foreground(job, bb);
+    }
+
+    while (!APR_BRIGADE_EMPTY(bb)) {
+        apr_bucket *b = APR_BRIGADE_FIRST(bb);
+
+        if (APR_BUCKET_IS_EOS(b)) {
+            job->eos = 1;
+            APR_BUCKET_REMOVE(b);
+            APR_BRIGADE_INSERT_TAIL(job->queue, b);
+            continue;
+        }
+        if (APR_BUCKET_IS_FLUSH(b)) {
+            /* The handler wants its data out; it gets it out without
+             * ever waiting for the client. */
+            job->flush_hint = 1;
+            apr_bucket_delete(b);
+            continue;
+        }
+        if (APR_BUCKET_IS_METADATA(b)) {
+            APR_BUCKET_REMOVE(b);
+            APR_BRIGADE_INSERT_TAIL(job->queue, b);
+            continue;
+        }
+        if (b->length == (apr_size_t)-1) {
+            /* Pipe or socket (mod_cgi, mod_proxy): read what is there; if
+             * nothing is there yet, first send out what we have. */
+            const char *data;
+            apr_size_t len;
+            rv = apr_bucket_read(b, &data, &len, APR_NONBLOCK_READ);
+            if (APR_STATUS_IS_EAGAIN(rv)) {
+                bgd_forward_opportunistic(job);
+                rv = apr_bucket_read(b, &data, &len, APR_BLOCK_READ);
+            }
+            if (rv != APR_SUCCESS) {
+                break;
+            }
+            continue;       /* b is now a data bucket of known length */
+        }
+        rv = apr_bucket_setaside(b, r->pool);
+        if (rv != APR_SUCCESS && rv != APR_ENOTIMPL) {
+            break;
+        }
+        if (APR_BUCKET_IS_FILE(b)) {
+            /* Never mmap a file under delivery: a concurrent truncation
+             * would turn into SIGBUS in whatever thread reads it. */
+            apr_bucket_file_enable_mmap(b, 0);
+            bgd_remember_file(job, b);
+        }
+        else {
+            job->mem_bytes += b->length;
+        }
+        job->captured += b->length;
+        APR_BUCKET_REMOVE(b);
+        APR_BRIGADE_INSERT_TAIL(job->queue, b);
+    }
+    apr_brigade_cleanup(bb);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r,
+                      "BGD012: reading the response failed");
+        return rv;
+    }
+
+    if (job->flush_hint) {
+        job->flush_hint = 0;
+        bgd_forward_opportunistic(job);
+    }
+    if (job->mem_bytes > job->conf->mem_limit) {
+        if (job->spool_size + job->mem_bytes > job->conf->spool_max) {
+            /* Endless stream and a slow client: stop buffering, deliver
+             * the rest the ordinary way. */
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                          "BGD013: response exceeds BgDeliverSpoolLimit "
+                          "(%" APR_OFF_T_FMT " bytes); delivering the rest "
+                          "in the foreground", job->conf->spool_max);
+            job->capturing = 0;
+            job->redirected = 1;
+            return bgd_pass_foreground(job, job->queue);
+        }
+        bgd_spool_memory(job);
+    }
+    return APR_SUCCESS;
+}
+
+/* --------------------------------------------------------------- pacing */
+
+/* How many wire bytes pacing allows now; sets job->next_tick when the
+ * answer is 0. */
+static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
+{
+    const bgdeliver_pacing_t *p = &job->pacing;
+    apr_interval_time_t pulse = p->pulse > 0 ? p->pulse : BGD_DEFAULT_PULSE;
+    double earned;
+    apr_off_t allowed;
+
+    if (now < job->pace_start) {
+        job->next_tick = job->pace_start;
+        return 0;
+    }
+    if (p->rate <= 0 || job->drain || job->bodiless) {
+        return APR_INT64_MAX;
+    }
+    earned = (double)p->burst
+             + (double)p->rate * (double)(now - job->pace_start)
+               / APR_USEC_PER_SEC;
+    allowed = (apr_off_t)earned - job->sent;
+    if (allowed > 0) {
+        return allowed;
+    }
+    /* Sleep one pulse, or less when that is when the rest is due, so that
+     * the last byte leaves exactly on schedule. */
+    job->next_tick = now + pulse;
+    if (job->eos) {
+        apr_off_t left = job->captured - job->sent;
+        double until = ((double)(job->sent + left) - (double)p->burst)
+                       / (double)p->rate * APR_USEC_PER_SEC;
+        apr_time_t due = job->pace_start + (apr_time_t)until;
+        if (left < (apr_off_t)((double)p->rate * pulse / APR_USEC_PER_SEC)
+            && due < job->next_tick) {
+            job->next_tick = due > now ? due : now + 1;
+        }
+    }
+    else {
+        /* Wake when at least one byte more is earned. */
+        double until = ((double)job->sent + 1 - (double)p->burst)
+                       / (double)p->rate * APR_USEC_PER_SEC;
+        apr_time_t due = job->pace_start + (apr_time_t)until;
+        if (due > job->next_tick) {
+            job->next_tick = due;
+        }
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------- pump */
+
+static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
+                                const char *what)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, job->r,
+                  "BGD020: delivery ends after %" APR_OFF_T_FMT " of %"
+                  APR_OFF_T_FMT " bytes: %s", job->sent,
+                  job->eos ? job->captured : (apr_off_t)-1, what);
+    if (!job->outcome) {
+        job->outcome = "aborted";
+    }
+    return BGD_PUMP_ERROR;
+}
+
+/* Move the next slice to the connection filters.  Returns what the
+ * delivery waits for next.  Runs on a worker (or the handler's thread when
+ * paced in the worker); never blocks. */
+static bgd_pump_e bgd_pump(bgd_job_t *job)
+{
+    conn_rec *c = job->c;
+    apr_time_t visit_start = apr_time_now(), now = visit_start;
+    apr_off_t visit_bytes = 0;
+    apr_status_t rv;
+
+    for (;;) {
+        apr_off_t allowed, want;
+        apr_bucket *e;
+
+        if (c->aborted) {
+            return bgd_pump_fail(job, APR_SUCCESS, "connection aborted");
+        }
+        if (c->data_in_output_filters) {
+            rv = bgd_kick_core(c);
+            if (rv != APR_SUCCESS || c->aborted) {
+                return bgd_pump_fail(job, rv, "writing to the client failed");
+            }
+            if (c->data_in_output_filters) {
+                return BGD_PUMP_WAIT_SOCKET;
+            }
+        }
+        now = apr_time_now();
+        job->last_progress = now;
+
+        if (APR_BRIGADE_EMPTY(job->queue) && !job->eos) {
+            if (!job->producer) {
+                return bgd_pump_fail(job, APR_SUCCESS,
+                                     "response ended without EOS");
+            }
+            else {
+                /* The producer's output goes through the protocol filters
+                 * and lands in our queue again. */
+                apr_bucket_brigade *bb = apr_brigade_create(job->r->pool,
+                                                            c->bucket_alloc);
+                rv = job->producer(job->r, job->baton, bb, BGD_SLICE_BYTES);
+                if (rv == APR_SUCCESS) {
+                    job->capturing = 1;
+                    rv = ap_pass_brigade(job->r->output_filters, bb);
+                    job->capturing = 0;
+                }
+                apr_brigade_destroy(bb);
+                if (rv != APR_SUCCESS) {
+                    return bgd_pump_fail(job, rv, "the producer failed");
+                }
+                continue;
+            }
+        }
+        if (APR_BRIGADE_EMPTY(job->queue)) {
+            return BGD_PUMP_DONE;
+        }
+
+        allowed = bgd_pacing_allowance(job, now);
+        if (allowed <= 0) {
+            return BGD_PUMP_WAIT_TIMER;
+        }
+        if (visit_bytes >= BGD_VISIT_BYTES
+            || now - visit_start >= BGD_VISIT_TIME) {
+            return BGD_PUMP_YIELD;
+        }
+
+        want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
+        rv = apr_brigade_partition(job->queue, want, &e);
+        if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
+            return bgd_pump_fail(job, rv, "reading the response failed");
+        }
+        apr_brigade_split_ex(job->queue, e, job->slice);
+        {
+            apr_bucket_brigade *head = job->queue;
+            job->queue = job->slice;
+            job->slice = head;
+        }
+        if (!bgd_files_unchanged(job, job->slice)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
+                          "BGD007: %s changed during delivery after %"
+                          APR_OFF_T_FMT " bytes; aborting the connection",
+                          job->r->filename ? job->r->filename : "a file",
+                          job->sent);
+            apr_brigade_cleanup(job->slice);
+            job->outcome = "file-changed";
+            return bgd_pump_fail(job, APR_SUCCESS, "file changed");
+        }
+        {
+            apr_off_t len = 0;
+            apr_brigade_length(job->slice, 0, &len);
+            job->sent += len;
+            visit_bytes += len;
+        }
+        rv = ap_pass_brigade(job->capture->next, job->slice);
+        apr_brigade_cleanup(job->slice);
+        if (rv != APR_SUCCESS || c->aborted) {
+            return bgd_pump_fail(job, rv, "writing to the client failed");
+        }
+    }
+}
+
+/* --------------------------------------------------------- finishing */
+
+static void bgd_correct_bytes_sent(bgd_job_t *job)
+{
+    /* r->bytes_sent was counted when the body went through the protocol
+     * filters; take back what never reached the connection filters. */
+    apr_off_t unsent = job->captured - job->sent;
+    if (unsent > 0) {
+        job->r->bytes_sent = job->r->bytes_sent > unsent
+                             ? job->r->bytes_sent - unsent : 0;
+    }
+}
+
+static void bgd_account_end(bgd_job_t *job)
+{
+    if (!job->outcome) {
+        job->outcome = "complete";
+    }
+    job->finished = apr_time_now();
+    apr_table_setn(job->r->notes, "bgdeliver", job->outcome);
+    if (!strcmp(job->outcome, "complete")) {
+        bgd_count(&bgd_table->completed, 1);
+    }
+    else if (!strcmp(job->outcome, "min-rate")
+             || !strcmp(job->outcome, "idle-timeout")
+             || !strcmp(job->outcome, "max-time")) {
+        bgd_count(&bgd_table->dropped, 1);
+    }
+    else {
+        bgd_count(&bgd_table->aborted, 1);
+    }
+    if (job->sent > 0) {
+        bgd_count(&bgd_table->bytes, (apr_uint64_t)job->sent);
+    }
+    bgd_slot_update(job, job->finished);
+}
+
+/* End the request of a delivery the MPM drove: log it and give the
+ * connection back (keep-alive when complete, lingering close otherwise).
+ * r and job are gone afterwards. */
+static void bgd_finish_async(bgd_conn_t *bc)
+{
+    bgd_job_t *job = bc->job;
+    request_rec *r = job->r;
+    conn_rec *c = bc->c;
+
+    bgd_timed_wait_release(bc);
+    bgd_account_end(job);
+    if (strcmp(job->outcome, "complete")) {
+        c->aborted = 1;
+        c->keepalive = AP_CONN_CLOSE;
+        bgd_correct_bytes_sent(job);
+    }
+    apr_brigade_cleanup(job->queue);
+    bc->job = NULL;
+    /* The body was discarded and EOS passed: this only logs the request
+     * (EOR) after everything before it was written, and sets the state
+     * for write completion and keep-alive. */
+    ap_finalize_request_protocol(r);
+    ap_process_request_after_handler(r);
+}
+
+static void bgd_drop_log(bgd_job_t *job, const char *reason)
+{
+    apr_time_t age = apr_time_now() - job->handoff;
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, job->r,
+                  "BGD004: dropping slow client %s after %" APR_OFF_T_FMT
+                  " of %" APR_OFF_T_FMT " bytes in %" APR_TIME_T_FMT
+                  " ms: %s", job->r->useragent_ip, job->sent,
+                  job->eos ? job->captured : (apr_off_t)-1,
+                  apr_time_as_msec(age), reason);
+}
+
+/* -------------------------------------------------------- async driver */
+
+static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
+{
+    conn_rec *c = bc->c;
+    bgd_job_t *job = bc->job;
+    const char *reason;
+    apr_time_t deadline;
+
+    c->cs->state = CONN_STATE_ASYNC_WAITIO;
+    if (what == BGD_PUMP_WAIT_TIMER) {
+        apr_time_t due = job->next_tick;
+        apr_interval_time_t max_wait = job->r->server->timeout / 2;
+        /* The MPM bounds every wait by Timeout: wake up in between. */
+        if (max_wait > 0 && due - apr_time_now() > max_wait) {
+            due = apr_time_now() + max_wait;
+        }
+        if (bgd_timed_wait_arm(bc, due) == APR_SUCCESS) {
+            c->cs->sense = CONN_SENSE_WANT_READ;
+            return;
+        }
+        /* No timerfd: degrade to writability waits (unpaced). */
+        job->drain = 1;
+    }
+    c->cs->sense = CONN_SENSE_WANT_WRITE;
+    deadline = bgd_deadline(job, &reason);
+    if (deadline) {
+        bgd_wd_list(bc, deadline, reason);
+    }
+}
+
+static int bgd_drive(bgd_conn_t *bc)
+{
+    bgd_job_t *job = bc->job;
+    apr_time_t t0 = apr_time_now();
+    const char *reason;
+    apr_time_t deadline;
+    bgd_pump_e what;
+
+    bgd_timed_wait_disarm(bc);
+    reason = bgd_wd_unlist(bc);
+    if (!reason && !bc->c->aborted) {
+        deadline = bgd_deadline(job, &reason);
+        if (!deadline || t0 < deadline) {
+            reason = NULL;
+        }
+    }
+    if (reason) {
+        bgd_drop_log(job, reason);
+        job->outcome = reason;
+        what = BGD_PUMP_ERROR;
+    }
+    else {
+        if (apr_atomic_read32(&bgd_child_stopping_flag)) {
+            job->drain = 1;
+        }
+        what = bgd_pump(job);
+    }
+    job->worker_time += apr_time_now() - t0;
+    job->slices++;
+
+    switch (what) {
+    case BGD_PUMP_DONE:
+    case BGD_PUMP_ERROR:
+        if (what == BGD_PUMP_ERROR && !job->outcome) {
+            job->outcome = "aborted";
+        }
+        bgd_finish_async(bc);
+        return OK;
+    default:
+        bgd_slot_update(job, apr_time_now());
+        bgd_park(bc, what);
+        return OK;
+    }
+}
+
+/* ------------------------------------------------- paced in the worker */
+
+/* Where the MPM cannot wait for us (prefork, worker, HTTP/2 streams) a
+ * paced response is paced here, on the handler's thread, like
+ * mod_ratelimit: the same pump, with sleeping and blocking flushes. */
+static int bgd_deliver_in_worker(bgd_job_t *job)
+{
+    conn_rec *c = job->c;
+
+    for (;;) {
+        bgd_pump_e what;
+        apr_time_t t0 = apr_time_now();
+
+        if (apr_atomic_read32(&bgd_child_stopping_flag)) {
+            job->drain = 1;
+        }
+        what = bgd_pump(job);
+        job->worker_time += apr_time_now() - t0;
+        job->slices++;
+        bgd_slot_update(job, apr_time_now());
+        if (what == BGD_PUMP_DONE || what == BGD_PUMP_ERROR) {
+            break;
+        }
+        if (what == BGD_PUMP_WAIT_TIMER) {
+            apr_interval_time_t d = job->next_tick - apr_time_now();
+            if (d > 0) {
+                apr_sleep(d);
+            }
+        }
+        else if (what == BGD_PUMP_WAIT_SOCKET) {
+            apr_bucket_brigade *bb = apr_brigade_create(job->r->pool,
+                                                        c->bucket_alloc);
+            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(
+                                        c->bucket_alloc));
+            if (ap_pass_brigade(job->capture->next, bb) != APR_SUCCESS) {
+                job->outcome = "aborted";
+                break;
+            }
+        }
+    }
+    bgd_account_end(job);
+    if (strcmp(job->outcome, "complete")) {
+        bgd_correct_bytes_sent(job);
+    }
+    apr_brigade_cleanup(job->queue);
+    return OK;
+}
+
+/* --------------------------------------------------------- job set-up */
+
+static apr_status_t bgd_job_cleanup(void *data)
+{
+    bgd_job_t *job = data;
+    /* Runs when r->pool goes, after the log hooks (the EOR's cleanup was
+     * registered later, so it ran first): they could still ask
+     * bgdeliver_request_info() about this job. */
+    bgd_slot_release(job);
+    if (job->bc && job->bc->job == job) {
+        job->bc->job = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static bgd_job_t *bgd_job_get(request_rec *r)
+{
+    bgd_job_t *job = bgd_req_job(r);
+    if (!job) {
+        job = apr_pcalloc(r->pool, sizeof(*job));
+        job->r = r;
+        job->c = r->connection;
+        job->slot = -1;
+        job->conf = bgd_resolved_conf(r);
+        ap_set_module_config(r->request_config, &bgdeliver_module, job);
+    }
+    return job;
+}
+
+static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
+{
+    if (p) {
+        job->pacing = *p;
+        job->pacing.label = p->label ? apr_pstrdup(job->r->pool, p->label)
+                                     : NULL;
+        if (job->pacing.rate < 0) {
+            job->pacing.rate = 0;
+        }
+    }
+}
+
+/* Can the MPM drive this request's delivery for us? */
+static int bgd_async_possible(request_rec *r)
+{
+    return bgd_mpm_can_waitio && !r->connection->master && !r->prev
+           && !r->main && r->connection->cs
+           && !apr_atomic_read32(&bgd_child_stopping_flag);
+}
+
+/* Decide before the handler runs whether this response may take a slot:
+ * returns OK to capture, DECLINED to deliver normally, or an HTTP status
+ * to refuse (BgDeliverOverflow reject). */
+static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
+{
+    int slot = bgd_slot_claim(r, job, mode);
+    const bgd_dir_conf_t *conf = job->conf;
+    const char *why;
+
+    if (slot >= 0) {
+        job->slot = slot;
+        return OK;
+    }
+    why = slot == -2 ? "BgDeliverMaxPerClient" : "BgDeliverMaxDeliveries";
+    if (conf->overflow == BGD_OVERFLOW_REJECT) {
+        bgd_count(&bgd_table->rejected, 1);
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      "BGD002: %s reached for %s; refusing with 503 "
+                      "(BgDeliverOverflow reject)", why, r->useragent_ip);
+        if (conf->retry_after > 0) {
+            apr_table_setn(r->err_headers_out, "Retry-After",
+                           apr_itoa(r->pool, conf->retry_after));
+        }
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    bgd_count(&bgd_table->fallbacks, 1);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "BGD003: %s reached for %s; delivering in the foreground "
+                  "(BgDeliverOverflow fallback)", why, r->useragent_ip);
+    return DECLINED;
+}
+
+/* Start capturing r's response.  Returns OK when capturing, DECLINED to
+ * let the response go the ordinary way, or an HTTP status. */
+static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
+{
+    int async = bgd_async_possible(r);
+    int rv;
+
+    if (!async && job->pacing.rate <= 0) {
+        if (job->requested || job->conf->enabled == 1) {
+            bgd_count(&bgd_table->fallbacks, 1);
+        }
+        return DECLINED;
+    }
+    rv = bgd_admit(r, job, async ? 1 : 2);
+    if (rv != OK) {
+        return rv;
+    }
+    job->started = 1;
+    job->in_worker = !async;
+    job->queue = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    job->slice = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    job->files = apr_array_make(r->pool, 1, sizeof(bgd_file_ref_t));
+    job->capture = ap_add_output_filter_handle(bgd_capture_filter_handle,
+                                               job, r, r->connection);
+    job->capturing = 1;
+    apr_pool_cleanup_register(r->pool, job, bgd_job_cleanup,
+                              apr_pool_cleanup_null);
+    return OK;
+}
+
+/* The handler is done (rv is its result): hand the captured response to
+ * the MPM (SUSPENDED), or deliver it here.  Returns what the handler hook
+ * must return. */
+static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
+{
+    conn_rec *c = r->connection;
+    bgd_conn_t *bc;
+
+    if (rv == OK && !job->eos && !job->producer && !job->redirected) {
+        /* Handlers may leave the EOS to the core; send it here so that it
+         * is captured too (this also reads away any request body). */
+        ap_finalize_request_protocol(r);
+    }
+    job->capturing = 0;
+    job->body_at_capture = r->bytes_sent;
+
+    if (rv != OK || job->redirected || c->aborted
+        || (!job->eos && !job->producer)
+        || (job->pacing.rate <= 0 && job->eos
+            && job->captured - job->sent < job->conf->min_size)) {
+        /* Error, redirect, or too small to be worth it: what was captured
+         * goes out now, the ordinary way. */
+        if (!APR_BRIGADE_EMPTY(job->queue)) {
+            bgd_pass_foreground(job, job->queue);
+        }
+        bgd_slot_release(job);
+        return rv;
+    }
+
+    job->bodiless = r->header_only || r->status == HTTP_NOT_MODIFIED
+                    || r->status == HTTP_NO_CONTENT;
+    job->handoff = apr_time_now();
+    job->last_progress = job->handoff;
+    job->rate_mark_time = job->handoff;
+    job->pace_start = job->pacing.rate > 0 || job->pacing.latency > 0
+                      ? r->request_time + job->pacing.latency
+                      : job->handoff;
+    bgd_count(&bgd_table->started, 1);
+
+    if (job->in_worker) {
+        return bgd_deliver_in_worker(job);
+    }
+
+    /* The request body must be gone before the connection is handed to
+     * the MPM: finishing the request later must not block reading it. */
+    ap_discard_request_body(r);
+
+    bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
+    job->background = 1;
+    job->bc = bc;
+    bc->job = job;
+    return SUSPENDED;
+}
+
+/* ------------------------------------------------------- optional fns */
+
+static apr_status_t bgd_api_request_background(request_rec *r,
+                                               const bgdeliver_pacing_t *p)
+{
+    bgd_job_t *job;
+    if (r->main) {
+        return APR_EINVAL;
+    }
+    job = bgd_job_get(r);
+    job->requested = 1;
+    bgd_job_set_pacing(job, p);
+    return APR_SUCCESS;
+}
+
+/* Common part of the handler API.  Inside a handler that bgd_handler
+ * already wraps (BgDeliver On) the data is only captured and the wrapper
+ * finishes the job; otherwise the capture is set up and finished here. */
+static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
+                        bgdeliver_producer_fn *producer, void *baton,
+                        const bgdeliver_pacing_t *p)
+{
+    bgd_job_t *job = bgd_job_get(r);
+    int wrapped = job->started && job->capturing;
+    int rv = OK;
+
+    if (p) {
+        bgd_job_set_pacing(job, p);
+    }
+    if (!job->started) {
+        job->requested = 1;
+        rv = r->main ? DECLINED : bgd_capture_begin(r, job);
+        if (rv != OK && rv != DECLINED) {
+            return rv;
+        }
+    }
+    if (producer && rv == OK) {
+        job->producer = producer;
+        job->baton = baton;
+    }
+    else if (producer) {
+        /* No engine for this request: run the producer to the end here. */
+        apr_bucket_brigade *tmp = apr_brigade_create(r->pool,
+                                                     r->connection->bucket_alloc);
+        apr_status_t st;
+        int last;
+        do {
+            st = producer(r, baton, tmp, BGD_SLICE_BYTES);
+            last = !APR_BRIGADE_EMPTY(tmp)
+                   && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
+            if (st == APR_SUCCESS) {
+                st = ap_pass_brigade(r->output_filters, tmp);
+            }
+            apr_brigade_cleanup(tmp);
+        } while (st == APR_SUCCESS && !last);
+        return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
+    }
+    else {
+        if (APR_BRIGADE_EMPTY(bb) || !APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb))) {
+            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(
+                                        r->connection->bucket_alloc));
+        }
+        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS) {
+            rv = rv == OK ? AP_FILTER_ERROR : rv;
+        }
+    }
+    if (rv == DECLINED || wrapped) {
+        return OK;
+    }
+    return bgd_capture_end(r, job, rv);
+}
+
+static int bgd_api_send_brigade(request_rec *r, apr_bucket_brigade *bb,
+                                const bgdeliver_pacing_t *p)
+{
+    return bgd_api_send(r, bb, NULL, NULL, p);
+}
+
+static int bgd_api_send_file(request_rec *r, apr_file_t *fd, apr_off_t off,
+                             apr_off_t len, const bgdeliver_pacing_t *p)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool,
+                                                r->connection->bucket_alloc);
+    apr_brigade_insert_file(bb, fd, off, len, r->pool);
+    return bgd_api_send(r, bb, NULL, NULL, p);
+}
+
+static int bgd_api_send_producer(request_rec *r, bgdeliver_producer_fn *fn,
+                                 void *baton, const bgdeliver_pacing_t *p)
+{
+    return bgd_api_send(r, NULL, fn, baton, p);
+}
+
+static int bgd_api_request_info(const request_rec *r, bgdeliver_info_t *info)
+{
+    const bgd_job_t *job;
+    while (r->main) {
+        r = r->main;
+    }
+    job = bgd_req_job(r);
+    memset(info, 0, sizeof(*info));
+    info->bytes_total = -1;
+    if (!job || !job->handoff) {
+        return 0;
+    }
+    info->background = job->background || job->in_worker;
+    info->handoff = job->handoff;
+    info->finished = job->finished;
+    info->worker_time = job->worker_time;
+    info->slices = job->slices;
+    info->bytes_sent = job->sent;
+    info->bytes_total = job->eos ? job->captured : -1;
+    info->outcome = job->outcome;
+    return info->background;
+}
+
+static void bgd_api_get_totals(bgdeliver_totals_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (!bgd_table) {
+        return;
+    }
+    t->started = apr_atomic_read64(&bgd_table->started);
+    t->completed = apr_atomic_read64(&bgd_table->completed);
+    t->aborted = apr_atomic_read64(&bgd_table->aborted);
+    t->dropped = apr_atomic_read64(&bgd_table->dropped);
+    t->fallbacks = apr_atomic_read64(&bgd_table->fallbacks);
+    t->rejected = apr_atomic_read64(&bgd_table->rejected);
+    t->bytes = apr_atomic_read64(&bgd_table->bytes);
+    t->in_flight = apr_atomic_read32(&bgd_table->in_flight);
+}
+
+/* --------------------------------------------------------------- status */
+
+typedef struct bgd_slot_view_t {
+    bgd_slot_t s;
+    apr_time_t age;
+    apr_off_t avg_rate;
+} bgd_slot_view_t;
+
+/* Copy the in-flight deliveries out of shared memory consistently. */
+static apr_array_header_t *bgd_snapshot(apr_pool_t *p)
+{
+    apr_array_header_t *arr = apr_array_make(p, 16, sizeof(bgd_slot_view_t));
+    apr_time_t now = apr_time_now();
+    apr_uint32_t i;
+
+    if (!bgd_table) {
+        return arr;
+    }
+    for (i = 0; i < bgd_table->nslots; i++) {
+        bgd_slot_t *s = &bgd_table->slots[i];
+        bgd_slot_view_t v;
+        int tries;
+
+        if (!s->in_use) {
+            continue;
+        }
+        for (tries = 0; tries < 8; tries++) {
+            apr_uint32_t seq = apr_atomic_read32(&s->seq);
+            if (seq & 1) {
+                continue;
+            }
+            memcpy(&v.s, s, sizeof(v.s));
+            if (apr_atomic_read32(&s->seq) == seq) {
+                break;
+            }
+        }
+        if (tries == 8 || !v.s.in_use || !v.s.client[0]) {
+            continue;
+        }
+        v.age = now - v.s.started;
+        v.avg_rate = v.age > 0
+                     ? (apr_off_t)((double)v.s.sent * APR_USEC_PER_SEC
+                                   / (double)v.age) : 0;
+        *(bgd_slot_view_t *)apr_array_push(arr) = v;
+    }
+    return arr;
+}
+
+static const char *bgd_json_str(apr_pool_t *p, const char *s)
+{
+    apr_size_t i, n = strlen(s);
+    char *out = apr_palloc(p, n * 6 + 3), *o = out;
+    *o++ = '"';
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            *o++ = '\\';
+            *o++ = (char)ch;
+        }
+        else if (ch < 0x20 || ch == '<' || ch == '>' || ch == '&'
+                 || ch >= 0x7f) {
+            o += apr_snprintf(o, 7, "\\u%04x", ch);
+        }
+        else {
+            *o++ = (char)ch;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+static void bgd_status_totals_auto(request_rec *r)
+{
+    bgdeliver_totals_t t;
+    bgd_api_get_totals(&t);
+    ap_rprintf(r, "BgDeliverVersion: %s\n", BGD_VERSION);
+    ap_rprintf(r, "BgDeliverEngine: %s\n",
+               bgd_mpm_can_waitio ? "async" : "worker");
+    ap_rprintf(r, "BgDeliverInFlight: %u\n", t.in_flight);
+    ap_rprintf(r, "BgDeliverStarted: %" APR_UINT64_T_FMT "\n", t.started);
+    ap_rprintf(r, "BgDeliverCompleted: %" APR_UINT64_T_FMT "\n", t.completed);
+    ap_rprintf(r, "BgDeliverAborted: %" APR_UINT64_T_FMT "\n", t.aborted);
+    ap_rprintf(r, "BgDeliverDropped: %" APR_UINT64_T_FMT "\n", t.dropped);
+    ap_rprintf(r, "BgDeliverFallbacks: %" APR_UINT64_T_FMT "\n", t.fallbacks);
+    ap_rprintf(r, "BgDeliverRejected: %" APR_UINT64_T_FMT "\n", t.rejected);
+    ap_rprintf(r, "BgDeliverBytes: %" APR_UINT64_T_FMT "\n", t.bytes);
+}
+
+static void bgd_status_auto(request_rec *r)
+{
+    apr_array_header_t *arr = bgd_snapshot(r->pool);
+    int i;
+
+    bgd_status_totals_auto(r);
+    for (i = 0; i < arr->nelts; i++) {
+        bgd_slot_view_t *v = &APR_ARRAY_IDX(arr, i, bgd_slot_view_t);
+        ap_rprintf(r, "Delivery: pid=%" APR_PID_T_FMT " client=%s scheme=%s "
+                   "mode=%s sent=%" APR_OFF_T_FMT " total=%" APR_OFF_T_FMT
+                   " rate=%" APR_OFF_T_FMT " avg_rate=%" APR_OFF_T_FMT
+                   " target_rate=%" APR_OFF_T_FMT " age_ms=%" APR_TIME_T_FMT
+                   " label=%s vhost=%s method=%s uri=%s\n",
+                   v->s.pid, v->s.client, v->s.https ? "https" : "http",
+                   v->s.mode == 1 ? "background" : "worker",
+                   v->s.sent, v->s.total, v->s.current_rate, v->avg_rate,
+                   v->s.target_rate, apr_time_as_msec(v->age),
+                   v->s.label[0] ? ap_escape_urlencoded(r->pool, v->s.label)
+                                 : "-",
+                   ap_escape_urlencoded(r->pool, v->s.vhost),
+                   ap_escape_urlencoded(r->pool, v->s.method),
+                   ap_escape_urlencoded(r->pool, v->s.uri));
+    }
+}
+
+static void bgd_status_json(request_rec *r)
+{
+    apr_array_header_t *arr = bgd_snapshot(r->pool);
+    bgdeliver_totals_t t;
+    int i;
+
+    bgd_api_get_totals(&t);
+    ap_rprintf(r, "{\"version\":\"%s\",\"engine\":\"%s\",\"totals\":{"
+               "\"in_flight\":%u,\"started\":%" APR_UINT64_T_FMT
+               ",\"completed\":%" APR_UINT64_T_FMT
+               ",\"aborted\":%" APR_UINT64_T_FMT
+               ",\"dropped\":%" APR_UINT64_T_FMT
+               ",\"fallbacks\":%" APR_UINT64_T_FMT
+               ",\"rejected\":%" APR_UINT64_T_FMT
+               ",\"bytes\":%" APR_UINT64_T_FMT "},\"deliveries\":[",
+               BGD_VERSION, bgd_mpm_can_waitio ? "async" : "worker",
+               t.in_flight, t.started, t.completed, t.aborted, t.dropped,
+               t.fallbacks, t.rejected, t.bytes);
+    for (i = 0; i < arr->nelts; i++) {
+        bgd_slot_view_t *v = &APR_ARRAY_IDX(arr, i, bgd_slot_view_t);
+        ap_rprintf(r, "%s{\"pid\":%" APR_PID_T_FMT ",\"client\":%s,"
+                   "\"scheme\":\"%s\",\"mode\":\"%s\",\"vhost\":%s,"
+                   "\"method\":%s,\"uri\":%s,\"label\":%s,"
+                   "\"sent\":%" APR_OFF_T_FMT ",\"total\":%" APR_OFF_T_FMT
+                   ",\"rate\":%" APR_OFF_T_FMT ",\"avg_rate\":%"
+                   APR_OFF_T_FMT ",\"target_rate\":%" APR_OFF_T_FMT
+                   ",\"age_ms\":%" APR_TIME_T_FMT "}",
+                   i ? "," : "", v->s.pid, bgd_json_str(r->pool, v->s.client),
+                   v->s.https ? "https" : "http",
+                   v->s.mode == 1 ? "background" : "worker",
+                   bgd_json_str(r->pool, v->s.vhost),
+                   bgd_json_str(r->pool, v->s.method),
+                   bgd_json_str(r->pool, v->s.uri),
+                   bgd_json_str(r->pool, v->s.label),
+                   v->s.sent, v->s.total, v->s.current_rate, v->avg_rate,
+                   v->s.target_rate, apr_time_as_msec(v->age));
+    }
+    ap_rputs("]}\n", r);
+}
+
+static const char *bgd_human(apr_pool_t *p, apr_off_t n)
+{
+    char buf[6];
+    if (n < 0) {
+        return "?";
+    }
+    return apr_pstrcat(p, apr_strfsize(n, buf), "B", NULL);
+}
+
+static void bgd_status_html_table(request_rec *r)
+{
+    apr_array_header_t *arr = bgd_snapshot(r->pool);
+    int i;
+
+    if (!arr->nelts) {
+        ap_rputs("<p>No delivery in flight.</p>\n", r);
+        return;
+    }
+    ap_rputs("<table border=\"1\" cellpadding=\"3\">\n<tr><th>PID</th>"
+             "<th>Client</th><th>Scheme</th><th>Mode</th><th>VHost</th>"
+             "<th>Request</th><th>Sent</th><th>Total</th><th>%</th>"
+             "<th>Rate now</th><th>Avg rate</th><th>Target</th>"
+             "<th>Age</th></tr>\n", r);
+    for (i = 0; i < arr->nelts; i++) {
+        bgd_slot_view_t *v = &APR_ARRAY_IDX(arr, i, bgd_slot_view_t);
+        const char *pct = v->s.total > 0
+            ? apr_psprintf(r->pool, "%d", (int)(100.0 * (double)v->s.sent
+                                                / (double)v->s.total))
+            : "-";
+        ap_rprintf(r, "<tr><td>%" APR_PID_T_FMT "</td><td>%s</td>"
+                   "<td>%s</td><td>%s</td><td>%s</td><td>%s %s</td>"
+                   "<td>%s</td><td>%s</td><td>%s</td><td>%s/s</td>"
+                   "<td>%s/s</td><td>%s</td><td>%.1f s</td></tr>\n",
+                   v->s.pid, ap_escape_html(r->pool, v->s.client),
+                   v->s.https ? "https" : "http",
+                   v->s.mode == 1 ? "background" : "worker",
+                   ap_escape_html(r->pool, v->s.vhost),
+                   ap_escape_html(r->pool, v->s.method),
+                   ap_escape_html(r->pool, v->s.uri),
+                   bgd_human(r->pool, v->s.sent),
+                   bgd_human(r->pool, v->s.total), pct,
+                   bgd_human(r->pool, v->s.current_rate),
+                   bgd_human(r->pool, v->avg_rate),
+                   v->s.target_rate > 0
+                       ? apr_psprintf(r->pool, "%s/s %s",
+                                      bgd_human(r->pool, v->s.target_rate),
+                                      ap_escape_html(r->pool, v->s.label))
+                       : "-",
+                   (double)v->age / APR_USEC_PER_SEC);
+    }
+    ap_rputs("</table>\n", r);
+}
+
+static void bgd_status_html_totals(request_rec *r)
+{
+    bgdeliver_totals_t t;
+    bgd_api_get_totals(&t);
+    ap_rprintf(r, "<dl><dt>%s, engine: %s</dt>\n<dt>%u in flight; "
+               "%" APR_UINT64_T_FMT " started, %" APR_UINT64_T_FMT
+               " completed, %" APR_UINT64_T_FMT " aborted, %"
+               APR_UINT64_T_FMT " dropped by the slow-read rules, %"
+               APR_UINT64_T_FMT " delivered in the foreground, %"
+               APR_UINT64_T_FMT " refused; %s written</dt></dl>\n",
+               BGD_VERSION,
+               bgd_mpm_can_waitio ? "asynchronous (event MPM, WAITIO)"
+                                  : "in the worker (MPM without WAITIO)",
+               t.in_flight, t.started, t.completed, t.aborted, t.dropped,
+               t.fallbacks, t.rejected,
+               bgd_human(r->pool, (apr_off_t)t.bytes));
+}
+
+static int bgd_status_handler(request_rec *r)
+{
+    const char *args = r->args ? r->args : "";
+
+    if (strcmp(r->handler, "bgdeliver-status")) {
+        return DECLINED;
+    }
+    r->allowed = (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    if (ap_strstr_c(args, "json")) {
+        ap_set_content_type(r, "application/json");
+        if (!r->header_only) {
+            bgd_status_json(r);
+        }
+        return OK;
+    }
+    if (ap_strstr_c(args, "auto")) {
+        ap_set_content_type(r, "text/plain; charset=ISO-8859-1");
+        if (!r->header_only) {
+            bgd_status_auto(r);
+        }
+        return OK;
+    }
+    ap_set_content_type(r, "text/html; charset=ISO-8859-1");
+    if (r->header_only) {
+        return OK;
+    }
+    ap_rputs(DOCTYPE_HTML_4_01
+             "<html><head><title>Background deliveries</title>"
+             "<meta http-equiv=\"refresh\" content=\"2\"></head><body>\n"
+             "<h1>Background deliveries</h1>\n", r);
+    bgd_status_html_totals(r);
+    bgd_status_html_table(r);
+    ap_rputs("</body></html>\n", r);
+    return OK;
+}
+
+static int bgd_status_hook(request_rec *r, int flags)
+{
+    if (flags & AP_STATUS_SHORT) {
+        bgd_status_totals_auto(r);
+        return OK;
+    }
+    ap_rputs("<hr>\n<h2>Background deliveries (mod_bgdeliver)</h2>\n", r);
+    bgd_status_html_totals(r);
+    if (!(flags & AP_STATUS_NOTABLE)) {
+        bgd_status_html_table(r);
+    }
+    return OK;
+}
+
+/* --------------------------------------------------------------- hooks */
+
+/* The handler wrapper: REALLY_FIRST so that it runs before the handler
+ * that produces the content, which it then runs itself. */
+static int bgd_handler(request_rec *r)
+{
+    bgd_job_t *job = bgd_req_job(r);
+    const bgd_dir_conf_t *conf;
+    int rv;
+
+    if (job && job->started) {
+        return DECLINED;        /* our own nested ap_run_handler() */
+    }
+    if (r->main) {
+        return DECLINED;        /* sub-requests are part of the main one */
+    }
+    if (!(job && job->requested) && bgd_dir_conf(r)->enabled != 1) {
+        return DECLINED;
+    }
+    job = bgd_job_get(r);
+    conf = job->conf;
+    /* A static file known to be small never needs the engine (a handler
+     * named after a MIME type is the default handler, except the
+     * historic application/x-httpd-* script types). */
+    if (job->pacing.rate <= 0 && r->finfo.filetype == APR_REG
+        && r->finfo.size < conf->min_size
+        && (!r->handler || !strcmp(r->handler, "default-handler")
+            || (ap_strchr_c(r->handler, '/')
+                && strncmp(r->handler, "application/x-httpd-", 20)))) {
+        return DECLINED;
+    }
+    rv = bgd_capture_begin(r, job);
+    if (rv != OK) {
+        return rv;
+    }
+    rv = ap_run_handler(r);
+    return bgd_capture_end(r, job, rv);
+}
+
+/* Wraps the HTTP module's processing (REALLY_FIRST, re-entering the hook
+ * chain behind a guard) so that a SUSPENDED state left by our handler is
+ * seen before the MPM sees it; and, when the MPM hands a parked
+ * connection back, drives the next part of the delivery instead. */
+static int bgd_process_connection(conn_rec *c)
+{
+    bgd_conn_t *bc;
+    int rv;
+
+    if (!bgd_mpm_can_waitio || c->master || c->outgoing || !c->cs) {
+        return DECLINED;
+    }
+    bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
+    if (!bc) {
+        return DECLINED;
+    }
+    if (bc->job) {
+        return bgd_drive(bc);
+    }
+    if (bc->nested) {
+        return DECLINED;
+    }
+    bc->nested = 1;
+    rv = ap_run_process_connection(c);
+    bc->nested = 0;
+    if (bc->job && c->cs->state == CONN_STATE_SUSPENDED) {
+        /* First slice right away, on this warm worker: a fast client may
+         * get the whole response before we ever return to the MPM. */
+        return bgd_drive(bc);
+    }
+    return rv;
+}
+
+/* Every path that closes a connection (lingering close after a Timeout,
+ * shutdown, an error) comes through here first: the real socket must be
+ * back on its descriptor before anything writes to or closes it, and an
+ * unfinished delivery is logged as such. */
+static apr_status_t bgd_conn_release(bgd_conn_t *bc, const char *outcome)
+{
+    bgd_job_t *job = bc->job;
+
+    bgd_wd_unlist(bc);
+    bgd_timed_wait_release(bc);
+    if (job) {
+        apr_bucket *eor;
+        job->outcome = job->outcome ? job->outcome : outcome;
+        bgd_account_end(job);
+        bgd_correct_bytes_sent(job);
+        bc->c->aborted = 1;
+        bc->job = NULL;
+        apr_brigade_cleanup(job->queue);
+        /* Logs the request and frees r, as the core does with an EOR
+         * bucket, without touching the connection's state. */
+        eor = ap_bucket_eor_create(bc->c->bucket_alloc, job->r);
+        apr_bucket_destroy(eor);
+    }
+    return APR_SUCCESS;
+}
+
+static int bgd_pre_close_connection(conn_rec *c)
+{
+    bgd_conn_t *bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
+    if (bc) {
+        bgd_conn_release(bc, "timeout");
+    }
+    return OK;
+}
+
+static apr_status_t bgd_conn_pool_cleanup(void *data)
+{
+    bgd_conn_t *bc = data;
+    bgd_wd_unlist(bc);
+    bgd_timed_wait_release(bc);
+    if (bc->job) {
+        bgd_slot_release(bc->job);
+        bc->job = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/* Connection state for every client connection the MPM may park for us;
+ * secondary (HTTP/2) and outgoing connections never get one. */
+static int bgd_pre_connection(conn_rec *c, void *csd)
+{
+    bgd_conn_t *bc;
+    apr_os_sock_t fd = -1;
+
+    if (!bgd_mpm_can_waitio || c->master || c->outgoing || !c->cs) {
+        return DECLINED;
+    }
+    if (apr_os_sock_get(&fd, csd) != APR_SUCCESS || fd < 0) {
+        return DECLINED;
+    }
+    bc = apr_pcalloc(c->pool, sizeof(*bc));
+    bc->c = c;
+    bc->fd = fd;
+    bc->sock_dup = -1;
+    ap_set_module_config(c->conn_config, &bgdeliver_module, bc);
+    /* A pre-cleanup runs before the socket's own cleanup closes it and
+     * before r->pool (a sub-pool) goes. */
+    apr_pool_pre_cleanup_register(c->pool, bc, bgd_conn_pool_cleanup);
+    return DECLINED;
+}
+
+static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    (void)pchild;
+    (void)graceful;
+    /* New responses go out normally and paced ones drain at full speed,
+     * so that an old generation exits quickly after a graceful restart. */
+    apr_atomic_set32(&bgd_child_stopping_flag, 1);
+}
+
+static int bgd_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                          apr_pool_t *ptemp)
+{
+    (void)pconf; (void)plog; (void)ptemp;
+    bgd_max_deliveries = BGD_UNSET;
+    return OK;
+}
+
+static int bgd_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    apr_size_t size;
+    apr_uint32_t want;
+    apr_status_t rv;
+    int waitio = 0, async = 0;
+
+    (void)plog; (void)ptemp;
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS) {
+        async = 0;
+    }
+#ifdef AP_MPMQ_CAN_WAITIO
+    if (ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio) != APR_SUCCESS) {
+        waitio = 0;
+    }
+#endif
+    bgd_mpm_can_waitio = async && waitio;
+    if (!bgd_mpm_can_waitio) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "BGD001: the %s MPM cannot wait for connections "
+                     "without a worker (needs the event MPM of httpd "
+                     "2.4.63 or later): responses are delivered normally, "
+                     "paced ones are paced in the worker", ap_show_mpm());
+    }
+
+    want = bgd_max_deliveries > 0 ? (apr_uint32_t)bgd_max_deliveries
+                                  : BGD_DEFAULT_MAX_DELIVERIES;
+    bgd_retained = ap_retained_data_get("mod_bgdeliver");
+    if (!bgd_retained) {
+        bgd_retained = ap_retained_data_create("mod_bgdeliver",
+                                               sizeof(*bgd_retained));
+    }
+    if (bgd_retained->table && bgd_retained->nslots != want) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "BGD015: BgDeliverMaxDeliveries changed from %u to %u: "
+                     "the new value takes effect after a full restart",
+                     bgd_retained->nslots, want);
+    }
+    if (!bgd_retained->table) {
+        /* Created once in the process pool and found again after each
+         * graceful restart: deliveries of the old generation stay visible
+         * and counted while they finish. */
+        size = APR_OFFSETOF(bgd_shm_t, slots) + want * sizeof(bgd_slot_t);
+        rv = apr_shm_create(&bgd_retained->shm, size, NULL,
+                            s->process->pool);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                         "BGD016: cannot create %" APR_SIZE_T_FMT " bytes of "
+                         "shared memory for the delivery table", size);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        bgd_retained->table = apr_shm_baseaddr_get(bgd_retained->shm);
+        memset(bgd_retained->table, 0, size);
+        bgd_retained->table->magic = BGD_SHM_MAGIC;
+        bgd_retained->table->nslots = want;
+        bgd_retained->nslots = want;
+    }
+    bgd_table = bgd_retained->table;
+    (void)pconf;
+    return OK;
+}
+
+static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_status_t rv;
+
+    bgd_my_pid = getpid();
+    apr_atomic_set32(&bgd_child_stopping_flag, 0);
+    if (!bgd_mpm_can_waitio) {
+        return;
+    }
+    bgd_wd_exit = 0;
+    bgd_wd_head = NULL;
+    if ((rv = apr_thread_mutex_create(&bgd_wd_mutex,
+                                      APR_THREAD_MUTEX_DEFAULT, pchild))
+        || (rv = apr_thread_cond_create(&bgd_wd_cond, pchild))
+        || (rv = apr_thread_create(&bgd_wd_thread, NULL, bgd_watchdog, NULL,
+                                   pchild))) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "BGD017: cannot start the watchdog thread: slow-read "
+                     "rules are only checked when a client makes progress");
+        bgd_wd_thread = NULL;
+        return;
+    }
+    apr_pool_pre_cleanup_register(pchild, NULL, bgd_watchdog_stop);
+}
+
+/* ------------------------------------------------------ configuration */
+
+static void *bgd_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    bgd_dir_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+    (void)dir;
+    conf->enabled = BGD_UNSET;
+    conf->min_size = BGD_UNSET;
+    conf->mem_limit = BGD_UNSET;
+    conf->spool_max = BGD_UNSET;
+    conf->min_rate = BGD_UNSET;
+    conf->min_rate_grace = BGD_UNSET;
+    conf->idle_timeout = BGD_UNSET;
+    conf->max_time = BGD_UNSET;
+    conf->overflow = BGD_UNSET;
+    conf->retry_after = BGD_UNSET;
+    return conf;
+}
+
+#define BGD_MERGE(field, dflt) \
+    conf->field = add->field != BGD_UNSET ? add->field \
+                  : base->field != BGD_UNSET ? base->field : (dflt)
+
+static void *bgd_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    bgd_dir_conf_t *base = basev, *add = addv;
+    bgd_dir_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    BGD_MERGE(enabled, BGD_UNSET);
+    BGD_MERGE(min_size, BGD_DEFAULT_MIN_SIZE);
+    BGD_MERGE(mem_limit, BGD_DEFAULT_MEM_LIMIT);
+    BGD_MERGE(spool_max, BGD_DEFAULT_SPOOL_MAX);
+    BGD_MERGE(min_rate, BGD_DEFAULT_MIN_RATE);
+    BGD_MERGE(min_rate_grace, BGD_DEFAULT_GRACE);
+    BGD_MERGE(idle_timeout, 0);
+    BGD_MERGE(max_time, 0);
+    BGD_MERGE(overflow, BGD_OVERFLOW_FALLBACK);
+    BGD_MERGE(retry_after, 0);
+    return conf;
+}
+
+static void *bgd_create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    bgd_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+    (void)s;
+    conf->max_per_client = BGD_UNSET;
+    return conf;
+}
+
+static void *bgd_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    bgd_srv_conf_t *base = basev, *add = addv;
+    bgd_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+    conf->spool_dir = add->spool_dir ? add->spool_dir : base->spool_dir;
+    BGD_MERGE(max_per_client, 0);
+    return conf;
+}
+
+/* Sizes: a number with an optional k, M or G suffix (powers of 1024). */
+static const char *bgd_parse_size(cmd_parms *cmd, const char *arg,
+                                  apr_off_t min, apr_off_t *out)
+{
+    char *end;
+    apr_int64_t n;
+    apr_off_t mult = 1;
+
+    errno = 0;
+    n = apr_strtoi64(arg, &end, 10);
+    if (end == arg || errno || n < 0) {
+        goto bad;
+    }
+    switch (*end) {
+    case 'k': case 'K': mult = 1024; end++; break;
+    case 'm': case 'M': mult = 1024 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end || n > APR_INT64_MAX / mult || n * mult < min) {
+        goto bad;
+    }
+    *out = n * mult;
+    return NULL;
+bad:
+    return apr_psprintf(cmd->pool, "%s: '%s' is not a valid size; expected "
+                        "a whole number of bytes of at least %" APR_OFF_T_FMT
+                        ", optionally followed by k, M or G (e.g. 64k)",
+                        cmd->cmd->name, arg, min);
+}
+
+static const char *bgd_parse_seconds(cmd_parms *cmd, const char *arg,
+                                     apr_interval_time_t *out)
+{
+    char *end;
+    double d;
+
+    errno = 0;
+    d = strtod(arg, &end);
+    if (end == arg || *end || errno || d < 0 || d > 86400.0 * 366) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a valid time; "
+                            "expected seconds between 0 and 31622400 "
+                            "(fractions allowed, 0 = off)",
+                            cmd->cmd->name, arg);
+    }
+    *out = (apr_interval_time_t)(d * APR_USEC_PER_SEC);
+    return NULL;
+}
+
+static const char *bgd_parse_count(cmd_parms *cmd, const char *arg,
+                                   int min, int max, int *out)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(arg, &end, 10);
+    if (end == arg || *end || errno || n < min || n > max) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not valid; expected a "
+                            "whole number from %d to %d", cmd->cmd->name,
+                            arg, min, max);
+    }
+    *out = (int)n;
+    return NULL;
+}
+
+static const char *bgd_cmd_enable(cmd_parms *cmd, void *dconf, int flag)
+{
+    bgd_dir_conf_t *conf = dconf;
+    (void)cmd;
+    conf->enabled = flag ? 1 : 0;
+    return NULL;
+}
+
+static const char *bgd_cmd_min_size(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    return bgd_parse_size(cmd, arg, 0, &((bgd_dir_conf_t *)dconf)->min_size);
+}
+
+static const char *bgd_cmd_mem_limit(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    return bgd_parse_size(cmd, arg, 0, &((bgd_dir_conf_t *)dconf)->mem_limit);
+}
+
+static const char *bgd_cmd_spool_limit(cmd_parms *cmd, void *dconf,
+                                       const char *arg)
+{
+    return bgd_parse_size(cmd, arg, BGD_SLICE_BYTES,
+                          &((bgd_dir_conf_t *)dconf)->spool_max);
+}
+
+static const char *bgd_cmd_min_rate(cmd_parms *cmd, void *dconf,
+                                    const char *rate, const char *grace)
+{
+    bgd_dir_conf_t *conf = dconf;
+    const char *err = bgd_parse_size(cmd, rate, 0, &conf->min_rate);
+    if (!err && grace) {
+        err = bgd_parse_seconds(cmd, grace, &conf->min_rate_grace);
+    }
+    return err;
+}
+
+static const char *bgd_cmd_idle_timeout(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
+{
+    return bgd_parse_seconds(cmd, arg,
+                             &((bgd_dir_conf_t *)dconf)->idle_timeout);
+}
+
+static const char *bgd_cmd_max_time(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    return bgd_parse_seconds(cmd, arg, &((bgd_dir_conf_t *)dconf)->max_time);
+}
+
+static const char *bgd_cmd_overflow(cmd_parms *cmd, void *dconf,
+                                    const char *mode, const char *retry)
+{
+    bgd_dir_conf_t *conf = dconf;
+    if (!strcasecmp(mode, "fallback")) {
+        conf->overflow = BGD_OVERFLOW_FALLBACK;
+        if (retry) {
+            return "BgDeliverOverflow: a Retry-After value only goes with "
+                   "'reject'";
+        }
+        return NULL;
+    }
+    if (!strcasecmp(mode, "reject")) {
+        conf->overflow = BGD_OVERFLOW_REJECT;
+        return retry ? bgd_parse_count(cmd, retry, 0, 86400,
+                                       &conf->retry_after)
+                     : NULL;
+    }
+    return apr_psprintf(cmd->pool, "BgDeliverOverflow: '%s' is not valid; "
+                        "expected 'fallback' (deliver in the foreground) or "
+                        "'reject [retry-after-seconds]' (503)", mode);
+}
+
+static const char *bgd_cmd_spool_dir(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    bgd_srv_conf_t *conf = ap_get_module_config(cmd->server->module_config,
+                                                &bgdeliver_module);
+    apr_finfo_t finfo;
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+    (void)dconf;
+    if (!path || apr_stat(&finfo, path, APR_FINFO_TYPE, cmd->pool)
+                 != APR_SUCCESS || finfo.filetype != APR_DIR) {
+        return apr_psprintf(cmd->pool, "BgDeliverSpoolDir: '%s' is not an "
+                            "existing directory", arg);
+    }
+    conf->spool_dir = path;
+    return NULL;
+}
+
+static const char *bgd_cmd_max_per_client(cmd_parms *cmd, void *dconf,
+                                          const char *arg)
+{
+    bgd_srv_conf_t *conf = ap_get_module_config(cmd->server->module_config,
+                                                &bgdeliver_module);
+    (void)dconf;
+    return bgd_parse_count(cmd, arg, 0, 1000000, &conf->max_per_client);
+}
+
+static const char *bgd_cmd_max_deliveries(cmd_parms *cmd, void *dconf,
+                                          const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    return bgd_parse_count(cmd, arg, 1, 1000000, &bgd_max_deliveries);
+}
+
+/* ------------------------------------------------------------ register */
+
+/* APR_REGISTER_OPTIONAL_FN() wants the function to carry the public name;
+ * ours carry the module prefix, with the same compile-time type check. */
+#define BGD_REGISTER_FN(name, fn) do {                              \
+        APR_OPTIONAL_FN_TYPE(name) *bgd_checked_fn = fn;            \
+        apr_dynamic_fn_register(#name, (apr_opt_fn_t *)bgd_checked_fn); \
+    } while (0)
+
+static void bgd_register_hooks(apr_pool_t *p)
+{
+    static const char *const after_ssl[] = { "mod_ssl.c", NULL };
+    (void)p;
+
+    /* Before every other handler: it runs them itself, behind a filter
+     * that captures their output. */
+    ap_hook_handler(bgd_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_handler(bgd_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* REALLY_FIRST: it wraps everything the HTTP module does with a
+     * connection, so it must see the connection before anyone else. */
+    ap_hook_process_connection(bgd_process_connection, NULL, NULL,
+                               APR_HOOK_REALLY_FIRST);
+    /* After mod_ssl has set up its filters, so that c->output_filters is
+     * complete; nothing here depends on it, but the order documents that
+     * TLS lies below us. */
+    ap_hook_pre_connection(bgd_pre_connection, after_ssl, NULL,
+                           APR_HOOK_MIDDLE);
+    ap_hook_pre_close_connection(bgd_pre_close_connection, NULL, NULL,
+                                 APR_HOOK_REALLY_FIRST);
+    ap_hook_child_stopping(bgd_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_pre_config(bgd_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(bgd_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(bgd_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, bgd_status_hook, NULL, NULL,
+                      APR_HOOK_MIDDLE);
+
+    /* After CHUNK (AP_FTYPE_TRANSCODE) and every protocol filter, before
+     * the connection filters: it sees the bytes the client will get. */
+    bgd_capture_filter_handle = ap_register_output_filter(
+        "BGDELIVER", bgd_capture_filter, NULL, AP_FTYPE_TRANSCODE + 5);
+
+    BGD_REGISTER_FN(bgdeliver_request_background,
+                    bgd_api_request_background);
+    BGD_REGISTER_FN(bgdeliver_send_file, bgd_api_send_file);
+    BGD_REGISTER_FN(bgdeliver_send_brigade, bgd_api_send_brigade);
+    BGD_REGISTER_FN(bgdeliver_send_producer, bgd_api_send_producer);
+    BGD_REGISTER_FN(bgdeliver_request_info, bgd_api_request_info);
+    BGD_REGISTER_FN(bgdeliver_get_totals, bgd_api_get_totals);
+}
+
+static const command_rec bgd_cmds[] = {
+    AP_INIT_FLAG("BgDeliver", bgd_cmd_enable, NULL, OR_FILEINFO,
+                 "On to deliver large responses without holding a worker"),
+    AP_INIT_TAKE1("BgDeliverMinSize", bgd_cmd_min_size, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Smallest response (bytes, k/M/G) delivered in the "
+                  "background"),
+    AP_INIT_TAKE1("BgDeliverMemoryLimit", bgd_cmd_mem_limit, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Generated bytes kept in memory per response before "
+                  "spooling to BgDeliverSpoolDir"),
+    AP_INIT_TAKE1("BgDeliverSpoolLimit", bgd_cmd_spool_limit, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Largest spool per response; beyond it the rest is "
+                  "delivered in the foreground"),
+    AP_INIT_TAKE12("BgDeliverMinRate", bgd_cmd_min_rate, NULL,
+                   RSRC_CONF | ACCESS_CONF,
+                   "Minimum average client read rate in bytes/s and the "
+                   "grace period in seconds before it applies (0 = off)"),
+    AP_INIT_TAKE1("BgDeliverIdleTimeout", bgd_cmd_idle_timeout, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Seconds a delivery may make no progress (0 = Timeout)"),
+    AP_INIT_TAKE1("BgDeliverMaxTime", bgd_cmd_max_time, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "Absolute limit in seconds for a response, counted from "
+                  "the request (0 = none)"),
+    AP_INIT_TAKE12("BgDeliverOverflow", bgd_cmd_overflow, NULL,
+                   RSRC_CONF | ACCESS_CONF,
+                   "What to do past a cap: fallback, or reject "
+                   "[retry-after-seconds]"),
+    AP_INIT_TAKE1("BgDeliverSpoolDir", bgd_cmd_spool_dir, NULL, RSRC_CONF,
+                  "Directory for spool files of generated responses"),
+    AP_INIT_TAKE1("BgDeliverMaxPerClient", bgd_cmd_max_per_client, NULL,
+                  RSRC_CONF,
+                  "Concurrent background deliveries per client address "
+                  "(0 = unlimited)"),
+    AP_INIT_TAKE1("BgDeliverMaxDeliveries", bgd_cmd_max_deliveries, NULL,
+                  RSRC_CONF,
+                  "Concurrent background deliveries of the whole server"),
+    { NULL }
+};
+
+AP_DECLARE_MODULE(bgdeliver) = {
+    STANDARD20_MODULE_STUFF,
+    bgd_create_dir_conf,        /* create per-directory config */
+    bgd_merge_dir_conf,         /* merge per-directory config */
+    bgd_create_srv_conf,        /* create per-server config */
+    bgd_merge_srv_conf,         /* merge per-server config */
+    bgd_cmds,                   /* command table */
+    bgd_register_hooks,         /* register hooks */
+    AP_MODULE_FLAG_NONE         /* flags */
+};

@@ -1,0 +1,406 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Helpers shared by the t/modules/*.t tests: raw HTTP/1.1 clients over real
+# sockets (with a small receive buffer, optional TLS and read-rate limit),
+# the deterministic test pattern, /server-status parsing, and probes of the
+# server's children (descriptors, CLOSE-WAIT sockets).
+
+package Bgd::Test;
+
+use strict;
+use warnings FATAL => 'all';
+
+use Exporter 'import';
+use Socket qw(:all);
+use IO::Handle;
+use IO::Select;
+use Time::HiRes qw(time sleep);
+use Digest::MD5 qw(md5_hex);
+use Apache::Test ();
+use Apache::TestRequest ();
+use Apache::TestConfig ();
+use POSIX ();
+
+our @EXPORT_OK = qw(
+    pattern pattern_md5 gen_file docroot hostport_of
+    http_connect http_send read_response request
+    server_status status_value mpm_name
+    server_pids fd_count close_wait_count error_log_since log_mark
+    wait_until access_log_lines bgd_status slow_clients
+);
+
+my $LINE = 64;
+
+# The deterministic byte stream every generator of the suite produces
+# (t/c-src/mod_bgd_test.c and the CGI scripts): 64-byte numbered lines.
+sub pattern {
+    my ($size, $offset) = @_;
+    $offset ||= 0;
+    my $first = int($offset / $LINE);
+    my $last  = int(($offset + $size + $LINE - 1) / $LINE);
+    my $s = join '', map { sprintf("%08d %-54s\n", $_, 'bgdeliver-test-pattern-' . ($_ % 997)) }
+                     $first .. $last;
+    return substr($s, $offset - $first * $LINE, $size);
+}
+
+sub pattern_md5 { md5_hex(pattern(@_)) }
+
+sub docroot {
+    return Apache::Test::vars('documentroot');
+}
+
+# A file of $size pseudo-random bytes under htdocs, created once.
+sub gen_file {
+    my ($rel, $size) = @_;
+    my $path = docroot() . "/$rel";
+    return $path if -e $path && -s $path == $size;
+    (my $dir = $path) =~ s{/[^/]+$}{};
+    mkdir $dir unless -d $dir;
+    open my $fh, '>', "$path.tmp" or die "$path: $!";
+    binmode $fh;
+    srand(length $rel);
+    my $left = $size;
+    while ($left > 0) {
+        my $n = $left > 65536 ? 65536 : $left;
+        my $data = pack('N*', map { int(rand(4294967296)) } 1 .. int(($n + 3) / 4));
+        print $fh substr($data, 0, $n);
+        $left -= $n;
+    }
+    close $fh;
+    chmod 0644, "$path.tmp";
+    rename "$path.tmp", $path or die "rename $path: $!";
+    return $path;
+}
+
+sub hostport_of {
+    my ($module) = @_;
+    my $cfg = Apache::Test::config();
+    if ($module) {
+        my $vh = $cfg->{vhosts}->{$module} or die "no vhost $module";
+        return ('127.0.0.1', $vh->{port});
+    }
+    return ('127.0.0.1', $cfg->{vars}->{port});
+}
+
+# Connect over TCP with the receive buffer set before connect (so that the
+# window really is small), optionally wrapping the socket in TLS.
+sub http_connect {
+    my (%o) = @_;
+    my ($host, $port) = $o{port} ? ($o{host} || '127.0.0.1', $o{port})
+                                  : hostport_of($o{vhost});
+    socket(my $s, PF_INET, SOCK_STREAM, IPPROTO_TCP) or die "socket: $!";
+    if ($o{rcvbuf}) {
+        setsockopt($s, SOL_SOCKET, SO_RCVBUF, pack('i', $o{rcvbuf}))
+            or die "SO_RCVBUF: $!";
+    }
+    connect($s, pack_sockaddr_in($port, inet_aton($host)))
+        or die "connect $host:$port: $!";
+    $s->autoflush(1);
+    if ($o{ssl}) {
+        require IO::Socket::SSL;
+        IO::Socket::SSL->start_SSL($s, SSL_verify_mode => 0,
+                                   SSL_hostname => 'localhost')
+            or die "TLS handshake failed: " . IO::Socket::SSL::errstr();
+    }
+    return $s;
+}
+
+sub http_send {
+    my ($s, $method, $path, %h) = @_;
+    my $req = "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    $req .= "$_: $h{$_}\r\n" for sort keys %h;
+    $req .= "\r\n";
+    my $off = 0;
+    while ($off < length $req) {
+        my $n = syswrite($s, $req, length($req) - $off, $off);
+        die "write: $!" unless defined $n;
+        $off += $n;
+    }
+}
+
+# Read one response.  Options: head => 1 (no body expected), rate =>
+# bytes/s (read no faster), chunk => bytes per read, timeout => seconds,
+# max_body => stop after that many body bytes (then the socket is left
+# half read), on_progress => sub($bytes_so_far).
+sub read_response {
+    my ($s, %o) = @_;
+    my $timeout = $o{timeout} || 60;
+    my $chunk = $o{chunk} || 16384;
+    my $buf = '';
+    my $t0 = time;
+    my ($t_first, $eof);
+    my $sel = IO::Select->new($s);
+    my $total_read = 0;
+
+    my $fill = sub {
+        my ($want) = @_;
+        while (length($buf) < $want) {
+            if ($o{rate}) {
+                my $due = $t0 + $total_read / $o{rate};
+                my $now = time;
+                sleep($due - $now) if $due > $now;
+            }
+            my $pending = ($s->can('pending') && $s->pending) ? 1 : 0;
+            if (!$pending && !$sel->can_read($timeout)) {
+                return 0;
+            }
+            my $n = sysread($s, my $data, $chunk);
+            if (!defined $n) {
+                next if $!{EAGAIN} || $!{EINTR};
+                return 0;
+            }
+            if ($n == 0) { $eof = 1; return 0; }
+            $t_first ||= time;
+            $total_read += $n;
+            $buf .= $data;
+        }
+        return 1;
+    };
+    my $line = sub {
+        while ((my $i = index($buf, "\r\n")) < 0) {
+            return undef unless $fill->(length($buf) + 1);
+        }
+        my $i = index($buf, "\r\n");
+        my $l = substr($buf, 0, $i);
+        substr($buf, 0, $i + 2) = '';
+        return $l;
+    };
+
+    my $status_line = $line->();
+    return { status => 0, error => 'no response', eof => $eof,
+             t_start => $t0 } unless defined $status_line;
+    my ($proto, $status) = $status_line =~ m{^(HTTP/\d\.\d) (\d{3})};
+    my (%hdr, @hdr);
+    while (defined(my $l = $line->())) {
+        last if $l eq '';
+        my ($k, $v) = split /:\s*/, $l, 2;
+        push @hdr, [$k, $v];
+        $hdr{lc $k} = defined $hdr{lc $k} ? "$hdr{lc $k}, $v" : $v;
+    }
+    my $header_bytes = $total_read - length($buf);
+    my $body = '';
+    my $complete = 0;
+    my $max = $o{max_body};
+    if ($o{head} || $status == 304 || $status == 204) {
+        $complete = 1;
+    }
+    elsif (defined $hdr{'content-length'}) {
+        my $len = $hdr{'content-length'};
+        $len = $max if defined $max && $max < $len;
+        while (length($buf) < $len) {
+            last unless $fill->(length($buf) < $len - $chunk
+                                ? length($buf) + $chunk : $len);
+            $o{on_progress}->(length $buf) if $o{on_progress};
+        }
+        $body = substr($buf, 0, $len);
+        substr($buf, 0, length $body) = '';
+        $complete = length($body) == $hdr{'content-length'};
+    }
+    elsif (($hdr{'transfer-encoding'} || '') =~ /chunked/i) {
+        while (1) {
+            my $size_line = $line->();
+            last unless defined $size_line;
+            my $n = hex($size_line);
+            if ($n == 0) {
+                while (defined(my $t = $line->())) { last if $t eq '' }
+                $complete = 1;
+                last;
+            }
+            last unless $fill->($n + 2);
+            $body .= substr($buf, 0, $n);
+            substr($buf, 0, $n + 2) = '';
+            $o{on_progress}->(length $body) if $o{on_progress};
+            last if defined $max && length($body) >= $max;
+        }
+    }
+    else {
+        1 while $fill->(length($buf) + $chunk);
+        $body = $buf;
+        $buf = '';
+        $complete = $eof ? 1 : 0;
+    }
+    return {
+        status => $status, proto => $proto, headers => \%hdr,
+        header_list => \@hdr, body => $body, complete => $complete,
+        t_start => $t0, t_first => $t_first, t_end => time,
+        header_bytes => $header_bytes, leftover => $buf, eof => $eof,
+    };
+}
+
+# One request on a new connection; returns the response hash.
+sub request {
+    my ($method, $path, %o) = @_;
+    my $s = http_connect(%o);
+    http_send($s, $method, $path, %{ $o{headers} || {} });
+    my $r = read_response($s, %o, head => $method eq 'HEAD');
+    close $s unless $o{keep};
+    $r->{sock} = $s if $o{keep};
+    return $r;
+}
+
+sub server_status {
+    my $res = Apache::TestRequest::GET('/server-status?auto');
+    my %st;
+    for (split /\n/, $res->content) {
+        $st{$1} = $2 if /^([^:]+):\s*(.*)$/;
+    }
+    return \%st;
+}
+
+sub status_value { server_status()->{$_[0]} }
+
+sub mpm_name { lc(server_status()->{ServerMPM} || '') }
+
+sub bgd_status {
+    my $res = Apache::TestRequest::GET('/bgdeliver-status?auto');
+    my %st;
+    my @d;
+    for (split /\n/, $res->content) {
+        if (/^Delivery: (.*)$/) {
+            push @d, { map { split /=/, $_, 2 } split / /, $1 };
+        }
+        elsif (/^([^:]+):\s*(.*)$/) {
+            $st{$1} = $2;
+        }
+    }
+    $st{deliveries} = \@d;
+    return \%st;
+}
+
+# Children of the test server (workers and the cgid daemon).
+sub server_pids {
+    my $pidfile = Apache::Test::vars('t_pid_file');
+    open my $fh, '<', $pidfile or return ();
+    chomp(my $ppid = <$fh>);
+    my @kids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $sf, '<', $stat or next;
+        my $l = <$sf>;
+        next unless $l && $l =~ /^(\d+) \(.*?\) \S (\d+)/;
+        push @kids, $1 if $2 == $ppid;
+    }
+    return sort { $a <=> $b } @kids;
+}
+
+sub fd_count {
+    my $n = 0;
+    for my $pid (@_ ? @_ : server_pids()) {
+        opendir my $d, "/proc/$pid/fd" or next;
+        $n += grep { /^\d+$/ } readdir $d;
+    }
+    return $n;
+}
+
+sub close_wait_count {
+    my ($port) = @_;
+    $port ||= (hostport_of())[1];
+    my $n = 0;
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $f or next;
+        while (<$fh>) {
+            my @c = split ' ';
+            next unless @c > 3 && $c[1] =~ /:([0-9A-F]{4})$/;
+            $n++ if hex($1) == $port && $c[3] eq '08';
+        }
+    }
+    return $n;
+}
+
+sub log_mark {
+    my $log = Apache::Test::vars('t_logs') . '/error_log';
+    return -s $log || 0;
+}
+
+sub error_log_since {
+    my ($mark) = @_;
+    my $log = Apache::Test::vars('t_logs') . '/error_log';
+    open my $fh, '<', $log or return '';
+    seek $fh, $mark, 0;
+    local $/;
+    return <$fh> // '';
+}
+
+sub access_log_lines {
+    my $log = Apache::Test::vars('t_logs') . '/access_log';
+    open my $fh, '<', $log or return ();
+    return <$fh>;
+}
+
+# Run $o{n} clients at once, each reading GET $o{path} no faster than
+# $o{rate} bytes/s through a $o{rcvbuf}-byte receive buffer; every
+# $o{every} seconds call $o{sample}->() (e.g. to read /server-status).
+# Returns the list of response hashes (body replaced by its md5 unless
+# keep_body).  Clients run as forked processes so that they really read
+# concurrently.
+sub slow_clients {
+    my (%o) = @_;
+    my @kids;
+    my $dir = Apache::Test::vars('t_logs');
+    for my $i (1 .. $o{n}) {
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if (!$pid) {
+            my $res = eval {
+                request($o{method} || 'GET', $o{path}, rcvbuf => $o{rcvbuf},
+                        rate => $o{rate}, chunk => $o{chunk} || 4096,
+                        ssl => $o{ssl}, vhost => $o{vhost},
+                        timeout => $o{timeout} || 60,
+                        headers => $o{headers});
+            } || { status => 0, error => $@ };
+            open my $fh, '>', "$dir/slow.$$" or POSIX::_exit(1);
+            printf $fh "%s\t%s\t%d\t%.6f\t%.6f\t%.6f\t%s\n",
+                $res->{status}, md5_hex($res->{body} // ''),
+                length($res->{body} // ''), $res->{t_start} || 0,
+                $res->{t_first} || 0, $res->{t_end} || 0,
+                $res->{complete} ? 1 : 0;
+            close $fh;
+            require POSIX;
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    my @samples;
+    my %done;
+    while (keys %done < @kids) {
+        push @samples, $o{sample}->() if $o{sample};
+        my $t = time;
+        while (time - $t < ($o{every} || 0.25)) {
+            for my $k (@kids) {
+                next if $done{$k};
+                my $r = waitpid($k, POSIX::WNOHANG());
+                $done{$k} = 1 if $r == $k || $r == -1;
+            }
+            last if keys %done == @kids;
+            sleep 0.02;
+        }
+    }
+    my @res;
+    for my $k (@kids) {
+        open my $fh, '<', "$dir/slow.$k" or do { push @res, { status => 0 }; next };
+        my $l = <$fh>;
+        close $fh;
+        unlink "$dir/slow.$k";
+        chomp $l;
+        my @f = split /\t/, $l;
+        push @res, { status => $f[0], md5 => $f[1], length => $f[2],
+                     t_start => $f[3], t_first => $f[4], t_end => $f[5],
+                     complete => $f[6] };
+    }
+    return (\@res, \@samples);
+}
+
+# Poll $cond every 50 ms until it returns true or $timeout seconds pass.
+sub wait_until {
+    my ($timeout, $cond) = @_;
+    my $end = time + $timeout;
+    while (time < $end) {
+        my $v = $cond->();
+        return $v if $v;
+        sleep 0.05;
+    }
+    return $cond->();
+}
+
+1;
