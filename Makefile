@@ -49,8 +49,8 @@ DEB_PKGS   = apache2-bin apache2-dev libapache2-mod-perl2 libwww-perl \
              liblwp-protocol-https-perl libio-socket-ssl-perl openssl curl \
              procps
 
-.PHONY: all deps test test-run test-prefork check run stop install clean \
-        distclean cppcheck bench
+.PHONY: all deps test test-run test-prefork check run demo-start stop \
+        install uninstall clean distclean cppcheck bench
 .SECONDARY:
 .DELETE_ON_ERROR:
 
@@ -123,9 +123,14 @@ cppcheck:
 	    $(MODULES:%=mod_%.c) t/c-src/*.c
 
 # ---------------------------------------------------------------- demo
+# demo-start runs in a sub-make so that HTTPD is read from an apxs that
+# `make deps` may just have installed.
 run: deps
-	@$(MAKE) --no-print-directory all
-	@sh t/demo/demo.sh start "$(HTTPD)" "$(PORT)" "$(HTTPS_PORT)" "$(TEST_MPM)"
+	@$(MAKE) --no-print-directory all demo-start
+
+demo-start:
+	@APXS="$(APXS)" sh t/demo/demo.sh start "$(HTTPD)" "$(PORT)" \
+	    "$(HTTPS_PORT)" "$(TEST_MPM)"
 
 stop:
 	@sh t/demo/demo.sh stop "$(HTTPD)" "$(PORT)" "$(HTTPS_PORT)" "$(TEST_MPM)"
