@@ -138,10 +138,15 @@ stop:
 # ---------------------------------------------------------------- install
 # Debian's apache2-bin ships its own mod_dialup.so with the same
 # dialup_module symbol; see README "Installing" for DIALUP_INSTALL.
+# `make uninstall` reverses it (diversion included).
 DIALUP_INSTALL ?= ask
 install: all
 	@sh t/demo/install.sh "$(APXS)" "$(DESTDIR)" "$(LIBEXECDIR)" \
-	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)"
+	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)" install
+
+uninstall:
+	@sh t/demo/install.sh "$(APXS)" "$(DESTDIR)" "$(LIBEXECDIR)" \
+	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)" uninstall
 
 bench:
 	@echo "Benchmarks live in bench/; see bench/README for the scripts."
