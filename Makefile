@@ -43,11 +43,14 @@ HTTPS_PORT?= 8443
 TEST_MPM  ?= event
 TEST_PORT ?= select
 
-# Debian packages the two top-level commands need on a fresh machine.
-# apache2-bin (not apache2) so that installing never starts a system server.
+# Debian packages the two top-level commands need on a fresh machine
+# (checked from a debootstrap --variant=minbase root: .ci/fresh-machine).
+# apache2-bin (not apache2) so that installing never starts a system
+# server; only `a2enmod` after `make install` needs the apache2 package.
+# The compiler is listed although apache2-dev happens to pull it in.
 DEB_PKGS   = apache2-bin apache2-dev libapache2-mod-perl2 libwww-perl \
              liblwp-protocol-https-perl libio-socket-ssl-perl openssl curl \
-             procps
+             procps make gcc libc6-dev
 
 .PHONY: all deps test test-run test-prefork check run demo-start stop \
         install uninstall clean distclean cppcheck bench
