@@ -200,8 +200,13 @@ EOF
     #</Location>
 </IfModule>
 EOF
-        [ -n "$destdir" ] ||
+        if [ -z "$destdir" ]; then
             echo "Enable them with: a2enmod $modules, then restart apache2."
+            command -v a2enmod >/dev/null 2>&1 ||
+                echo "(a2enmod comes with the apache2 package, which is not installed.)"
+        fi
+    elif [ -z "$destdir" ]; then
+        echo "No $sysconfdir/mods-available: add LoadModule lines for $modules_dir/mod_NAME.so to your httpd.conf."
     fi
 }
 
