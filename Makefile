@@ -7,7 +7,8 @@
 #   make              build build/mod_*.so with the toolchain apxs reports
 #   make test         install what is missing (as root), build, run t/ suite
 #   make run / stop   start / stop the demo server on 127.0.0.1:$(PORT)
-#   make install      install through apxs (DESTDIR honoured)
+#   make install      install through apxs (DESTDIR honoured; DIALUP_INSTALL,
+#                     see README "Installing"); make uninstall reverses it
 #
 # Every tool and flag comes from `apxs -q`; every output lands in build/.
 
