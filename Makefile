@@ -155,7 +155,10 @@ uninstall:
 bench:
 	@echo "Benchmarks live in bench/; see bench/README for the scripts."
 
+# A running demo server keeps its pid file and runtime files in build/demo.
 clean:
+	@if [ -e build/demo/run/httpd.pid ]; then \
+	    sh t/demo/demo.sh stop "$(HTTPD)" "$(PORT)" "$(HTTPS_PORT)" "$(TEST_MPM)"; fi
 	rm -rf build t/TEST t/logs t/conf/httpd.conf t/conf/extra.conf \
 	    t/conf/apache_test_config.pm t/conf/modperl_* t/conf/ssl t/htdocs/index.html
 
