@@ -7,7 +7,8 @@
 #   make              build build/mod_*.so with the toolchain apxs reports
 #   make test         install what is missing (as root), build, run t/ suite
 #   make run / stop   start / stop the demo server on 127.0.0.1:$(PORT)
-#   make install      install through apxs (DESTDIR honoured)
+#   make install      install through apxs (DESTDIR honoured; DIALUP_INSTALL,
+#                     see README "Installing"); make uninstall reverses it
 #
 # Every tool and flag comes from `apxs -q`; every output lands in build/.
 
@@ -43,14 +44,17 @@ HTTPS_PORT?= 8443
 TEST_MPM  ?= event
 TEST_PORT ?= select
 
-# Debian packages the two top-level commands need on a fresh machine.
-# apache2-bin (not apache2) so that installing never starts a system server.
+# Debian packages the two top-level commands need on a fresh machine
+# (checked from a debootstrap --variant=minbase root: .ci/fresh-machine).
+# apache2-bin (not apache2) so that installing never starts a system
+# server; only `a2enmod` after `make install` needs the apache2 package.
+# The compiler is listed although apache2-dev happens to pull it in.
 DEB_PKGS   = apache2-bin apache2-dev libapache2-mod-perl2 libwww-perl \
              liblwp-protocol-https-perl libio-socket-ssl-perl openssl curl \
-             procps
+             procps make gcc libc6-dev
 
-.PHONY: all deps test test-run test-prefork check run stop install clean \
-        distclean cppcheck bench
+.PHONY: all deps test test-run test-prefork check run demo-start stop \
+        install uninstall clean distclean cppcheck bench
 .SECONDARY:
 .DELETE_ON_ERROR:
 
@@ -123,9 +127,14 @@ cppcheck:
 	    $(MODULES:%=mod_%.c) t/c-src/*.c
 
 # ---------------------------------------------------------------- demo
+# demo-start runs in a sub-make so that HTTPD is read from an apxs that
+# `make deps` may just have installed.
 run: deps
-	@$(MAKE) --no-print-directory all
-	@sh t/demo/demo.sh start "$(HTTPD)" "$(PORT)" "$(HTTPS_PORT)" "$(TEST_MPM)"
+	@$(MAKE) --no-print-directory all demo-start
+
+demo-start:
+	@APXS="$(APXS)" sh t/demo/demo.sh start "$(HTTPD)" "$(PORT)" \
+	    "$(HTTPS_PORT)" "$(TEST_MPM)"
 
 stop:
 	@sh t/demo/demo.sh stop "$(HTTPD)" "$(PORT)" "$(HTTPS_PORT)" "$(TEST_MPM)"
@@ -133,15 +142,23 @@ stop:
 # ---------------------------------------------------------------- install
 # Debian's apache2-bin ships its own mod_dialup.so with the same
 # dialup_module symbol; see README "Installing" for DIALUP_INSTALL.
+# `make uninstall` reverses it (diversion included).
 DIALUP_INSTALL ?= ask
 install: all
 	@sh t/demo/install.sh "$(APXS)" "$(DESTDIR)" "$(LIBEXECDIR)" \
-	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)"
+	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)" install
+
+uninstall:
+	@sh t/demo/install.sh "$(APXS)" "$(DESTDIR)" "$(LIBEXECDIR)" \
+	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)" uninstall
 
 bench:
 	@echo "Benchmarks live in bench/; see bench/README for the scripts."
 
+# A running demo server keeps its pid file and runtime files in build/demo.
 clean:
+	@if [ -e build/demo/run/httpd.pid ]; then \
+	    sh t/demo/demo.sh stop "$(HTTPD)" "$(PORT)" "$(HTTPS_PORT)" "$(TEST_MPM)"; fi
 	rm -rf build t/TEST t/logs t/conf/httpd.conf t/conf/extra.conf \
 	    t/conf/apache_test_config.pm t/conf/modperl_* t/conf/ssl t/htdocs/index.html
 
