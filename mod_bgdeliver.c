@@ -997,13 +997,17 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 /* --------------------------------------------------------------- pacing */
 
 /* How many wire bytes pacing allows now; sets job->next_tick when the
- * answer is 0. */
+ * answer is 0.  A modem delivers byte k at latency + k / rate: the first
+ * byte leaves when the latency has elapsed, and each wake-up sends what
+ * the line would have carried by then, so the client is never ahead of
+ * the emulated line and at most one pulse behind it. */
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
     apr_interval_time_t pulse = p->pulse > 0 ? p->pulse : BGD_DEFAULT_PULSE;
-    double earned;
+    double rate = (double)p->rate;
     apr_off_t allowed;
+    apr_time_t next_byte, due;
 
     if (now < job->pace_start) {
         job->next_tick = job->pace_start;
@@ -1012,35 +1016,30 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
     if (p->rate <= 0 || job->drain || job->bodiless) {
         return APR_INT64_MAX;
     }
-    earned = (double)p->burst
-             + (double)p->rate * (double)(now - job->pace_start)
-               / APR_USEC_PER_SEC;
-    allowed = (apr_off_t)earned - job->sent;
+    allowed = p->burst + 1
+              + (apr_off_t)(rate * (double)(now - job->pace_start)
+                            / APR_USEC_PER_SEC)
+              - job->sent;
     if (allowed > 0) {
         return allowed;
     }
-    /* Sleep one pulse, or less when that is when the rest is due, so that
-     * the last byte leaves exactly on schedule. */
-    job->next_tick = now + pulse;
+    /* When the line has carried one more byte (rounded up, so that we
+     * never wake a microsecond early and lose a whole pulse). */
+    next_byte = job->pace_start + 1
+                + (apr_time_t)((double)(job->sent - p->burst)
+                               * APR_USEC_PER_SEC / rate);
+    due = now + pulse;
     if (job->eos) {
-        apr_off_t left = job->captured - job->sent;
-        double until = ((double)(job->sent + left) - (double)p->burst)
-                       / (double)p->rate * APR_USEC_PER_SEC;
-        apr_time_t due = job->pace_start + (apr_time_t)until;
-        if (left < (apr_off_t)((double)p->rate * pulse / APR_USEC_PER_SEC)
-            && due < job->next_tick) {
-            job->next_tick = due > now ? due : now + 1;
+        /* ... and when all of the rest will be on the line: the last
+         * byte leaves on schedule, not at the next pulse boundary. */
+        apr_time_t all = job->pace_start + 1
+                         + (apr_time_t)((double)(job->captured - 1 - p->burst)
+                                        * APR_USEC_PER_SEC / rate);
+        if (all < due) {
+            due = all;
         }
     }
-    else {
-        /* Wake when at least one byte more is earned. */
-        double until = ((double)job->sent + 1 - (double)p->burst)
-                       / (double)p->rate * APR_USEC_PER_SEC;
-        apr_time_t due = job->pace_start + (apr_time_t)until;
-        if (due > job->next_tick) {
-            job->next_tick = due;
-        }
-    }
+    job->next_tick = due > next_byte ? due : next_byte;
     return 0;
 }
 

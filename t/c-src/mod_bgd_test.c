@@ -22,6 +22,10 @@
  *   bgd-test-brigade   the pattern through bgdeliver_send_brigade()
  *   bgd-test-pid       the child's pid and open descriptor count
  *
+ * and a fixups hook: the environment variable bgd-test-pace="RATE,LATENCY"
+ * (bytes/s, ms; e.g. set with SetEnvIf) asks the engine, through
+ * bgdeliver_request_background(), to pace whatever the request returns.
+ *
  * The pattern is 64-byte numbered lines, the same as Bgd::Test::pattern().
  */
 
@@ -29,6 +33,7 @@
 #include "http_config.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "http_log.h"
 #include "apr_strings.h"
 
 #include <dirent.h>
@@ -48,6 +53,7 @@ typedef struct bgd_test_gen_t {
 static APR_OPTIONAL_FN_TYPE(bgdeliver_send_producer) *bgd_test_send_producer;
 static APR_OPTIONAL_FN_TYPE(bgdeliver_send_file) *bgd_test_send_file;
 static APR_OPTIONAL_FN_TYPE(bgdeliver_send_brigade) *bgd_test_send_brigade;
+static APR_OPTIONAL_FN_TYPE(bgdeliver_request_background) *bgd_test_request_bg;
 
 static apr_off_t bgd_test_arg(request_rec *r, const char *name,
                               apr_off_t dflt)
@@ -205,8 +211,28 @@ static int bgd_test_handler(request_rec *r)
     return DECLINED;
 }
 
+static int bgd_test_fixups(request_rec *r)
+{
+    const char *pace = apr_table_get(r->subprocess_env, "bgd-test-pace");
+    bgdeliver_pacing_t p;
+    const char *comma;
+
+    if (!pace || !bgd_test_request_bg || r->main) {
+        return DECLINED;
+    }
+    memset(&p, 0, sizeof(p));
+    p.rate = apr_atoi64(pace);
+    comma = ap_strchr_c(pace, ',');
+    p.latency = comma ? apr_time_from_msec(apr_atoi64(comma + 1)) : 0;
+    p.label = "test";
+    bgd_test_request_bg(r, &p);
+    return DECLINED;
+}
+
 static void bgd_test_retrieve(void)
 {
+    bgd_test_request_bg = APR_RETRIEVE_OPTIONAL_FN(
+                              bgdeliver_request_background);
     bgd_test_send_producer = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_send_producer);
     bgd_test_send_file = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_send_file);
     bgd_test_send_brigade = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_send_brigade);
@@ -216,6 +242,7 @@ static void bgd_test_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(bgd_test_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_fixups(bgd_test_fixups, NULL, NULL, APR_HOOK_LAST);
     ap_hook_optional_fn_retrieve(bgd_test_retrieve, NULL, NULL,
                                  APR_HOOK_MIDDLE);
 }
