@@ -70,6 +70,9 @@ sub gen_file {
     }
     close $fh;
     chmod 0644, "$path.tmp";
+    # An hour old: Apache gives files modified within the last second weak
+    # ETags, which If-Range (rightly) never matches.
+    utime time - 3600, time - 3600, "$path.tmp";
     rename "$path.tmp", $path or die "rename $path: $!";
     return $path;
 }
@@ -124,11 +127,15 @@ sub http_send {
 # bytes/s (read no faster), chunk => bytes per read, timeout => seconds,
 # max_body => stop after that many body bytes (then the socket is left
 # half read), on_progress => sub($bytes_so_far).
+# Bytes read past the end of a response, kept for the next one on the
+# same socket (pipelining).
+my %carry;
+
 sub read_response {
     my ($s, %o) = @_;
     my $timeout = $o{timeout} || 60;
     my $chunk = $o{chunk} || 16384;
-    my $buf = '';
+    my $buf = delete $carry{$s} // '';
     my $t0 = time;
     my ($t_first, $eof);
     my $sel = IO::Select->new($s);
@@ -221,6 +228,7 @@ sub read_response {
         $buf = '';
         $complete = $eof ? 1 : 0;
     }
+    $carry{$s} = $buf if length $buf;
     return {
         status => $status, proto => $proto, headers => \%hdr,
         header_list => \@hdr, body => $body, complete => $complete,
