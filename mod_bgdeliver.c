@@ -184,12 +184,12 @@ typedef struct bgd_conn_t bgd_conn_t;
 
 /* A file whose bytes the response references; re-checked before each
  * slice so that a file truncated or rewritten under us aborts the
- * delivery instead of sending wrong bytes. */
+ * delivery instead of sending wrong bytes.  Size and mtime only: a file
+ * renamed over (ctime changes with the link count) still has its bytes. */
 typedef struct bgd_file_ref_t {
     apr_file_t *fd;
     apr_off_t size;
     apr_time_t mtime;
-    apr_time_t ctime;
 } bgd_file_ref_t;
 
 typedef struct bgd_job_t {
@@ -776,15 +776,14 @@ static void bgd_remember_file(bgd_job_t *job, apr_bucket *b)
             return;
         }
     }
-    if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME
-                          | APR_FINFO_CTIME, fd) != APR_SUCCESS) {
+    if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME, fd)
+        != APR_SUCCESS) {
         return;
     }
     ref = apr_array_push(job->files);
     ref->fd = fd;
     ref->size = finfo.size;
     ref->mtime = finfo.mtime;
-    ref->ctime = finfo.ctime;
 }
 
 /* Every file the next slice reads from must still be the file that was
@@ -808,10 +807,9 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
             if (ref->fd != fd) {
                 continue;
             }
-            if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME
-                                  | APR_FINFO_CTIME, fd) != APR_SUCCESS
-                || finfo.size != ref->size || finfo.mtime != ref->mtime
-                || finfo.ctime != ref->ctime) {
+            if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME,
+                                  fd) != APR_SUCCESS
+                || finfo.size != ref->size || finfo.mtime != ref->mtime) {
                 return 0;
             }
         }
@@ -1195,6 +1193,30 @@ static void bgd_account_end(bgd_job_t *job)
     bgd_slot_update(job, job->finished);
 }
 
+/* A dropped slow reader, or a response that can no longer be right: reset
+ * the connection, so that neither the kernel's socket buffers nor the
+ * client's patience keep what is left alive. */
+static void bgd_reset_on_close(bgd_job_t *job)
+{
+    struct linger lg;
+    apr_socket_t *csd = ap_get_conn_socket(job->c);
+    apr_os_sock_t fd;
+
+    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS) {
+        return;
+    }
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static int bgd_outcome_resets(const char *outcome)
+{
+    return !strcmp(outcome, "min-rate") || !strcmp(outcome, "idle-timeout")
+           || !strcmp(outcome, "max-time")
+           || !strcmp(outcome, "file-changed");
+}
+
 /* End the request of a delivery the MPM drove: log it and give the
  * connection back (keep-alive when complete, lingering close otherwise).
  * r and job are gone afterwards. */
@@ -1207,6 +1229,9 @@ static void bgd_finish_async(bgd_conn_t *bc)
     bgd_timed_wait_release(bc);
     bgd_account_end(job);
     if (strcmp(job->outcome, "complete")) {
+        if (bgd_outcome_resets(job->outcome)) {
+            bgd_reset_on_close(job);
+        }
         c->aborted = 1;
         c->keepalive = AP_CONN_CLOSE;
         bgd_correct_bytes_sent(job);

@@ -127,15 +127,14 @@ sub http_send {
 # bytes/s (read no faster), chunk => bytes per read, timeout => seconds,
 # max_body => stop after that many body bytes (then the socket is left
 # half read), on_progress => sub($bytes_so_far).
-# Bytes read past the end of a response, kept for the next one on the
-# same socket (pipelining).
-my %carry;
+# Bytes read past the end of a response are kept in the socket glob's
+# own hash for the next response on the same socket (pipelining).
 
 sub read_response {
     my ($s, %o) = @_;
     my $timeout = $o{timeout} || 60;
     my $chunk = $o{chunk} || 16384;
-    my $buf = delete $carry{$s} // '';
+    my $buf = delete(${*$s}{bgd_carry}) // '';
     my $t0 = time;
     my ($t_first, $eof);
     my $sel = IO::Select->new($s);
@@ -228,7 +227,7 @@ sub read_response {
         $buf = '';
         $complete = $eof ? 1 : 0;
     }
-    $carry{$s} = $buf if length $buf;
+    ${*$s}{bgd_carry} = $buf if length $buf;
     return {
         status => $status, proto => $proto, headers => \%hdr,
         header_list => \@hdr, body => $body, complete => $complete,

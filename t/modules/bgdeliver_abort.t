@@ -1,0 +1,122 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Failure paths: clients that vanish mid-delivery (while the connection
+# waits for the socket, for a pacing timer, or for a spooled response) leave
+# no descriptor and no CLOSE-WAIT socket behind; a file truncated during
+# delivery aborts the connection instead of sending wrong bytes.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Time::HiRes qw(time sleep);
+use Bgd::Test qw(gen_file http_connect http_send read_response fd_count
+                 close_wait_count wait_until server_pids log_mark
+                 error_log_since access_log_lines mpm_name bgd_status);
+
+my $mpm = mpm_name();
+plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+    need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
+
+gen_file('bgdeliver/files/abort-2m.bin', 2_000_000);
+
+# Let the server settle, then take the baseline of the children's fds.
+sleep 0.5;
+my @pids = server_pids();
+my $base = fd_count(@pids);
+t_debug("children @pids, baseline fds $base");
+
+sub start_and_drop {
+    my ($path, $n, %o) = @_;
+    my @s;
+    for (1 .. $n) {
+        my $s = http_connect(rcvbuf => 4096, %o);
+        http_send($s, 'GET', $path);
+        # Read the first bytes so that the delivery is surely under way.
+        read_response($s, max_body => 20000, rate => 200_000, chunk => 4096);
+        push @s, $s;
+    }
+    sleep 0.3;
+    close $_ for @s;
+}
+
+sub settled {
+    my $want = shift;
+    return wait_until(10, sub {
+        my $fds = fd_count(@pids);
+        return $fds <= $want && close_wait_count() == 0 ? $fds || 1 : 0;
+    });
+}
+
+# 1. Aborted while waiting for socket writability.
+start_and_drop('/bgdeliver/files/abort-2m.bin', 8);
+ok t_cmp(settled($base) ? 1 : 0, 1, 'socket waits: descriptors back to baseline, no CLOSE-WAIT');
+t_debug('fds now ' . fd_count(@pids) . ', close-wait ' . close_wait_count());
+
+# 2. Aborted while parked on a pacing timer (timerfd under the socket).
+start_and_drop('/paced/files/abort-2m.bin?pace=20000,0', 8);
+ok t_cmp(settled($base) ? 1 : 0, 1, 'timer waits: descriptors back to baseline, no CLOSE-WAIT');
+
+# 3. Aborted with a spooled generated response (spool file released).
+start_and_drop('/bgdeliver/h/gen?size=3000000&chunk=16384', 6);
+ok t_cmp(settled($base) ? 1 : 0, 1, 'spooled responses: descriptors back to baseline');
+
+# 4. Aborted over TLS.
+start_and_drop('/bgdeliver/files/abort-2m.bin', 6, ssl => 1, vhost => 'bgd_tls');
+ok t_cmp(settled($base) ? 1 : 0, 1, 'TLS: descriptors back to baseline, no CLOSE-WAIT');
+
+# The aborted deliveries are logged as such, and nothing is left in flight.
+my @aborted = grep { / aborted X$/ } access_log_lines();
+ok t_cmp(@aborted >= 28 ? 1 : 0, 1, 'aborted deliveries logged as aborted (' . scalar(@aborted) . ')');
+ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 1,
+         'no delivery left in flight');
+
+# 5. A file truncated during delivery: the client gets fewer bytes than
+# announced (never wrong ones), the server logs it.
+{
+    my $path = gen_file('bgdeliver/files/shrink.bin', 1_500_000);
+    my $orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+    my $mark = log_mark();
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/shrink.bin');
+    my $truncated = 0;
+    my $res = read_response($s, rate => 300_000, chunk => 4096, timeout => 10,
+        on_progress => sub {
+            if (!$truncated && $_[0] > 200_000) {
+                truncate $path, 300_000;
+                $truncated = 1;
+            }
+        });
+    ok t_cmp($res->{complete} ? 1 : 0, 0, 'truncated file: response is incomplete');
+    my $got = $res->{body};
+    ok t_cmp(substr($orig, 0, length $got) eq $got ? 1 : 0, 1,
+             'truncated file: every byte sent is a byte of the original');
+    my $log = wait_until(5, sub { error_log_since($mark) =~ /BGD007/ });
+    ok t_cmp($log ? 1 : 0, 1, 'truncated file: logged (BGD007)');
+    unlink $path;
+}
+
+# 6. A file replaced (renamed over) during delivery: the old inode is
+# delivered, complete and intact.
+{
+    my $path = gen_file('bgdeliver/files/replace.bin', 1_000_000);
+    my $orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/replace.bin');
+    my $done = 0;
+    my $res = read_response($s, rate => 400_000, chunk => 4096, timeout => 10,
+        on_progress => sub {
+            if (!$done && $_[0] > 100_000) {
+                open my $fh, '>', "$path.new"; print $fh 'x' x 1000; close $fh;
+                rename "$path.new", $path;
+                $done = 1;
+            }
+        });
+    ok t_cmp(($res->{complete} && $res->{body} eq $orig) ? 1 : 0, 1,
+             'replaced file: the original content, complete');
+    unlink $path;
+}
+
+ok t_cmp(settled($base) ? 1 : 0, 1, 'descriptors back to baseline at the end');

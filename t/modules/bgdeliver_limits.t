@@ -1,0 +1,108 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Slow-read defence (minimum read rate, idle timeout, absolute time limit)
+# and caps on concurrent deliveries (503 with Retry-After, or fallback).
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Time::HiRes qw(time sleep);
+use Bgd::Test qw(gen_file http_connect http_send read_response request
+                 log_mark error_log_since wait_until mpm_name bgd_status
+                 access_log_lines);
+
+my $mpm = mpm_name();
+plan tests => 16, need need_module('mod_bgdeliver.c'),
+    need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
+
+for my $d (qw(minrate idle maxtime)) {
+    gen_file("bgdeliver/files/$d/big.bin", 3_000_000);
+}
+gen_file('bgdeliver/files/caps-1m.bin', 1_000_000);
+
+# A client that reads $rate bytes/s until the server ends the response;
+# returns (seconds until the end, body bytes, complete).
+sub dropped_after {
+    my ($path, $rate) = @_;
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', $path);
+    my $t0 = time;
+    my $res = read_response($s, rate => $rate, chunk => 1024, timeout => 15);
+    return (time - $t0, length $res->{body}, $res->{complete});
+}
+
+my $mark = log_mark();
+
+# Minimum rate 50 kB/s after a 1 s grace; the client reads 5 kB/s.
+my ($t, $n, $c) = dropped_after('/bgdeliver/files/minrate/big.bin', 5000);
+t_debug("min-rate: dropped after $t s, $n bytes");
+ok t_cmp(!$c && $t < 6 ? 1 : 0, 1, 'min-rate: slow reader dropped within seconds');
+ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: dropping slow client .* min-rate/ }) ? 1 : 0,
+         1, 'min-rate: logged with BGD004');
+
+# A fast enough reader of the same URL is not dropped.
+my $r = request(GET => '/bgdeliver/files/minrate/big.bin', rcvbuf => 8192,
+                rate => 3_000_000, timeout => 15);
+ok t_cmp($r->{complete} ? 1 : 0, 1, 'min-rate: a reader above the rate completes');
+
+# Idle timeout 1 s: the client stops reading entirely.
+{
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/idle/big.bin');
+    read_response($s, max_body => 10000, chunk => 1024);
+    my $t0 = time;
+    sleep 2.5;      # read nothing: the server must give up meanwhile
+    my $res = read_response($s, timeout => 5, chunk => 65536);
+    my $drained = 0;
+    while (sysread($s, my $buf, 65536)) { $drained += length $buf }
+    ok t_cmp(time - $t0 < 6 ? 1 : 0, 1, 'idle timeout: connection closed');
+    ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: .* idle-timeout/ }) ? 1 : 0,
+             1, 'idle timeout: logged');
+}
+
+# Absolute limit 1.5 s on a transfer that would take 15 s.
+($t, $n, $c) = dropped_after('/bgdeliver/files/maxtime/big.bin', 200_000);
+t_debug("max-time: dropped after $t s");
+ok t_cmp(!$c && $t > 1.2 && $t < 4 ? 1 : 0, 1, 'max-time: dropped after about 1.5 s');
+ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: .* max-time/ }) ? 1 : 0,
+         1, 'max-time: logged');
+
+my @dropped = grep { m{/bgdeliver/files/(minrate|idle|maxtime)/} && / (min-rate|idle-timeout|max-time) X$/ }
+              access_log_lines();
+ok t_cmp(scalar @dropped >= 3 ? 1 : 0, 1, 'drops are in the access log with their reason');
+ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the status');
+
+# Caps: two deliveries per client address in the bgd_caps virtual host.
+{
+    my @held;
+    for (1 .. 2) {
+        my $s = http_connect(vhost => 'bgd_caps', rcvbuf => 4096);
+        http_send($s, 'GET', '/bgdeliver/files/caps-1m.bin');
+        read_response($s, max_body => 8192, chunk => 1024);
+        push @held, $s;
+    }
+    my $before = bgd_status();
+    my $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps');
+    ok t_cmp($res->{status}, 503, 'third delivery of the client: 503');
+    ok t_cmp($res->{headers}{'retry-after'}, 7, 'with Retry-After');
+    ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD002: BgDeliverMaxPerClient reached/ }) ? 1 : 0,
+             1, 'refusal logged (BGD002)');
+
+    $res = request(GET => '/fallback/files/caps-1m.bin', vhost => 'bgd_caps',
+                   rcvbuf => 8192, rate => 5_000_000);
+    ok t_cmp(($res->{status} == 200 && length($res->{body}) == 1_000_000) ? 1 : 0, 1,
+             'fallback location: delivered in the foreground instead');
+    ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD003: BgDeliverMaxPerClient reached/ }) ? 1 : 0,
+             1, 'fallback logged (BGD003)');
+    my $after = bgd_status();
+    ok t_cmp($after->{BgDeliverRejected} - $before->{BgDeliverRejected}, 1, 'rejection counted');
+    close $_ for @held;
+    # Once the held deliveries are gone, the client may start new ones.
+    wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
+    $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps',
+                   rcvbuf => 8192, rate => 5_000_000);
+    ok t_cmp($res->{status}, 200, 'below the cap again: 200');
+}
