@@ -28,7 +28,7 @@ our @EXPORT_OK = qw(
     http_connect http_send read_response request
     server_status status_value mpm_name
     server_pids fd_count close_wait_count error_log_since log_mark
-    wait_until access_log_lines bgd_status slow_clients
+    wait_until access_log_lines bgd_status slow_clients configtest
 );
 
 my $LINE = 64;
@@ -396,6 +396,31 @@ sub slow_clients {
                      complete => $f[6] };
     }
     return (\@res, \@samples);
+}
+
+# Run `httpd -t` on a throwaway configuration made of the lines in
+# $body, with the event MPM and the named modules of ours from build/
+# loaded; returns (exit status, everything httpd printed).
+sub configtest {
+    my ($body, @mods) = @_;
+    my $vars = Apache::Test::vars();
+    my $top = $vars->{top_dir};
+    my $dir = "$vars->{t_logs}/configtest.$$";
+    mkdir $dir;
+    chomp(my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules');
+    open my $fh, '>', "$dir/httpd.conf" or die $!;
+    print $fh "ServerRoot $dir\nDefaultRuntimeDir $dir\nPidFile $dir/pid\n",
+              "ErrorLog $dir/error_log\nServerName 127.0.0.1\n",
+              "LoadModule mpm_event_module $libexec/mod_mpm_event.so\n",
+              "LoadModule authz_core_module $libexec/mod_authz_core.so\n";
+    print $fh "LoadModule ${_}_module $top/build/mod_$_.so\n" for @mods;
+    print $fh "Listen 127.0.0.1:1\n$body\n";
+    close $fh;
+    my $out = `$vars->{httpd} -t -f $dir/httpd.conf 2>&1`;
+    my $rc = $? >> 8;
+    unlink glob("$dir/*");
+    rmdir $dir;
+    return ($rc, $out);
 }
 
 # Poll $cond every 50 ms until it returns true or $timeout seconds pass.

@@ -1,0 +1,71 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# The C API for other modules (include/mod_bgdeliver.h), used by the test
+# module's handlers: a producer callback, a file range, a brigade; with and
+# without BgDeliver On in the location.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Digest::MD5 qw(md5_hex);
+use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
+                 slow_clients server_status);
+use Time::HiRes qw(time);
+
+my $mpm = mpm_name();
+plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+
+my $bg = $mpm eq 'event';
+my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
+my $data = do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> };
+
+sub note_of {
+    my ($path) = @_;
+    my @l = grep { index($_, "\"GET $path ") >= 0 } access_log_lines();
+    return @l ? (split ' ', $l[-1])[-2] : '';
+}
+
+# Producer: generated slice by slice on whatever worker drives it.
+my $r = request(GET => '/api/producer?size=777777', rcvbuf => 4096, rate => 3_000_000);
+ok t_cmp($r->{status}, 200, 'producer: 200');
+ok t_cmp(md5_hex($r->{body}), pattern_md5(777777), 'producer: exact bytes');
+ok t_cmp(note_of('/api/producer?size=777777'), $bg ? 'complete' : '-', 'producer: background');
+$r = request(GET => '/bgdeliver/h/producer?size=100001', rcvbuf => 4096, rate => 3_000_000);
+ok t_cmp(md5_hex($r->{body}), pattern_md5(100001), 'producer under BgDeliver On');
+
+# File range through bgdeliver_send_file(), plus a client Range on top.
+$r = request(GET => '/api/file/api-1m.bin?offset=1000&length=300000', rcvbuf => 4096,
+             rate => 3_000_000);
+ok t_cmp($r->{headers}{'content-length'}, 300000, 'file range: Content-Length');
+ok t_cmp($r->{body} eq substr($data, 1000, 300000) ? 1 : 0, 1, 'file range: exact bytes');
+$r = request(GET => '/api/file/api-1m.bin?offset=1000&length=300000',
+             headers => { Range => 'bytes=100-199' });
+ok t_cmp($r->{status}, 206, 'file range + Range header: 206');
+ok t_cmp($r->{body} eq substr($data, 1100, 100) ? 1 : 0, 1, 'file range + Range: bytes');
+
+# Brigade.
+$r = request(GET => '/bgdeliver/h/brigade?size=250000', rcvbuf => 4096, rate => 3_000_000);
+ok t_cmp(md5_hex($r->{body}), pattern_md5(250000), 'brigade: exact bytes');
+
+# HEAD through the producer sends headers only.
+$r = request(HEAD => '/api/producer?size=5000');
+ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
+
+# Slow producer clients do not hold workers.
+SKIP: {
+    skip "needs the event MPM (have $mpm)", 2 unless $bg;
+    my $t0 = time;
+    my $max = 0;
+    my ($res) = slow_clients(n => 10, path => '/api/producer?size=800000', rcvbuf => 4096,
+                             rate => 250_000, every => 0.2, sample => sub {
+        return () if time - $t0 < 1;
+        my $b = server_status()->{BusyWorkers};
+        $max = $b if $b > $max;
+    });
+    ok t_cmp(scalar(grep { $_->{md5} eq pattern_md5(800000) } @$res), 10,
+             'slow producer clients: exact bytes');
+    ok t_cmp($max <= 2 ? 1 : 0, 1, "slow producer clients: BusyWorkers at most 2 (saw $max)");
+}

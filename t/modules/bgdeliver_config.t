@@ -1,0 +1,63 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Configuration errors are caught at start-up with a message that names the
+# directive, the value and what is allowed; good values pass.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Bgd::Test qw(configtest);
+
+my @bad = (
+    [ 'BgDeliver maybe',                  qr/BgDeliver must be On or Off/ ],
+    [ 'BgDeliverMinSize 12x',             qr/BgDeliverMinSize: '12x' is not a valid size.*k, M or G/ ],
+    [ 'BgDeliverMinSize -5',              qr/BgDeliverMinSize: '-5' is not a valid size/ ],
+    [ 'BgDeliverMemoryLimit lots',        qr/BgDeliverMemoryLimit: 'lots' is not a valid size/ ],
+    [ 'BgDeliverSpoolLimit 1k',           qr/BgDeliverSpoolLimit: '1k' is not a valid size; expected .* at least 32768/ ],
+    [ 'BgDeliverMinRate fast',            qr/BgDeliverMinRate: 'fast' is not a valid size/ ],
+    [ 'BgDeliverMinRate 100 soon',        qr/BgDeliverMinRate: 'soon' is not a valid time/ ],
+    [ 'BgDeliverIdleTimeout -1',          qr/BgDeliverIdleTimeout: '-1' is not a valid time/ ],
+    [ 'BgDeliverMaxTime 1e9',             qr/BgDeliverMaxTime: '1e9' is not a valid time/ ],
+    [ 'BgDeliverOverflow drop',           qr/BgDeliverOverflow: 'drop' is not valid; expected 'fallback' .* or 'reject \[retry-after-seconds\]'/ ],
+    [ 'BgDeliverOverflow fallback 5',     qr/BgDeliverOverflow: a Retry-After value only goes with 'reject'/ ],
+    [ 'BgDeliverOverflow reject soon',    qr/BgDeliverOverflow: 'soon' is not valid; expected a whole number from 0 to 86400/ ],
+    [ 'BgDeliverSpoolDir /nonexistent/x', qr/BgDeliverSpoolDir: '\/nonexistent\/x' is not an existing directory/ ],
+    [ 'BgDeliverMaxPerClient many',       qr/BgDeliverMaxPerClient: 'many' is not valid; expected a whole number from 0 to 1000000/ ],
+    [ 'BgDeliverMaxDeliveries 0',         qr/BgDeliverMaxDeliveries: '0' is not valid; expected a whole number from 1 to 1000000/ ],
+    [ "<VirtualHost 127.0.0.1:1>\nBgDeliverMaxDeliveries 10\n</VirtualHost>",
+                                          qr/BgDeliverMaxDeliveries cannot occur within <VirtualHost> section/ ],
+    [ "<Location />\nBgDeliverSpoolDir /tmp\n</Location>",
+                                          qr/BgDeliverSpoolDir not allowed in <Location> context/ ],
+);
+
+plan tests => 2 * @bad + 2, need_module('mod_bgdeliver.c');
+
+for my $case (@bad) {
+    my ($rc, $out) = configtest($case->[0], 'bgdeliver');
+    (my $name = $case->[0]) =~ s/\n/ /g;
+    ok t_cmp($rc != 0 ? 1 : 0, 1, "rejected: $name");
+    ok t_cmp($out, $case->[1], "message for: $name");
+}
+
+my ($rc, $out) = configtest(<<'CONF', 'bgdeliver');
+BgDeliverMaxDeliveries 100
+BgDeliverSpoolDir /tmp
+BgDeliverMaxPerClient 4
+<Location />
+    BgDeliver On
+    BgDeliverMinSize 1M
+    BgDeliverMemoryLimit 16k
+    BgDeliverSpoolLimit 2G
+    BgDeliverMinRate 1000 20
+    BgDeliverIdleTimeout 0.5
+    BgDeliverMaxTime 3600
+    BgDeliverOverflow reject 30
+</Location>
+CONF
+ok t_cmp($rc, 0, 'a full valid configuration passes');
+t_debug($out) if $rc;
+($rc, $out) = configtest("BgDeliverOverflow Fallback\nBgDeliver off", 'bgdeliver');
+ok t_cmp($rc, 0, 'keywords are case-insensitive');
