@@ -1,0 +1,81 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# The engine's pacing (what mod_dialup builds on), driven here through the
+# public API by the test module: first byte at the latency, rate on the
+# wire, bodiless responses not paced, keep-alive across timed waits, TLS,
+# and timed waits that stay on time on an otherwise idle server.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Time::HiRes qw(time);
+use Bgd::Test qw(gen_file http_connect http_send read_response request
+                 mpm_name bgd_status);
+
+plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+
+my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
+my $data = do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> };
+
+# 40,000 B/s, 150 ms latency, 60,000 bytes of body: ~1.66 s in all.
+my $path = '/paced/files/pace-1m.bin?pace=40000,150';
+my $s = http_connect(rcvbuf => 65536);
+my $t0 = time;
+http_send($s, 'GET', $path, Range => 'bytes=0-59999');
+my $r = read_response($s);
+my $ttfb = $r->{t_first} - $t0;
+my $wire = $r->{header_bytes} + length $r->{body};
+my $rate = ($wire - 1) / ($r->{t_end} - $r->{t_first});
+t_debug(sprintf "ttfb %.1f ms, %d wire bytes, %.0f B/s", $ttfb * 1000, $wire, $rate);
+ok t_cmp($r->{body} eq substr($data, 0, 60000) ? 1 : 0, 1, 'paced: exact bytes');
+ok t_cmp(abs($ttfb - 0.150) < 0.010 ? 1 : 0, 1, sprintf('first byte at the latency (%.1f ms)', $ttfb * 1000));
+ok t_cmp(abs($rate / 40000 - 1) < 0.03 ? 1 : 0, 1, sprintf('rate on the wire %.0f B/s', $rate));
+
+# The same connection carries the next request: the socket came back from
+# its timed waits intact.
+$t0 = time;
+http_send($s, 'GET', $path, Range => 'bytes=100-4099');
+$r = read_response($s);
+ok t_cmp($r->{body} eq substr($data, 100, 4000) ? 1 : 0, 1, 'keep-alive after timed waits');
+ok t_cmp(abs(($r->{t_first} - $t0) - 0.150) < 0.010 ? 1 : 0, 1, 'second request: latency again');
+
+# HEAD: the latency, but no pacing of the headers.
+$t0 = time;
+http_send($s, 'HEAD', $path);
+$r = read_response($s, head => 1);
+my $head_t = $r->{t_end} - $t0;
+ok t_cmp(($r->{status} == 200 && $head_t < 0.2) ? 1 : 0, 1,
+         sprintf('HEAD: answered after the latency only (%.0f ms)', $head_t * 1000));
+close $s;
+
+# Over TLS: same schedule.
+$s = http_connect(ssl => 1, vhost => 'bgd_tls', rcvbuf => 65536);
+$t0 = time;
+http_send($s, 'GET', $path, Range => 'bytes=0-39999');
+$r = read_response($s);
+ok t_cmp($r->{body} eq substr($data, 0, 40000) ? 1 : 0, 1, 'TLS paced: exact bytes');
+my $t = $r->{t_end} - $t0;
+ok t_cmp(($t > 0.95 && $t < 1.35) ? 1 : 0, 1, sprintf('TLS paced: on schedule (%.2f s)', $t));
+close $s;
+
+# An idle server (nothing else going on) keeps the pulses on time: 20
+# short paced responses in a row, each ~0.4 s, none late by more than a
+# pulse.
+my $late = 0;
+for my $i (1 .. 5) {
+    $t0 = time;
+    $r = request(GET => '/paced/files/pace-1m.bin?pace=20000,100',
+                 headers => { Range => 'bytes=0-5999' }, rcvbuf => 65536);
+    my $expect = 0.100 + ($r->{header_bytes} + 6000 - 1) / 20000;
+    my $took = $r->{t_end} - $t0;
+    $late++ if $took > $expect + 0.05 || $took < $expect - 0.02;
+    t_debug(sprintf "idle run %d: %.3f s (expected %.3f)", $i, $took, $expect);
+}
+ok t_cmp($late, 0, 'idle server: every paced response on schedule');
+
+my $st = bgd_status();
+ok t_cmp($st->{BgDeliverInFlight}, 0, 'nothing left in flight');
+ok t_cmp($st->{BgDeliverEngine}, mpm_name() eq 'event' ? 'async' : 'worker', 'engine mode');
