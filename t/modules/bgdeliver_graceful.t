@@ -1,0 +1,69 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# A graceful restart lets in-flight deliveries finish (paced ones drain at
+# full speed), then the old children exit; the new generation works.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Digest::MD5 qw(md5_hex);
+use Time::HiRes qw(time sleep);
+use Bgd::Test qw(gen_file slow_clients server_pids wait_until mpm_name request
+                 bgd_status);
+
+my $mpm = mpm_name();
+plan tests => 6, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+    need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
+
+my $file = gen_file('bgdeliver/files/graceful-1m.bin', 1_000_000);
+my $want = do { open my $fh, '<', $file; binmode $fh; local $/; md5_hex(<$fh>) };
+my $ppid = do { open my $fh, '<', Apache::Test::vars('t_pid_file'); local $_ = <$fh>; chomp; $_ };
+my @old = server_pids();
+
+# Fork a group of paced downloads (1 MB at 20 kB/s: 50 s if paced to the
+# end) that must drain quickly once the child is stopping.
+my $paced_pid = fork;
+if (!$paced_pid) {
+    my ($res) = slow_clients(n => 3, path => '/paced/files/graceful-1m.bin?pace=20000,0',
+                             rcvbuf => 65536, timeout => 30);
+    my $ok = grep { $_->{status} == 200 && $_->{md5} eq $want } @$res;
+    my $t = 0;
+    for (@$res) { $t = $_->{t_end} - $_->{t_start} if $_->{t_end} - $_->{t_start} > $t }
+    open my $fh, '>', Apache::Test::vars('t_logs') . "/graceful.paced" or die;
+    print $fh "$ok $t\n";
+    close $fh;
+    require POSIX;
+    POSIX::_exit(0);
+}
+
+my $t0 = time;
+my $signalled;
+my ($res) = slow_clients(n => 8, path => '/bgdeliver/files/graceful-1m.bin',
+                         rcvbuf => 4096, rate => 250_000, every => 0.2,
+                         sample => sub {
+    if (!$signalled && time - $t0 > 1) {
+        kill 'USR1', $ppid;     # graceful restart
+        $signalled = time;
+    }
+    return ();
+});
+ok t_cmp(scalar(grep { $_->{status} == 200 && $_->{md5} eq $want } @$res), 8,
+         'deliveries under way during the graceful restart finish intact');
+
+waitpid $paced_pid, 0;
+my ($ok, $t) = do {
+    open my $fh, '<', Apache::Test::vars('t_logs') . "/graceful.paced"; split ' ', <$fh>;
+};
+ok t_cmp($ok, 3, 'paced deliveries finish intact');
+t_debug("paced downloads took $t s");
+ok t_cmp($t < 15 ? 1 : 0, 1, "paced deliveries drained at full speed ($t s, not 50)");
+
+my $gone = wait_until(20, sub { !grep { kill 0, $_ } @old });
+ok t_cmp($gone ? 1 : 0, 1, 'the old children exited');
+my $r = request(GET => '/bgdeliver/files/graceful-1m.bin', rcvbuf => 8192, rate => 5_000_000);
+ok t_cmp(md5_hex($r->{body}), $want, 'the new generation delivers');
+ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 1,
+         'the delivery table is clean after the restart');
