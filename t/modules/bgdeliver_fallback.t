@@ -19,7 +19,8 @@ chomp $curl;
 my $h2 = $curl && `$curl -V 2>/dev/null` =~ /\bHTTP2\b/;
 plan tests => 7, need need_module('mod_bgdeliver.c'), need_module('mod_http2.c'),
     need_module('mod_ssl.c'), need_module('mod_bgd_test.c'),
-    need { 'curl with HTTP/2 support' => $h2 };
+    need { 'curl with HTTP/2 support' => $h2 },
+    need { 'mod_http2 does not run under prefork' => mpm_name() ne 'prefork' };
 
 my $file = gen_file('bgdeliver/files/h2-1m.bin', 1_000_000);
 my $want = do { open my $fh, '<', $file; binmode $fh; local $/; md5_hex(<$fh>) };
