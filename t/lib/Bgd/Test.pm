@@ -29,6 +29,7 @@ our @EXPORT_OK = qw(
     server_status status_value mpm_name
     server_pids fd_count close_wait_count error_log_since log_mark
     wait_until access_log_lines bgd_status slow_clients configtest
+    private_server free_port
 );
 
 my $LINE = 64;
@@ -421,6 +422,76 @@ sub configtest {
     unlink glob("$dir/*");
     rmdir $dir;
     return ($rc, $out);
+}
+
+sub free_port {
+    socket(my $s, PF_INET, SOCK_STREAM, IPPROTO_TCP) or die $!;
+    bind($s, pack_sockaddr_in(0, inet_aton('127.0.0.1'))) or die $!;
+    my ($port) = unpack_sockaddr_in(getsockname($s));
+    close $s;
+    return $port;
+}
+
+# Start a throwaway apache2 (event MPM, one child) on a free loopback port
+# with mod_bgdeliver from build/ and the lines in $body (@DIR@ stands for
+# its directory); options: test_modules => [names in build/t/], mkdir =>
+# [subdirectories].  For tests that need server-wide settings or kill the
+# server.  Returns a hash: port, pid, dir, stop => sub (TERM, wait, KILL
+# after 10 s).
+sub private_server {
+    my ($body, %o) = @_;
+    my $vars = Apache::Test::vars();
+    my $top = $vars->{top_dir};
+    my $dir = "$vars->{t_logs}/private.$$." . int(rand(1e6));
+    mkdir $dir or die "$dir: $!";
+    chmod 0755, $dir;
+    my $port = free_port();
+    chomp(my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules');
+    my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
+    $body =~ s/\@DIR\@/$dir/g;
+    for my $sub (@{ $o{mkdir} || [] }) {
+        mkdir "$dir/$sub" or die "$dir/$sub: $!";
+        chmod 0777, "$dir/$sub";
+    }
+    open my $fh, '>', "$dir/httpd.conf" or die $!;
+    print $fh "ServerRoot $dir\nDefaultRuntimeDir $dir\nPidFile $dir/httpd.pid\n",
+              "ErrorLog $dir/error_log\nLogLevel info bgdeliver:debug\n",
+              "ServerName 127.0.0.1\n$user",
+              "Listen 127.0.0.1:$port\n",
+              "LoadModule mpm_event_module $libexec/mod_mpm_event.so\n",
+              "LoadModule authz_core_module $libexec/mod_authz_core.so\n",
+              "LoadModule mime_module $libexec/mod_mime.so\n",
+              "LoadModule status_module $libexec/mod_status.so\n",
+              "LoadModule bgdeliver_module $top/build/mod_bgdeliver.so\n",
+              "TypesConfig $vars->{t_conf}/mime.types\n",
+              (map { "LoadModule ${_}_module $top/build/t/mod_$_.so\n" }
+                   @{ $o{test_modules} || [] }),
+              "StartServers 1\nServerLimit 1\nThreadsPerChild 10\n",
+              "MaxRequestWorkers 10\nMinSpareThreads 1\nMaxSpareThreads 10\n",
+              "AsyncRequestWorkerFactor 20\nSendBufferSize 32768\n",
+              "CustomLog $dir/access_log \"%r %>s %b %{bgdeliver}n %X\"\n",
+              "DocumentRoot $vars->{documentroot}\n",
+              "<Location /server-status>\nSetHandler server-status\n</Location>\n",
+              "<Location /bgdeliver-status>\nSetHandler bgdeliver-status\n</Location>\n",
+              "$body\n";
+    close $fh;
+    system($vars->{httpd}, '-f', "$dir/httpd.conf", '-k', 'start') == 0
+        or die "private server failed to start: " . `cat $dir/error_log 2>/dev/null`;
+    my $pid;
+    wait_until(10, sub {
+        return 0 unless open my $pf, '<', "$dir/httpd.pid";
+        chomp($pid = <$pf> // '');
+        return 0 unless $pid;
+        socket(my $c, PF_INET, SOCK_STREAM, IPPROTO_TCP) or return 0;
+        return connect($c, pack_sockaddr_in($port, inet_aton('127.0.0.1')));
+    }) or die "private server did not answer";
+    my %srv = (port => $port, pid => $pid, dir => $dir);
+    $srv{stop} = sub {
+        return unless kill 0, $pid;
+        kill 'TERM', $pid;
+        wait_until(10, sub { !kill 0, $pid }) or kill 'KILL', $pid;
+    };
+    return \%srv;
 }
 
 # Poll $cond every 50 ms until it returns true or $timeout seconds pass.

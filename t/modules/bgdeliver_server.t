@@ -1,0 +1,137 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Server-wide behaviour, on private servers started by the test: the
+# server-wide cap, spool files (unlinked, released), and a stop with
+# deliveries in flight.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Time::HiRes qw(time sleep);
+use IO::Select;
+use Bgd::Test qw(gen_file private_server http_connect http_send read_response
+                 request wait_until pattern mpm_name);
+
+plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+    need { 'needs the event MPM' => mpm_name() eq 'event' };
+
+gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
+
+sub hold {
+    my ($port, $path) = @_;
+    my $s = http_connect(port => $port, rcvbuf => 4096);
+    http_send($s, 'GET', $path);
+    read_response($s, max_body => 8192, chunk => 1024);
+    return $s;
+}
+
+sub proc_fds_matching {
+    my ($pids, $re) = @_;
+    my $n = 0;
+    for my $pid (@$pids) {
+        opendir my $d, "/proc/$pid/fd" or next;
+        for (readdir $d) {
+            my $t = readlink "/proc/$pid/fd/$_" or next;
+            $n++ if $t =~ $re;
+        }
+    }
+    return $n;
+}
+
+sub children_of {
+    my ($ppid) = @_;
+    my @kids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my @f = split ' ', (<$fh> // '');
+        push @kids, $f[0] if @f > 3 && $f[3] == $ppid;
+    }
+    return @kids;
+}
+
+# 1. The server-wide cap: two deliveries at once, then 503 + Retry-After.
+{
+    my $srv = private_server(<<'CONF');
+BgDeliverMaxDeliveries 2
+<Location /bgdeliver/>
+    BgDeliver On
+    BgDeliverOverflow reject 3
+</Location>
+CONF
+    my @held = map { hold($srv->{port}, '/bgdeliver/files/srv-1m.bin') } 1 .. 2;
+    my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port});
+    ok t_cmp($r->{status}, 503, 'server-wide cap: third delivery refused');
+    ok t_cmp($r->{headers}{'retry-after'}, 3, 'server-wide cap: Retry-After');
+    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log"; <$fh> };
+    ok t_cmp($log, qr/BGD002: BgDeliverMaxDeliveries reached/, 'server-wide cap: logged');
+    close $_ for @held;
+    wait_until(5, sub {
+        my $x = request(GET => '/bgdeliver-status?auto', port => $srv->{port});
+        $x->{body} =~ /BgDeliverInFlight: 0/;
+    });
+    $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port},
+                 rcvbuf => 8192, rate => 5_000_000);
+    ok t_cmp($r->{status}, 200, 'server-wide cap: free again once they end');
+    $srv->{stop}->();
+}
+
+# 2. Spool files: generated responses beyond BgDeliverMemoryLimit go to an
+# unlinked file in BgDeliverSpoolDir, released when the delivery ends.
+{
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
+BgDeliverSpoolDir @DIR@/spool
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMemoryLimit 16k
+</Location>
+CONF
+    my @kids = children_of($srv->{pid});
+    my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+    http_send($s, 'GET', '/gen?size=2000000&chunk=16384');
+    sleep 0.5;      # the handler has run; the client has read nothing yet
+    my $spooled = proc_fds_matching(\@kids, qr{/spool/bgdeliver\.\w+ \(deleted\)$});
+    ok t_cmp($spooled, 1, 'the spool file is open and already unlinked');
+    opendir my $d, "$srv->{dir}/spool";
+    ok t_cmp(scalar(grep { !/^\./ } readdir $d), 0, 'nothing visible in the spool directory');
+    my $r = read_response($s, rate => 4_000_000);
+    ok t_cmp($r->{body} eq pattern(2_000_000) ? 1 : 0, 1, 'spooled response: exact bytes');
+    close $s;
+    ok t_cmp(wait_until(5, sub { proc_fds_matching(\@kids, qr{/spool/}) == 0 }) ? 1 : 0, 1,
+             'the spool file is closed afterwards');
+    $srv->{stop}->();
+}
+
+# 3. A stop with deliveries in flight ends them and the server promptly.
+{
+    my $srv = private_server(<<'CONF');
+<Location /bgdeliver/>
+    BgDeliver On
+</Location>
+CONF
+    my @kids = children_of($srv->{pid});
+    my @held = map { hold($srv->{port}, '/bgdeliver/files/srv-1m.bin') } 1 .. 5;
+    my $t0 = time;
+    kill 'TERM', $srv->{pid};
+    my $gone = wait_until(10, sub { !grep { kill 0, $_ } $srv->{pid}, @kids });
+    my $t = time - $t0;
+    ok t_cmp($gone ? 1 : 0, 1, sprintf('stop: server and children gone (%.1f s)', $t));
+    ok t_cmp($t < 5 ? 1 : 0, 1, 'stop: within seconds');
+    # Each held connection must reach EOF or a reset within seconds
+    # (kernel buffers drained), never hang.
+    my $closed = 0;
+    for my $s (@held) {
+        my $sel = IO::Select->new($s);
+        my $end = time + 5;
+        while (time < $end) {
+            last unless $sel->can_read($end - time);
+            my $n = sysread($s, my $buf, 65536);
+            if (!$n) { $closed++; last }
+        }
+    }
+    ok t_cmp($closed, 5, 'stop: the clients see their connections end');
+    $srv->{stop}->();
+}
