@@ -849,6 +849,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
 {
     conn_rec *c = job->c;
     apr_bucket *e;
+    apr_status_t rv;
 
     if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)) {
         return;
@@ -857,8 +858,8 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
-    if (apr_brigade_partition(job->queue, BGD_SLICE_BYTES, &e)
-        != APR_SUCCESS) {
+    rv = apr_brigade_partition(job->queue, BGD_SLICE_BYTES, &e);
+    if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
         return;
     }
     apr_brigade_split_ex(job->queue, e, job->slice);
@@ -887,6 +888,11 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     }
     ap_pass_brigade(job->capture->next, job->slice);
     apr_brigade_cleanup(job->slice);
+    /* The core keeps writes under 4 KB for later; streamed pieces must
+     * leave now. */
+    if (c->data_in_output_filters) {
+        bgd_kick_core(c);
+    }
 }
 
 static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)

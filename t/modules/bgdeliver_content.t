@@ -1,0 +1,85 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Any content: proxied responses, streamed output with flushes (the client
+# sees it at once, the worker never waits), and honest accounting in the
+# access log (%B after the last byte, %O with mod_logio).
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Digest::MD5 qw(md5_hex);
+use Time::HiRes qw(time sleep);
+use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md5
+                 http_connect http_send read_response access_log_lines wait_until);
+
+my $mpm = mpm_name();
+my $bg = $mpm eq 'event';
+plan tests => 10, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+    need_module('mod_proxy_http.c');
+
+my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
+my $want = do { open my $fh, '<', $file; binmode $fh; local $/; md5_hex(<$fh>) };
+
+sub busy_run {
+    my (%o) = @_;
+    my $t0 = time;
+    my $max = 0;
+    my ($res) = slow_clients(n => 8, rcvbuf => 4096, rate => 250_000, chunk => 4096,
+                             every => 0.2, %o, sample => sub {
+        return () if time - $t0 < 1;
+        my $b = server_status()->{BusyWorkers};
+        $max = $b if $b > $max;
+    });
+    return (scalar(grep { $_->{status} == 200 && $_->{md5} eq $o{md5} } @$res), $max);
+}
+
+# Proxied content (mod_proxy_http, the backend being this server).
+my ($ok, $max) = busy_run(path => '/bgdeliver/proxy/content-1m.bin', md5 => $want);
+ok t_cmp($ok, 8, 'proxied: exact bytes');
+ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "proxied: BusyWorkers at most 2 (saw $max)");
+
+# A handler that flushes big pieces: it finishes at once, the slow
+# clients are served without a worker.
+($ok, $max) = busy_run(path => '/bgdeliver/h/gen?size=1000000&chunk=65536&flush=1',
+                       md5 => pattern_md5(1_000_000));
+ok t_cmp($ok, 8, 'flushing handler: exact bytes');
+ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 2 (saw $max)");
+
+# A streaming handler (1000 bytes every 200 ms, flushed): the client gets
+# each piece as it is produced, not at the end.
+{
+    my $t0 = time;
+    my @arrivals;
+    my $r = request(GET => '/bgdeliver/h/gen?size=5000&chunk=1000&flush=1&delay=200',
+                    chunk => 512, on_progress => sub { push @arrivals, time - $t0 });
+    ok t_cmp(length $r->{body}, 5000, 'streaming: all bytes');
+    my $first = $r->{t_first} - $t0;
+    ok t_cmp($first < 0.15 ? 1 : 0, 1, sprintf('streaming: first piece at once (%.0f ms)', $first * 1000));
+    ok t_cmp(($r->{t_end} - $t0) > 0.75 ? 1 : 0, 1, 'streaming: the last piece when produced');
+}
+
+# %B and %O: a complete delivery counts everything, an aborted one only
+# what really left.
+{
+    my $path = '/bgdeliver/files/content-1m.bin';
+    my $r = request(GET => "$path?full", rcvbuf => 8192, rate => 5_000_000);
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', "$path?abort");
+    read_response($s, max_body => 16384, chunk => 1024, rate => 100_000);
+    close $s;
+    my ($full, $abort);
+    wait_until(5, sub {
+        ($full) = grep { index($_, "\"GET $path?full ") >= 0 } access_log_lines();
+        ($abort) = grep { index($_, "\"GET $path?abort ") >= 0 } access_log_lines();
+        $full && $abort;
+    });
+    my @f = split ' ', $full // '';
+    my @a = split ' ', $abort // '';
+    ok t_cmp(($f[9] == 1_000_000 && $f[11] > 1_000_000) ? 1 : 0, 1,
+             "complete: %b $f[9], %O $f[11]");
+    ok t_cmp(($a[11] < 500_000) ? 1 : 0, 1, "aborted: %O $a[11] is what left, not the size");
+    ok t_cmp(($a[9] < 500_000) ? 1 : 0, 1, "aborted: %b $a[9] corrected too");
+}
