@@ -735,7 +735,14 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         }
         rv = apr_bucket_read(b, &data, &len, APR_BLOCK_READ);
         if (rv == APR_SUCCESS) {
-            rv = apr_file_write_full(job->spool, data, len, NULL);
+            /* Reading a spool bucket (the core does, when captured data
+             * is forwarded while the handler still runs) moves the file
+             * position: every append must say where the end is. */
+            apr_off_t end = job->spool_size;
+            rv = apr_file_seek(job->spool, APR_SET, &end);
+            if (rv == APR_SUCCESS) {
+                rv = apr_file_write_full(job->spool, data, len, NULL);
+            }
         }
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
@@ -870,6 +877,8 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         job->slice = head;
     }
     if (!bgd_files_unchanged(job, job->slice)) {
+        /* Leave it to the pump, which aborts and logs it. */
+        APR_BRIGADE_PREPEND(job->queue, job->slice);
         return;
     }
     {

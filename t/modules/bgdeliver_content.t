@@ -17,7 +17,7 @@ use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 10, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -47,6 +47,19 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "proxied: BusyWorkers at most 2 (saw $m
                        md5 => pattern_md5(1_000_000));
 ok t_cmp($ok, 8, 'flushing handler: exact bytes');
 ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 2 (saw $max)");
+
+# Small flushed pieces of a response that spools (BgDeliverMemoryLimit
+# 16k) while earlier pieces are forwarded: reading spooled data must never
+# move where the next piece is appended (it once did: spliced bytes).
+{
+    my $bad = 0;
+    for (1 .. 2) {
+        my ($res) = slow_clients(n => 8, rcvbuf => 4096, rate => 400_000, chunk => 4096,
+            path => '/bgdeliver/h/gen-spool?size=1000000&chunk=3000&flush=1&delay=1');
+        $bad += grep { $_->{md5} ne pattern_md5(1_000_000) } @$res;
+    }
+    ok t_cmp($bad, 0, 'spooling while forwarding: every byte in place');
+}
 
 # A streaming handler (1000 bytes every 200 ms, flushed): the client gets
 # each piece as it is produced, not at the end.

@@ -162,6 +162,7 @@ sub read_response {
             $t_first ||= time;
             $total_read += $n;
             $buf .= $data;
+            $Bgd::Test::raw .= $data if defined $Bgd::Test::raw;
         }
         return 1;
     };
@@ -350,6 +351,7 @@ sub slow_clients {
         my $pid = fork;
         die "fork: $!" unless defined $pid;
         if (!$pid) {
+            $Bgd::Test::raw = '' if $ENV{BGD_TEST_RAW};
             my $res = eval {
                 request($o{method} || 'GET', $o{path}, rcvbuf => $o{rcvbuf},
                         rate => $o{rate}, chunk => $o{chunk} || 4096,
@@ -357,6 +359,20 @@ sub slow_clients {
                         timeout => $o{timeout} || 60,
                         headers => $o{headers});
             } || { status => 0, error => $@ };
+            if ($res->{error} || !$res->{complete}) {
+                # Leave evidence for the person debugging a failure.
+                open my $dbg, '>', "$dir/slow-client-failure.$$";
+                print $dbg "path=$o{path}\nstatus=$res->{status}\n",
+                           "error=", ($res->{error} // ''), "\n",
+                           "body_length=", length($res->{body} // ''), "\n";
+                close $dbg;
+                if (defined $Bgd::Test::raw) {
+                    open $dbg, '>', "$dir/slow-client-failure.$$.raw";
+                    binmode $dbg;
+                    print $dbg $Bgd::Test::raw;
+                    close $dbg;
+                }
+            }
             open my $fh, '>', "$dir/slow.$$" or POSIX::_exit(1);
             printf $fh "%s\t%s\t%d\t%.6f\t%.6f\t%.6f\t%s\n",
                 $res->{status}, md5_hex($res->{body} // ''),
