@@ -1279,6 +1279,7 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     bgd_job_t *job = bc->job;
     const char *reason;
     apr_time_t deadline;
+    apr_status_t rv;
 
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
     if (what == BGD_PUMP_WAIT_TIMER) {
@@ -1288,11 +1289,15 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
         if (max_wait > 0 && due - apr_time_now() > max_wait) {
             due = apr_time_now() + max_wait;
         }
-        if (bgd_timed_wait_arm(bc, due) == APR_SUCCESS) {
+        rv = bgd_timed_wait_arm(bc, due);
+        if (rv == APR_SUCCESS) {
             c->cs->sense = CONN_SENSE_WANT_READ;
             return;
         }
-        /* No timerfd: degrade to writability waits (unpaced). */
+        /* Out of descriptors, most likely: better unpaced than stuck. */
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, job->r,
+                      "BGD018: cannot arm a timed wait; delivering the rest "
+                      "of this response unpaced");
         job->drain = 1;
     }
     c->cs->sense = CONN_SENSE_WANT_WRITE;
@@ -1480,10 +1485,13 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
  * let the response go the ordinary way, or an HTTP status. */
 static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 {
-    int async = bgd_async_possible(r);
+    int timed = job->pacing.rate > 0 || job->pacing.latency > 0;
+    /* Timed waits without a worker need timerfd (Linux); elsewhere a
+     * paced response is paced in the worker. */
+    int async = bgd_async_possible(r) && (!timed || BGD_HAVE_TIMED_WAIT);
     int rv;
 
-    if (!async && job->pacing.rate <= 0) {
+    if (!async && !timed) {
         if (job->requested || job->conf->enabled == 1) {
             bgd_count(&bgd_table->fallbacks, 1);
         }
