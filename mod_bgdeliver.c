@@ -662,13 +662,20 @@ static apr_status_t bgd_timed_wait_arm(bgd_conn_t *bc, apr_time_t due)
 
 static void bgd_timed_wait_disarm(bgd_conn_t *bc)
 {
-    if (bc->timer_armed) {
-        while (dup3(bc->sock_dup, bc->fd, O_CLOEXEC) < 0
-               && (errno == EINTR || errno == EBUSY)) {
-            continue;
-        }
-        bc->timer_armed = 0;
+    int rc;
+
+    if (!bc->timer_armed) {
+        return;
     }
+    do {
+        rc = dup3(bc->sock_dup, bc->fd, O_CLOEXEC);
+    } while (rc < 0 && (errno == EINTR || errno == EBUSY));
+    if (rc < 0) {
+        ap_log_cerror(APLOG_MARK, APLOG_CRIT, errno, bc->c,
+                      "BGD019: cannot put the socket back on descriptor %d",
+                      bc->fd);
+    }
+    bc->timer_armed = 0;
 }
 
 static void bgd_timed_wait_release(bgd_conn_t *bc)
@@ -1077,7 +1084,7 @@ static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
 static bgd_pump_e bgd_pump(bgd_job_t *job)
 {
     conn_rec *c = job->c;
-    apr_time_t visit_start = apr_time_now(), now = visit_start;
+    apr_time_t visit_start = apr_time_now(), now;
     apr_off_t visit_bytes = 0;
     apr_status_t rv;
 
