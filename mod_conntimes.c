@@ -1613,9 +1613,30 @@ static void conntimes_put_prometheus(request_rec *r, conntimes_shm_t *m,
 
 /* ------------------------------------------------------------ output: html */
 
+/* HTML text: the markup characters, both quotes, and every byte outside
+ * printable ASCII as a numeric reference (names and URIs are not known to
+ * be UTF-8). */
 static const char *conntimes_html(apr_pool_t *p, const char *s)
 {
-    return ap_escape_html2(p, s ? s : "", 1);
+    const unsigned char *c;
+    apr_size_t n = 1;
+    char *out, *o;
+
+    s = s ? s : "";
+    for (c = (const unsigned char *)s; *c; c++) {
+        n += (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) ? 6 : 1;
+    }
+    o = out = apr_palloc(p, n);
+    for (c = (const unsigned char *)s; *c; c++) {
+        if (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) {
+            o += apr_snprintf(o, 7, "&#%d;", *c);
+        }
+        else {
+            *o++ = (char)*c;
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 /* Human duration with a unit that keeps 3 significant digits. */
