@@ -16,6 +16,8 @@
  *   CtTestAccessDelay ms   an access_checker that sleeps (filter phase)
  *   CtTestSendBuffer bytes a fixup that shrinks SO_SNDBUF on the connection,
  *                          so that a slow reader really holds the response
+ *   CtTestBackground On    a fixup that asks mod_bgdeliver to deliver the
+ *                          response in the background
  *   SetHandler ct-sleep    a handler sleeping ?ms=N (default 300) (run phase)
  *   SetHandler ct-phases   prints what mod_conntimes' optional function says
  *                          about the request so far
@@ -37,6 +39,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mod_bgdeliver.h"
 #include "mod_conntimes.h"
 
 module AP_MODULE_DECLARE_DATA ct_test_module;
@@ -44,9 +47,11 @@ module AP_MODULE_DECLARE_DATA ct_test_module;
 typedef struct {
     int access_delay_ms;                /* -1: unset */
     int sndbuf;                         /* -1: unset */
+    int background;                     /* -1: unset */
 } ct_test_dir_conf_t;
 
 static APR_OPTIONAL_FN_TYPE(conntimes_request_phases) *ct_test_phases;
+static APR_OPTIONAL_FN_TYPE(bgdeliver_request_background) *ct_test_bg;
 
 static int ct_test_arg(request_rec *r, const char *name, int def, int max)
 {
@@ -123,12 +128,16 @@ static int ct_test_fixups(request_rec *r)
                           "CTT001: setsockopt(SO_SNDBUF)");
         }
     }
+    if (!r->main && dc->background > 0 && ct_test_bg) {
+        ct_test_bg(r, NULL);
+    }
     return DECLINED;
 }
 
 static void ct_test_retrieve(void)
 {
     ct_test_phases = APR_RETRIEVE_OPTIONAL_FN(conntimes_request_phases);
+    ct_test_bg = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_request_background);
 }
 
 static void *ct_test_create_dir(apr_pool_t *p, char *d)
@@ -138,6 +147,7 @@ static void *ct_test_create_dir(apr_pool_t *p, char *d)
     (void)d;
     dc->access_delay_ms = -1;
     dc->sndbuf = -1;
+    dc->background = -1;
     return dc;
 }
 
@@ -149,6 +159,8 @@ static void *ct_test_merge_dir(apr_pool_t *p, void *basev, void *addv)
     dc->access_delay_ms = add->access_delay_ms >= 0 ? add->access_delay_ms
                                                     : base->access_delay_ms;
     dc->sndbuf = add->sndbuf >= 0 ? add->sndbuf : base->sndbuf;
+    dc->background = add->background >= 0 ? add->background
+                                          : base->background;
     return dc;
 }
 
@@ -166,12 +178,20 @@ static const char *ct_test_set_sndbuf(cmd_parms *cmd, void *d, const char *a)
     return NULL;
 }
 
+static const char *ct_test_set_bg(cmd_parms *cmd, void *d, int on)
+{
+    (void)cmd;
+    ((ct_test_dir_conf_t *)d)->background = on;
+    return NULL;
+}
+
 static void ct_test_register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(ct_test_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_access_checker(ct_test_access, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_fixups(ct_test_fixups, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Last, as mod_bgdeliver asks of bgdeliver_request_background(). */
+    ap_hook_fixups(ct_test_fixups, NULL, NULL, APR_HOOK_LAST);
     ap_hook_optional_fn_retrieve(ct_test_retrieve, NULL, NULL,
                                  APR_HOOK_MIDDLE);
 }
@@ -181,6 +201,8 @@ static const command_rec ct_test_cmds[] = {
                   "milliseconds the access checker sleeps"),
     AP_INIT_TAKE1("CtTestSendBuffer", ct_test_set_sndbuf, NULL, OR_ALL,
                   "SO_SNDBUF set on the connection in fixups"),
+    AP_INIT_FLAG("CtTestBackground", ct_test_set_bg, NULL, OR_ALL,
+                 "hand the response to mod_bgdeliver (fixups, last)"),
     { NULL }
 };
 
