@@ -92,8 +92,6 @@
 
 module AP_MODULE_DECLARE_DATA conntimes_module;
 
-
-
 /* ------------------------------------------------------------ constants */
 
 #define CONNTIMES_HANDLER        "conntimes-status"
@@ -259,6 +257,7 @@ typedef struct {
     conn_rec *c;
     int fd;                             /* -1 when not a socket of ours */
     int secondary;                      /* HTTP/2 stream (c->master) */
+    /* cppcheck-suppress unusedStructMember ; used where SO_TIMESTAMPNS is */
     int stamps;                         /* SO_TIMESTAMPNS known on fd */
     int in_pass;                        /* inside our output filter */
     int requests;                       /* requests started so far */
@@ -476,26 +475,34 @@ static apr_size_t conntimes_align(apr_size_t n)
     return (n + 63) & ~(apr_size_t)63;
 }
 
-/* Lay the regions out one after the other, each on its own cache line. */
+/* Lay the regions out one after the other, each on its own cache line;
+ * with a NULL base only the size is computed. */
 static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
                                    int nstripes, int nhandlers, int nslots)
 {
-    apr_size_t off = conntimes_align(sizeof(conntimes_shm_hdr_t));
+    apr_size_t off_handlers, off_stripes, off_open, off_closed, off_slow, end;
+    apr_size_t stripe = conntimes_align(sizeof(conntimes_agg_t) * CT_NCLASS
+                                        * (nhandlers + 1));
 
-    m->hdr = (conntimes_shm_hdr_t *)base;
-    m->handlers = (conntimes_handler_t *)(base + off);
-    off += conntimes_align(sizeof(conntimes_handler_t) * nhandlers);
-    m->stripe_size = conntimes_align(sizeof(conntimes_agg_t) * CT_NCLASS
-                                     * (nhandlers + 1));
-    m->stripes = base + off;
-    off += m->stripe_size * nstripes;
-    m->open = (conntimes_open_t *)(base + off);
-    off += conntimes_align(sizeof(conntimes_open_t) * CT_NOPEN);
-    m->closed = (conntimes_closed_t *)(base + off);
-    off += conntimes_align(sizeof(conntimes_closed_t) * nslots);
-    m->slow = (conntimes_slow_t *)(base + off);
-    off += conntimes_align(sizeof(conntimes_slow_t) * CT_NSLOW);
-    return off;
+    off_handlers = conntimes_align(sizeof(conntimes_shm_hdr_t));
+    off_stripes = off_handlers
+                  + conntimes_align(sizeof(conntimes_handler_t) * nhandlers);
+    off_open = off_stripes + stripe * nstripes;
+    off_closed = off_open
+                 + conntimes_align(sizeof(conntimes_open_t) * CT_NOPEN);
+    off_slow = off_closed
+               + conntimes_align(sizeof(conntimes_closed_t) * nslots);
+    end = off_slow + conntimes_align(sizeof(conntimes_slow_t) * CT_NSLOW);
+    m->stripe_size = stripe;
+    if (base) {
+        m->hdr = (conntimes_shm_hdr_t *)base;
+        m->handlers = (conntimes_handler_t *)(base + off_handlers);
+        m->stripes = base + off_stripes;
+        m->open = (conntimes_open_t *)(base + off_open);
+        m->closed = (conntimes_closed_t *)(base + off_closed);
+        m->slow = (conntimes_slow_t *)(base + off_slow);
+    }
+    return end;
 }
 
 static conntimes_agg_t *conntimes_agg_at(conntimes_shm_t *m, int stripe,
