@@ -259,7 +259,6 @@ typedef struct {
     int secondary;                      /* HTTP/2 stream (c->master) */
     /* cppcheck-suppress unusedStructMember ; used where SO_TIMESTAMPNS is */
     int stamps;                         /* SO_TIMESTAMPNS known on fd */
-    int in_pass;                        /* inside our output filter */
     int requests;                       /* requests started so far */
     apr_time_t pickup;
     apr_time_t next_arrival;            /* first bytes of the next request */
@@ -267,6 +266,8 @@ typedef struct {
     conntimes_req_t *reading;           /* waiting for its first bytes */
     conntimes_req_t *current;           /* read, its EOR not passed yet */
     conntimes_req_t *passing;           /* its EOR is being passed down */
+    conntimes_req_t *setaside;          /* its EOR waits in the core filter */
+    int suspended;                      /* counted in the suspended gauge */
 } conntimes_conn_t;
 
 struct conntimes_req_t {
@@ -277,9 +278,7 @@ struct conntimes_req_t {
     apr_time_t headers;
     apr_time_t hstart;
     apr_time_t hend;
-    apr_time_t eor_return;              /* EOR set aside, worker moved on */
-    apr_uint32_t eor_seq;               /* conntimes_tl_seq at that moment */
-    int eor_thread_kept;                /* logged without leaving the thread */
+    apr_time_t released;                /* the MPM let its worker go */
     const char *handler;
     int source;                         /* conntimes_arrival_e */
     int suspended;
@@ -315,16 +314,6 @@ static conntimes_shm_t *conntimes_shm;
 static conntimes_srv_conf_t *conntimes_global;
 static ap_filter_rec_t *conntimes_in_handle;
 static ap_filter_rec_t *conntimes_out_handle;
-
-/* What the current thread last worked on: the event MPM finishes a set-aside
- * response at once on the same worker when it can, and only otherwise lets
- * the worker go.  A request logged on the thread that passed its EOR, with
- * no other connection handled by that thread in between, never left it. */
-#if defined(__GNUC__)
-#define CONNTIMES_HAVE_TLS 1
-static __thread conn_rec *conntimes_tl_conn;
-static __thread apr_uint32_t conntimes_tl_seq;
-#endif
 
 static APR_OPTIONAL_FN_TYPE(bgdeliver_request_info) *conntimes_bgd_info;
 static APR_OPTIONAL_FN_TYPE(bgdeliver_get_totals) *conntimes_bgd_totals;
@@ -794,19 +783,18 @@ static void conntimes_compute(request_rec *r, conntimes_req_t *rs,
     ph->arrival = rs->source;
 
     /* How much of deliver a worker spent: the engine knows for background
-     * deliveries; a suspended request left its worker at once; a response
-     * whose end of request was set aside (write completion) left it when
-     * our filter returned, unless the request was logged while a worker was
-     * still writing for this connection. */
+     * deliveries; a suspended request left its worker at once; otherwise
+     * the worker was held until the MPM let the connection go to write
+     * completion (suspend_connection), or to the end.  The short slices of
+     * write completion that follow count as off-worker. */
     if (bg) {
         on_worker = info.worker_time;
     }
     else if (rs->suspended) {
         on_worker = 0;
     }
-    else if (rs->eor_return && !rs->eor_thread_kept
-             && !(rs->cc && rs->cc->in_pass)) {
-        on_worker = rs->eor_return - t[5];
+    else if (rs->released) {
+        on_worker = rs->released - t[5];
     }
     else {
         on_worker = ph->deliver;
@@ -838,6 +826,9 @@ static apr_status_t conntimes_req_cleanup(void *data)
         if (cc->passing == rs) {
             cc->passing = NULL;
         }
+        if (cc->setaside == rs) {
+            cc->setaside = NULL;
+        }
     }
     return APR_SUCCESS;
 }
@@ -847,11 +838,6 @@ static void conntimes_finalize(request_rec *r, conntimes_req_t *rs)
     if (rs->done) {
         return;
     }
-#ifdef CONNTIMES_HAVE_TLS
-    rs->eor_thread_kept = rs->eor_return && rs->cc
-                          && conntimes_tl_conn == rs->cc->c
-                          && conntimes_tl_seq == rs->eor_seq;
-#endif
     conntimes_compute(r, rs, apr_time_now(), 1, &rs->ph);
     rs->done = 1;
     conntimes_req_cleanup(rs);
@@ -944,17 +930,6 @@ static apr_time_t conntimes_peek_arrival(conntimes_conn_t *cc)
 
 /* ------------------------------------------------------------ filters */
 
-static APR_INLINE void conntimes_thread_on(conn_rec *c)
-{
-#ifdef CONNTIMES_HAVE_TLS
-    if (conntimes_tl_conn != c) {
-        conntimes_tl_conn = c;
-        conntimes_tl_seq++;
-    }
-#else
-    (void)c;
-#endif
-}
 
 /* Connection input filter, above mod_ssl: notes when the first bytes of a
  * request reach the HTTP parser, and before the first read of a request
@@ -969,7 +944,6 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
     conntimes_req_t *rs = cc->reading;
     apr_status_t rv;
 
-    conntimes_thread_on(cc->c);
     /* A request that has its first bytes reads the rest (headers, body);
      * between requests the first bytes of the next one may already have
      * been seen. */
@@ -1012,9 +986,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
 
 /* Connection output filter, first of the connection chain: the EOR bucket
  * of a request follows the handler's return and the finalisation of the
- * response, so its passage ends the run phase.  Whether the request gets
- * logged during the pass tells if the worker wrote the response to its
- * end. */
+ * response, so its passage ends the run phase. */
 static apr_status_t conntimes_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     conntimes_conn_t *cc = f->ctx;
@@ -1022,7 +994,6 @@ static apr_status_t conntimes_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     apr_bucket *b;
     apr_status_t rv;
 
-    conntimes_thread_on(cc->c);
     if (cc->current) {
         for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
              b = APR_BUCKET_NEXT(b)) {
@@ -1037,18 +1008,13 @@ static apr_status_t conntimes_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             }
         }
     }
-    cc->in_pass++;
     rv = ap_pass_brigade(f->next, bb);
-    cc->in_pass--;
     /* cc->passing is cleared when the request is logged (its pool is gone
-     * then): still set means the EOR was set aside and the worker moves
-     * on without it. */
+     * then): still set means the EOR was set aside, to be written by the
+     * MPM (write completion) on this worker or, once it lets the
+     * connection go (suspend_connection), on another one later. */
     if (eor && cc->passing == eor) {
-        eor->eor_return = apr_time_now();
-#ifdef CONNTIMES_HAVE_TLS
-        eor->eor_seq = ++conntimes_tl_seq;
-        conntimes_tl_conn = cc->c;
-#endif
+        cc->setaside = eor;
         cc->passing = NULL;
     }
     return rv;
@@ -2222,7 +2188,6 @@ static int conntimes_pre_connection(conn_rec *c, void *csd)
     if (c->outgoing) {
         return DECLINED;
     }
-    conntimes_thread_on(c);
     cc = apr_pcalloc(c->pool, sizeof(*cc));
     cc->pickup = apr_time_now();
     cc->c = c;
@@ -2254,7 +2219,6 @@ static void conntimes_pre_read_request(request_rec *r, conn_rec *c)
     if (!cc) {
         return;
     }
-    conntimes_thread_on(c);
     rs = apr_pcalloc(r->pool, sizeof(*rs));
     rs->cc = cc;
     rs->pickup = cc->requests++ ? apr_time_now() : cc->pickup;
@@ -2314,27 +2278,44 @@ static int conntimes_handler_start(request_rec *r)
     return DECLINED;
 }
 
-/* The MPM suspends a connection whose handler returned SUSPENDED: the run
- * phase ends there and no worker is held until it is resumed. */
+/* The event MPM calls suspend_connection whenever a worker lets go of a
+ * connection (write completion, keep-alive, WAITIO, SUSPENDED) and
+ * resume_connection when one takes it back.  A response still being written
+ * is off-worker from here on; a handler that returned SUSPENDED ends its run
+ * phase here. */
 static void conntimes_suspend_connection(conn_rec *c, request_rec *r)
 {
     conntimes_conn_t *cc = conntimes_conn_of(c);
-    conntimes_req_t *rs = r ? conntimes_req_of(r) : cc ? cc->current : NULL;
+    apr_time_t now;
 
-    if (rs && !rs->hend) {
-        rs->hend = apr_time_now();
-        rs->suspended = 1;
+    (void)r;
+    if (!cc) {
+        return;
     }
-    if (conntimes_shm) {
-        apr_atomic_inc32(&conntimes_shm->hdr->suspended);
+    now = apr_time_now();
+    if (cc->setaside && !cc->setaside->released) {
+        cc->setaside->released = now;
+    }
+    if (c->cs && c->cs->state == CONN_STATE_SUSPENDED) {
+        conntimes_req_t *rs = cc->current;
+        if (rs && !rs->hend) {
+            rs->hend = now;
+            rs->suspended = 1;
+        }
+        if (!cc->suspended && conntimes_shm) {
+            cc->suspended = 1;
+            apr_atomic_inc32(&conntimes_shm->hdr->suspended);
+        }
     }
 }
 
 static void conntimes_resume_connection(conn_rec *c, request_rec *r)
 {
-    (void)c;
+    conntimes_conn_t *cc = conntimes_conn_of(c);
+
     (void)r;
-    if (conntimes_shm) {
+    if (cc && cc->suspended && conntimes_shm) {
+        cc->suspended = 0;
         apr_atomic_dec32(&conntimes_shm->hdr->suspended);
     }
 }
@@ -2740,6 +2721,7 @@ static void conntimes_register_hooks(apr_pool_t *p)
     ap_hook_handler(conntimes_handler_start, NULL, NULL,
                     APR_HOOK_REALLY_FIRST);
     ap_hook_handler(conntimes_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Event MPM only: a worker lets go of / takes back a connection. */
     ap_hook_suspend_connection(conntimes_suspend_connection, NULL, NULL,
                                APR_HOOK_MIDDLE);
     ap_hook_resume_connection(conntimes_resume_connection, NULL, NULL,
