@@ -991,10 +991,10 @@ static apr_status_t conntimes_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     conntimes_conn_t *cc = f->ctx;
     conntimes_req_t *eor = NULL;
-    apr_bucket *b;
     apr_status_t rv;
 
     if (cc->current) {
+        apr_bucket *b;
         for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
              b = APR_BUCKET_NEXT(b)) {
             if (AP_BUCKET_IS_EOR(b)) {
