@@ -449,14 +449,6 @@ static const char *conntimes_bound_secs(apr_pool_t *p, apr_uint64_t tenths)
     return s;
 }
 
-/* Milliseconds with three decimals for the human pages. */
-static const char *conntimes_ms(apr_pool_t *p, double us)
-{
-    apr_uint64_t v = us < 0 ? 0 : (apr_uint64_t)(us + 0.5);
-    return apr_psprintf(p, "%" APR_UINT64_T_FMT ".%03" APR_UINT64_T_FMT,
-                        v / 1000, v % 1000);
-}
-
 /* ------------------------------------------------------------ shm map */
 
 static apr_size_t conntimes_align(apr_size_t n)
@@ -950,10 +942,11 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
     if ((cc->current && !rs) || (!cc->current && cc->next_arrival)) {
         return ap_get_brigade(f->next, bb, mode, block, readbytes);
     }
-    /* Also between requests: the pipeline check after a response, or
-     * mod_http2's look for a preface, may be the read that takes the next
-     * request's first bytes from the kernel. */
-    if (!cc->next_arrival
+    /* Between requests only a blocking read (a TLS handshake, mod_http2's
+     * look for a preface) is worth a system call: the non-blocking pipeline
+     * check after each response finds bytes only when a client pipelines,
+     * and then a worker sees them at once. */
+    if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)
         && conntimes_global && conntimes_global->kernel_stamps) {
         cc->next_arrival = conntimes_peek_arrival(cc);
         cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
@@ -1048,22 +1041,48 @@ static conntimes_req_t *conntimes_logged_req(request_rec *r)
     return rs;
 }
 
+/* A duration in us as us, ms (3 decimals) or s (6 decimals): the log
+ * handlers run for every request, so no printf here. */
+static const char *conntimes_fmt_us(apr_pool_t *p, apr_uint64_t v, int frac)
+{
+    char buf[32], *e = buf + sizeof(buf), *s = e;
+    int i;
+
+    for (i = 0; i < frac; i++) {
+        *--s = (char)('0' + v % 10);
+        v /= 10;
+    }
+    if (frac) {
+        *--s = '.';
+    }
+    do {
+        *--s = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return apr_pstrmemdup(p, s, e - s);
+}
+
 /* %{PHASE[:UNIT]}^CT: a phase in us (default), ms or s; also "class",
  * "handler" and "arrival". */
 static const char *conntimes_log_phase(request_rec *r, char *a)
 {
     conntimes_req_t *rs = conntimes_logged_req(r);
-    const char *unit = "us";
-    char *name = a && *a ? apr_pstrdup(r->pool, a) : "total", *colon;
-    apr_interval_time_t v;
-    int i;
+    const char *name = a && *a ? a : "total", *colon = strchr(name, ':');
+    apr_size_t len = colon ? (apr_size_t)(colon - name) : strlen(name);
+    int i, frac = 0;
 
     if (!rs) {
         return "-";
     }
-    if ((colon = strchr(name, ':')) != NULL) {
-        *colon = '\0';
-        unit = colon + 1;
+    if (colon) {
+        frac = !strcmp(colon + 1, "s") ? 6 : !strcmp(colon + 1, "ms") ? 3 : 0;
+    }
+    for (i = 0; i < CT_NPHASE; i++) {
+        if (!strncmp(name, conntimes_phase_names[i], len)
+            && !conntimes_phase_names[i][len]) {
+            return conntimes_fmt_us(r->pool, (apr_uint64_t)
+                                    conntimes_phase_value(&rs->ph, i), frac);
+        }
     }
     if (!strcmp(name, "class")) {
         return conntimes_class_names[rs->ph.background ? CT_BG : CT_FG];
@@ -1075,22 +1094,7 @@ static const char *conntimes_log_phase(request_rec *r, char *a)
         return rs->source == CONNTIMES_ARRIVAL_KERNEL ? "kernel"
                : rs->source == CONNTIMES_ARRIVAL_STREAM ? "stream" : "worker";
     }
-    for (i = 0; i < CT_NPHASE; i++) {
-        if (!strcmp(name, conntimes_phase_names[i])) {
-            break;
-        }
-    }
-    if (i == CT_NPHASE) {
-        return "-";
-    }
-    v = conntimes_phase_value(&rs->ph, i);
-    if (!strcmp(unit, "ms")) {
-        return conntimes_ms(r->pool, (double)v);
-    }
-    if (!strcmp(unit, "s")) {
-        return conntimes_secs(r->pool, (double)v);
-    }
-    return apr_psprintf(r->pool, "%" APR_TIME_T_FMT, v);
+    return "-";
 }
 
 /* %{FORMAT}^CS: arrival of the request: seconds.microseconds (default),
@@ -1117,8 +1121,7 @@ static const char *conntimes_log_start(request_rec *r, char *a)
                             xt.tm_year + 1900, xt.tm_mon + 1, xt.tm_mday,
                             xt.tm_hour, xt.tm_min, xt.tm_sec, xt.tm_usec);
     }
-    return apr_psprintf(r->pool, "%" APR_TIME_T_FMT ".%06" APR_TIME_T_FMT,
-                        apr_time_sec(t), t % APR_USEC_PER_SEC);
+    return conntimes_fmt_us(r->pool, (apr_uint64_t)t, 6);
 }
 
 /* ------------------------------------------------------------ snapshot */
