@@ -38,8 +38,9 @@
  *  logged    log_transaction: the last byte was handed to the kernel.
  *
  * Worker time is the part of [pickup, logged] during which a worker thread
- * was occupied; the rest (write completion, background delivery) is
- * off-worker time.
+ * held the request; what follows the moment the MPM let the worker go
+ * (suspend_connection: write completion, SUSPENDED) or the hand-off to
+ * mod_bgdeliver (whose own slices count as worker time) is off-worker.
  *
  * The phases are available to mod_log_config (%{phase}^CT, %^CS), summed
  * lock-free into histograms in one anonymous shared memory segment shared by
@@ -1689,7 +1690,7 @@ static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
                                 const conntimes_pt_t *pts, int npts,
                                 apr_uint64_t first, int phase)
 {
-    const int W = 640, H = 150, L = 56, R = 8, T = 20, B = 22;
+    const int W = 600, H = 150, L = 52, R = 22, T = 20, B = 22;
     double lo = 1e9, hi = 0, dlo, dhi;
     apr_uint32_t iv = m->hdr->interval;
     int i, k, d, has = 0;
@@ -1793,7 +1794,7 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     apr_uint64_t tag, first;
     conntimes_pt_t *pts;
     long queued, limit;
-    int i, npts, slot, cls;
+    int i, n, npts, slot, cls;
     char when[APR_RFC822_DATE_LEN];
 
     ap_set_content_type(r, "text/html; charset=utf-8");
@@ -1801,7 +1802,7 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     ap_rprintf(r, "<html lang=\"en\"><head><meta charset=\"utf-8\">"
                "<title>Request phases &#8212; %s</title>\n<style>\n"
                "body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;"
-               "color:#222;max-width:1340px}\n"
+               "color:#222}\n"
                "h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.4em;"
                "border-bottom:1px solid #ccc}\n"
                "table{border-collapse:collapse;margin:.3em 0}\n"
@@ -1812,6 +1813,7 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
                ".bar{display:inline-block;height:9px;background:#4a7ebb;"
                "vertical-align:middle}\n"
                "figure{display:inline-block;margin:4px 10px 4px 0}\n"
+               "td.l{text-align:left}table.slow{font-size:12px}\n"
                "svg{background:#fcfcfc;border:1px solid #ddd}\n"
                "svg .g{stroke:#e4e4e4;stroke-width:1}svg text{font:10px "
                "sans-serif;fill:#555}\nsvg .y{text-anchor:end}svg .x"
@@ -1854,8 +1856,9 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     }
     ap_rputs("</table>\n<h2>All requests</h2>\n", r);
     conntimes_html_table(r, &s->all);
+    /* Per class only when there is more than one. */
     for (cls = 0; cls < CT_NCLASS; cls++) {
-        if (!s->cls[cls].count) {
+        if (!s->cls[cls].count || s->cls[cls].count == s->all.count) {
             continue;
         }
         ap_rprintf(r, "<h2>%s delivery</h2>\n",
@@ -1920,29 +1923,34 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     ap_rprintf(r, "<h2>Recent slow requests (total &#8805; %s)</h2>\n",
                conntimes_human(r->pool, conntimes_global
                                ? (double)conntimes_global->slow : 0));
-    ap_rputs("<table><tr><th>arrival</th><th>client</th><th>request</th>"
+    ap_rputs("<table class=\"slow\"><tr><th>arrival</th><th>client</th>"
+             "<th>request</th>"
              "<th>status</th><th>handler</th><th>class</th>", r);
     for (i = 0; i < CT_NPHASE; i++) {
         ap_rprintf(r, "<th>%s</th>", conntimes_phase_names[i]);
     }
     ap_rputs("</tr>\n", r);
-    for (i = 0; i < CT_NSLOW; i++) {
+    for (n = 0; n < CT_NSLOW; n++) {
+        /* Newest first: the ring is written at slow_next - 1 backwards. */
+        apr_uint32_t idx = (apr_atomic_read32(&hdr->slow_next) + 2 * CT_NSLOW
+                            - 1 - (apr_uint32_t)n) % CT_NSLOW;
         conntimes_slow_t e;
-        apr_uint32_t seq = apr_atomic_read32(&m->slow[i].seq);
+        apr_uint32_t seq = apr_atomic_read32(&m->slow[idx].seq);
         char date[APR_CTIME_LEN];
         int k;
         if (!seq || (seq & 1)) {
             continue;
         }
-        memcpy(&e, &m->slow[i], sizeof(e));
-        if (apr_atomic_read32(&m->slow[i].seq) != seq) {
+        memcpy(&e, &m->slow[idx], sizeof(e));
+        if (apr_atomic_read32(&m->slow[idx].seq) != seq) {
             continue;
         }
         e.client[sizeof(e.client) - 1] = e.method[sizeof(e.method) - 1] = 0;
         e.uri[sizeof(e.uri) - 1] = e.handler[sizeof(e.handler) - 1] = 0;
         apr_ctime(date, e.start);
-        ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td><code>%s %s</code></td>"
-                   "<td>%u</td><td><code>%s</code></td><td>%s</td>",
+        ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td class=\"l\"><code>%s %s"
+                   "</code></td><td>%u</td><td class=\"l\"><code>%s</code>"
+                   "</td><td>%s</td>",
                    date, conntimes_html(r->pool, e.client),
                    conntimes_html(r->pool, e.method),
                    conntimes_html(r->pool, e.uri), e.status,

@@ -114,9 +114,21 @@ $pin_srv "$httpd" -d "$raw/plain" -f "$raw/plain/httpd.conf" -k start
 $pin_srv "$httpd" -d "$raw/conntimes" -f "$raw/conntimes/httpd.conf" -k start
 sleep 1
 
+# CPU time (clock ticks) used by a server's parent and children: the cost
+# per request is robust against other load on the machine, throughput is not.
+cpu_ticks() {
+    pid=$(cat "$raw/$1/httpd.pid")
+    for p in $pid $(pgrep -P "$pid"); do
+        awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || true
+    done | awk '{ s += $1 } END { print s + 0 }'
+}
+
 run() { # name port round
+    before=$(cpu_ticks "$1")
     $pin_wrk wrk -t1 -c"$CONNS" -d"$DURATION"s --latency \
         "http://127.0.0.1:$2/small.txt" > "$raw/$1.$3.txt" 2>&1
+    echo "cpu_ticks $(( $(cpu_ticks "$1") - before )) hz $(getconf CLK_TCK)" \
+        >> "$raw/$1.$3.txt"
 }
 
 # Warm-up, not counted.
@@ -147,7 +159,10 @@ for my $n (qw(plain conntimes)) {
         my ($rps) = $t =~ /Requests\/sec:\s+([\d.]+)/;
         my ($p50, $u50) = $t =~ /^\s+50%\s+([\d.]+)(us|ms|s)/m;
         my ($p99, $u99) = $t =~ /^\s+99%\s+([\d.]+)(us|ms|s)/m;
-        push @{ $r{$n} }, [ $rps, us($p50, $u50), us($p99, $u99) ];
+        my ($reqs) = $t =~ /(\d+) requests in/;
+        my ($ticks, $hz) = $t =~ /cpu_ticks (\d+) hz (\d+)/;
+        push @{ $r{$n} }, [ $rps, us($p50, $u50), us($p99, $u99),
+                            $reqs ? $ticks / $hz * 1e6 / $reqs : 0 ];
     }
 }
 sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2]
@@ -155,16 +170,21 @@ sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2]
 printf "mod_conntimes overhead: wrk -t1 -c%d -d%ds, 1 KB static file, event MPM,\n"
      . "%d interleaved rounds; server on CPU 0, wrk on CPU 1 when pinned.\n\n",
        $conns, $dur, $rounds;
-printf "%-10s %5s %12s %10s %10s\n", 'server', 'round', 'req/s', 'p50 us', 'p99 us';
+printf "%-10s %5s %12s %10s %10s %12s\n", 'server', 'round', 'req/s', 'p50 us',
+       'p99 us', 'cpu us/req';
 for my $n (qw(plain conntimes)) {
     my $i = 0;
-    printf "%-10s %5d %12.0f %10.0f %10.0f\n", $n, ++$i, @$_ for @{ $r{$n} };
+    printf "%-10s %5d %12.0f %10.0f %10.0f %12.2f\n", $n, ++$i, @$_
+        for @{ $r{$n} };
 }
 my %m;
 for my $n (qw(plain conntimes)) {
-    $m{$n} = [ map { my $k = $_; median(map { $_->[$k] } @{ $r{$n} }) } 0 .. 2 ];
-    printf "%-10s %5s %12.0f %10.0f %10.0f\n", $n, 'med', @{ $m{$n} };
+    $m{$n} = [ map { my $k = $_; median(map { $_->[$k] } @{ $r{$n} }) } 0 .. 3 ];
+    printf "%-10s %5s %12.0f %10.0f %10.0f %12.2f\n", $n, 'med', @{ $m{$n} };
 }
+printf "\nserver CPU per request (medians): plain %.2f us, conntimes %.2f us "
+     . "(%+.2f%%)\n", $m{plain}[3], $m{conntimes}[3],
+       100 * ($m{conntimes}[3] / $m{plain}[3] - 1);
 printf "\nrequests/s ratio (conntimes / plain, medians): %.4f (%+.2f%%)\n",
        $m{conntimes}[0] / $m{plain}[0], 100 * ($m{conntimes}[0] / $m{plain}[0] - 1);
 printf "p99 latency: plain %.0f us, conntimes %.0f us\n", $m{plain}[2], $m{conntimes}[2];

@@ -17,7 +17,7 @@ use Time::HiRes qw(time sleep);
 use lib $FindBin::Bin;
 use conntimes_util;
 
-plan tests => 42, need_module('conntimes', 'ct_test', 'status');
+plan tests => 45, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -255,4 +255,23 @@ sub parse_prom {
     $r = GET '/server-status?auto';
     ok $r->content =~ /^ConntimesRequests: \d+$/m
         && $r->content =~ /^ConntimesQueueP99Us: \d+$/m;
+}
+
+# --- bounded handler cardinality: 12 named slots, the rest in "(other)"
+if (have_module('rewrite')) {
+    ok ct_reset();
+    GET "/conntimes/h/n$_" for 1 .. 20;
+    my $j;
+    for (1 .. 50) {
+        $j = ct_json();
+        last if $j->{requests} >= 20;
+        sleep 0.05;
+    }
+    my %h = map { $_->{handler} => $_->{requests} } @{ $j->{handlers} };
+    my $named = grep { /^ct-h-n\d+$/ } keys %h;
+    ok t_cmp($named, 12, 'ConntimesMaxHandlers 12 named slots');
+    ok t_cmp($h{'(other)'}, 8, 'the rest in (other)');
+}
+else {
+    skip('mod_rewrite', 1) for 1 .. 3;
 }
