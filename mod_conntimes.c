@@ -2090,7 +2090,7 @@ static int conntimes_status_handler(request_rec *r)
     const char *fmt;
     int allow_reset;
 
-    if (strcmp(r->handler, CONNTIMES_HANDLER)) {
+    if (!r->handler || strcmp(r->handler, CONNTIMES_HANDLER)) {
         return DECLINED;
     }
     r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
