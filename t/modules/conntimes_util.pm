@@ -34,7 +34,7 @@ sub ct_tag { sprintf 'ct%d-%d-%d', $$, time, ++$seq }
 # $wait seconds for $want lines (the log is written after the response).
 sub ct_wait_lines {
     my ($tag, $want, $wait) = @_;
-    $wait ||= 5;
+    $wait ||= 10;
     my $deadline = time + $wait;
     my @lines;
     while (1) {
