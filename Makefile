@@ -37,7 +37,7 @@ endif
 
 MODULES    = bgdeliver dialup conntimes
 SOS        = $(MODULES:%=build/mod_%.so)
-TEST_MODS  = build/t/mod_bgd_test.so
+TEST_MODS  = build/t/mod_bgd_test.so build/t/mod_ct_test.so
 
 PORT      ?= 8080
 HTTPS_PORT?= 8443

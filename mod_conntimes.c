@@ -1,4 +1,2801 @@
+/* Licensed under the Apache License, Version 2.0 (the "License"); you may not
+ * use this file except in compliance with the License.  You may obtain a copy
+ * of the License at http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software
+ * distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+ * WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.  See the
+ * License for the specific language governing permissions and limitations
+ * under the License.
+ */
+
+/*
+ * mod_conntimes: where every request's time goes.
+ *
+ * Each request is cut at seven instants into six consecutive phases, so that
+ * the phases always add up to the total:
+ *
+ *   arrival --queue--> pickup --accept--> ready --read--> headers
+ *           --filter--> handler start --run--> handler end
+ *           --deliver--> logged
+ *
+ *  arrival   the kernel's receive time stamp of the request's first bytes
+ *            (SO_TIMESTAMPNS on the listening sockets is inherited by the
+ *            accepted ones; a non-destructive recvmsg(MSG_PEEK) returns it),
+ *            else the moment a worker saw the bytes come in; for an HTTP/2
+ *            stream the moment mod_http2 had its headers.
+ *  pickup    a worker took the connection (pre_connection) or, on a
+ *            kept-alive connection, started on the next request.  Queueing
+ *            for a worker happens before it: in the kernel's accept backlog
+ *            (all MPMs accept only when a worker is idle) or in the event
+ *            MPM's listener.
+ *  ready     the first bytes of the request were available to the HTTP
+ *            parser (after the TLS handshake on a new TLS connection).
+ *  headers   the request line and headers were parsed (post_read_request).
+ *  handler   the content handler started (handler hook) and ended: the EOR
+ *            bucket passed our connection filter, the handler returned
+ *            SUSPENDED, or mod_bgdeliver took the response over (hand-off).
+ *  logged    log_transaction: the last byte was handed to the kernel.
+ *
+ * Worker time is the part of [pickup, logged] during which a worker thread
+ * held the request; what follows the moment the MPM let the worker go
+ * (suspend_connection: write completion, SUSPENDED) or the hand-off to
+ * mod_bgdeliver (whose own slices count as worker time) is off-worker.
+ *
+ * The phases are available to mod_log_config (%{phase}^CT, %^CS), summed
+ * lock-free into histograms in one anonymous shared memory segment shared by
+ * all children (striped by CPU, found again after a graceful restart through
+ * the retained data), kept as a 24-hour time series, and shown by the
+ * "conntimes-status" handler (HTML with inline SVG charts, ?auto, ?json,
+ * ?prometheus) and in a section of mod_status.
+ *
+ * Hooks: pre_config (log tags, LogFormat nickname), post_config (shared
+ * memory, time stamps on the listeners), optional_fn_retrieve
+ * (mod_bgdeliver), pre_connection (connection filters), pre_read_request,
+ * post_read_request, handler (start of the run phase and the status page),
+ * suspend/resume_connection, log_transaction (close and record), and
+ * mod_status's status_hook.
+ */
+
 #include "httpd.h"
 #include "http_config.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_listen.h"
+#include "ap_mpm.h"
+#include "mpm_common.h"
+#include "util_cfgtree.h"
+#include "mod_log_config.h"
+#include "mod_status.h"
+
+#include "apr_atomic.h"
+#include "apr_lib.h"
+#include "apr_optional.h"
+#include "apr_shm.h"
+#include "apr_strings.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#endif
+
+#include "mod_bgdeliver.h"
+#include "mod_conntimes.h"
+
 module AP_MODULE_DECLARE_DATA conntimes_module;
-AP_DECLARE_MODULE(conntimes) = { STANDARD20_MODULE_STUFF, NULL, NULL, NULL, NULL, NULL, NULL, AP_MODULE_FLAG_NONE };
+
+/* ------------------------------------------------------------ constants */
+
+#define CONNTIMES_HANDLER        "conntimes-status"
+#define CONNTIMES_FILTER_IN      "CONNTIMES_IN"
+#define CONNTIMES_FILTER_OUT     "CONNTIMES_OUT"
+#define CONNTIMES_RETAINED_KEY   "mod_conntimes-retained"
+#define CONNTIMES_SHM_MAGIC      0x43544d31u   /* "CTM1" */
+#define CONNTIMES_LAYOUT_VERSION 1u
+#define CONNTIMES_NICKNAME       "conntimes"
+
+/* Phases, in the order every output lists them. */
+enum {
+    CT_ACCEPT, CT_QUEUE, CT_READ, CT_FILTER, CT_RUN, CT_DELIVER,
+    CT_TOTAL, CT_WORKER, CT_OFFWORKER, CT_NPHASE
+};
+static const char *const conntimes_phase_names[CT_NPHASE] = {
+    "accept", "queue", "read", "filter", "run", "deliver",
+    "total", "worker", "offworker"
+};
+/* The same names as they appear in ?auto keys. */
+static const char *const conntimes_phase_keys[CT_NPHASE] = {
+    "Accept", "Queue", "Read", "Filter", "Run", "Deliver",
+    "Total", "Worker", "Offworker"
+};
+
+/* Delivery classes. */
+enum { CT_FG, CT_BG, CT_NCLASS };
+static const char *const conntimes_class_names[CT_NCLASS] = { "fg", "bg" };
+
+/* Histogram upper bounds in tenths of a microsecond: five per decade
+ * (1, 1.6, 2.5, 4, 6.3) from 1 us to 100 s, then +Inf.  Tenths keep the
+ * bounds integral; a duration d in us falls in the first bucket with
+ * 10 * d <= bound. */
+#define CONNTIMES_DECADE(d) (d) * 10, (d) * 16, (d) * 25, (d) * 40, (d) * 63
+static const apr_uint64_t conntimes_bounds[] = {
+    CONNTIMES_DECADE(APR_UINT64_C(1)),
+    CONNTIMES_DECADE(APR_UINT64_C(10)),
+    CONNTIMES_DECADE(APR_UINT64_C(100)),
+    CONNTIMES_DECADE(APR_UINT64_C(1000)),
+    CONNTIMES_DECADE(APR_UINT64_C(10000)),
+    CONNTIMES_DECADE(APR_UINT64_C(100000)),
+    CONNTIMES_DECADE(APR_UINT64_C(1000000)),
+    CONNTIMES_DECADE(APR_UINT64_C(10000000)),
+    APR_UINT64_C(1000000000)
+};
+#define CT_NBOUND  (sizeof(conntimes_bounds) / sizeof(conntimes_bounds[0]))
+#define CT_NBUCKET (CT_NBOUND + 1)
+
+/* Time series: open intervals keep full histograms in a small ring; an
+ * interval that leaves the ring is condensed into a closed slot. */
+#define CT_NOPEN         4
+#define CT_SLOT_BUSY     (APR_UINT64_C(1) << 63)
+#define CT_NSLOW         32
+
+/* Handler name slots. */
+#define CT_HANDLER_FREE  0
+#define CT_HANDLER_READY 2
+#define CT_HANDLER_LEN   64
+#define CT_NO_HANDLER    "(none)"
+#define CT_DEFAULT_HANDLER "default-handler"
+#define CT_OVERFLOW_NAME "(other)"
+
+#define CT_UNSET (-1)
+
+/* Defaults. */
+#define CT_DEF_MAX_HANDLERS   16
+#define CT_DEF_INTERVAL       60
+#define CT_DEF_SLOTS          1440
+#define CT_DEF_SLOW           apr_time_from_sec(1)
+#define CT_MAX_STRIPES        16
+
+/* ------------------------------------------------------------ types */
+
+/* Shared memory: everything is made of 64-bit counters updated with
+ * atomics, so that no lock is ever taken on the request path. */
+typedef struct {
+    apr_uint64_t sum;                   /* microseconds */
+    apr_uint64_t max;
+    apr_uint64_t bucket[CT_NBUCKET];
+} conntimes_hist_t;
+
+typedef struct {
+    apr_uint64_t count;
+    apr_uint64_t spare;
+    conntimes_hist_t phase[CT_NPHASE];
+} conntimes_agg_t;
+
+typedef struct {
+    volatile apr_uint64_t tag;          /* interval number, CT_SLOT_BUSY */
+    conntimes_agg_t agg;
+} conntimes_open_t;
+
+typedef struct {
+    apr_uint64_t sum;
+    apr_uint32_t max;
+    apr_uint32_t p50;
+    apr_uint32_t p99;
+    apr_uint32_t spare;
+} conntimes_point_t;
+
+typedef struct {
+    volatile apr_uint64_t tag;          /* interval number + 1, 0 = empty */
+    apr_uint64_t count;
+    conntimes_point_t phase[CT_NPHASE];
+} conntimes_closed_t;
+
+typedef struct {
+    volatile apr_uint32_t seq;          /* odd while being written */
+    apr_uint32_t status;
+    apr_time_t start;
+    apr_uint32_t us[CT_NPHASE];
+    apr_uint32_t background;
+    char client[48];
+    char method[16];
+    char uri[200];
+    char handler[CT_HANDLER_LEN];
+} conntimes_slow_t;
+
+typedef struct {
+    volatile apr_uint32_t state;
+    char name[CT_HANDLER_LEN - 4];
+} conntimes_handler_t;
+
+typedef struct {
+    apr_uint32_t magic;
+    apr_uint32_t layout;
+    apr_uint32_t nstripes;
+    apr_uint32_t nhandlers;             /* named slots; one more overflows */
+    apr_uint32_t nslots;
+    apr_uint32_t interval;              /* seconds */
+    apr_uint64_t size;
+    apr_time_t created;
+    volatile apr_uint64_t reset_time;
+    volatile apr_uint32_t handler_lock;
+    volatile apr_uint32_t suspended;
+    volatile apr_uint32_t slow_next;
+    apr_uint32_t spare;
+    volatile apr_uint64_t arrivals[3];  /* by conntimes_arrival_e */
+    char token[40];
+} conntimes_shm_hdr_t;
+
+/* A process-local map of the segment. */
+typedef struct {
+    apr_shm_t *shm;
+    conntimes_shm_hdr_t *hdr;
+    conntimes_handler_t *handlers;
+    char *stripes;
+    apr_size_t stripe_size;
+    conntimes_open_t *open;
+    conntimes_closed_t *closed;
+    conntimes_slow_t *slow;
+} conntimes_shm_t;
+
+/* Kept in the process pool across restarts. */
+typedef struct {
+    conntimes_shm_t map;
+    int valid;
+} conntimes_retained_t;
+
+typedef struct conntimes_req_t conntimes_req_t;
+
+typedef struct {
+    conn_rec *c;
+    int fd;                             /* -1 when not a socket of ours */
+    int secondary;                      /* HTTP/2 stream (c->master) */
+    /* cppcheck-suppress unusedStructMember ; used where SO_TIMESTAMPNS is */
+    int stamps;                         /* SO_TIMESTAMPNS known on fd */
+    int requests;                       /* requests started so far */
+    apr_time_t pickup;
+    apr_time_t next_arrival;            /* first bytes of the next request */
+    int next_source;
+    conntimes_req_t *reading;           /* waiting for its first bytes */
+    conntimes_req_t *current;           /* read, its EOR not passed yet */
+    conntimes_req_t *passing;           /* its EOR is being passed down */
+    conntimes_req_t *setaside;          /* its EOR waits in the core filter */
+    int suspended;                      /* counted in the suspended gauge */
+} conntimes_conn_t;
+
+struct conntimes_req_t {
+    conntimes_conn_t *cc;
+    apr_time_t arrival;
+    apr_time_t pickup;
+    apr_time_t ready;
+    apr_time_t headers;
+    apr_time_t hstart;
+    apr_time_t hend;
+    apr_time_t released;                /* the MPM let its worker go */
+    const char *handler;
+    int source;                         /* conntimes_arrival_e */
+    int suspended;
+    int done;
+    conntimes_phases_t ph;
+};
+
+typedef struct {
+    int record;                         /* ConntimesRecord */
+    int allow_reset;                    /* ConntimesAllowReset */
+} conntimes_dir_conf_t;
+
+typedef struct {
+    int max_handlers;                   /* ConntimesMaxHandlers */
+    int interval;                       /* ConntimesSeriesInterval */
+    int slots;                          /* ConntimesSeriesSlots */
+    int kernel_stamps;                  /* ConntimesKernelTimestamps */
+    apr_interval_time_t slow;           /* ConntimesSlowThreshold */
+    int slow_set;
+} conntimes_srv_conf_t;
+
+/* Read-side summary of one histogram. */
+typedef struct {
+    apr_uint64_t count;
+    double avg, p50, p90, p99;          /* microseconds */
+    apr_uint64_t sum, max;
+} conntimes_stat_t;
+
+/* ------------------------------------------------------------ globals */
+
+/* Set once in post_config (parent) and inherited by the children. */
+static conntimes_shm_t *conntimes_shm;
+static conntimes_srv_conf_t *conntimes_global;
+static ap_filter_rec_t *conntimes_in_handle;
+static ap_filter_rec_t *conntimes_out_handle;
+
+static APR_OPTIONAL_FN_TYPE(bgdeliver_request_info) *conntimes_bgd_info;
+static APR_OPTIONAL_FN_TYPE(bgdeliver_get_totals) *conntimes_bgd_totals;
+
+/* ------------------------------------------------------------ atomics */
+
+static APR_INLINE void conntimes_max64(apr_uint64_t *where, apr_uint64_t v)
+{
+    apr_uint64_t cur = apr_atomic_read64(where);
+    while (v > cur) {
+        apr_uint64_t prev = apr_atomic_cas64(where, v, cur);
+        if (prev == cur) {
+            break;
+        }
+        cur = prev;
+    }
+}
+
+static apr_size_t conntimes_bucket_of(apr_uint64_t us)
+{
+    apr_size_t lo = 0, hi = CT_NBOUND;
+    apr_uint64_t tenths = us * 10;
+
+    if (us > APR_UINT64_C(100000000)) {
+        return CT_NBOUND;
+    }
+    while (lo < hi) {
+        apr_size_t mid = (lo + hi) / 2;
+        if (tenths <= conntimes_bounds[mid]) {
+            hi = mid;
+        }
+        else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
+
+static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us)
+{
+    int i;
+
+    apr_atomic_add64(&agg->count, 1);
+    for (i = 0; i < CT_NPHASE; i++) {
+        conntimes_hist_t *h = &agg->phase[i];
+        apr_atomic_add64(&h->sum, us[i]);
+        conntimes_max64(&h->max, us[i]);
+        apr_atomic_add64(&h->bucket[conntimes_bucket_of(us[i])], 1);
+    }
+}
+
+/* Readers sum stripes with plain atomic reads: a request being recorded
+ * at that moment may be half counted, which the page can live with. */
+static void conntimes_agg_sum(conntimes_agg_t *into, conntimes_agg_t *from)
+{
+    int i;
+    apr_size_t b;
+
+    into->count += apr_atomic_read64(&from->count);
+    for (i = 0; i < CT_NPHASE; i++) {
+        conntimes_hist_t *d = &into->phase[i], *s = &from->phase[i];
+        apr_uint64_t m = apr_atomic_read64(&s->max);
+        d->sum += apr_atomic_read64(&s->sum);
+        if (m > d->max) {
+            d->max = m;
+        }
+        for (b = 0; b < CT_NBUCKET; b++) {
+            d->bucket[b] += apr_atomic_read64(&s->bucket[b]);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ statistics */
+
+/* Percentile q (0..1) of a histogram, interpolating linearly inside the
+ * bucket that holds it; never above the observed maximum. */
+static double conntimes_quantile(const conntimes_hist_t *h,
+                                 apr_uint64_t count, double q)
+{
+    double rank = q * (double)count, cum = 0;
+    apr_size_t b;
+
+    if (!count) {
+        return 0;
+    }
+    for (b = 0; b < CT_NBUCKET; b++) {
+        double n = (double)h->bucket[b];
+        if (n > 0 && cum + n >= rank) {
+            double lo = b ? (double)conntimes_bounds[b - 1] / 10.0 : 0;
+            double hi = b < CT_NBOUND ? (double)conntimes_bounds[b] / 10.0
+                                      : (double)h->max;
+            double v = lo + (hi - lo) * ((rank - cum) / n);
+            return v > (double)h->max ? (double)h->max : v;
+        }
+        cum += n;
+    }
+    return (double)h->max;
+}
+
+static void conntimes_stat(conntimes_stat_t *st, const conntimes_hist_t *h,
+                           apr_uint64_t count)
+{
+    st->count = count;
+    st->sum = h->sum;
+    st->max = h->max;
+    st->avg = count ? (double)h->sum / (double)count : 0;
+    st->p50 = conntimes_quantile(h, count, 0.50);
+    st->p90 = conntimes_quantile(h, count, 0.90);
+    st->p99 = conntimes_quantile(h, count, 0.99);
+}
+
+/* Seconds with microsecond precision, exact for integral microseconds. */
+static const char *conntimes_secs(apr_pool_t *p, double us)
+{
+    apr_uint64_t v = us < 0 ? 0 : (apr_uint64_t)(us + 0.5);
+    return apr_psprintf(p, "%" APR_UINT64_T_FMT ".%06" APR_UINT64_T_FMT,
+                        v / 1000000, v % 1000000);
+}
+
+/* A histogram bound (tenths of a us) as seconds, without trailing zeros. */
+static const char *conntimes_bound_secs(apr_pool_t *p, apr_uint64_t tenths)
+{
+    char *s = apr_psprintf(p, "%" APR_UINT64_T_FMT ".%07" APR_UINT64_T_FMT,
+                           tenths / 10000000, tenths % 10000000);
+    char *e = s + strlen(s) - 1;
+
+    while (*e == '0') {
+        *e-- = '\0';
+    }
+    if (*e == '.') {
+        *e = '\0';
+    }
+    return s;
+}
+
+/* ------------------------------------------------------------ shm map */
+
+static apr_size_t conntimes_align(apr_size_t n)
+{
+    return (n + 63) & ~(apr_size_t)63;
+}
+
+/* Lay the regions out one after the other, each on its own cache line;
+ * with a NULL base only the size is computed. */
+static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
+                                   int nstripes, int nhandlers, int nslots)
+{
+    apr_size_t off_handlers, off_stripes, off_open, off_closed, off_slow, end;
+    apr_size_t stripe = conntimes_align(sizeof(conntimes_agg_t) * CT_NCLASS
+                                        * (nhandlers + 1));
+
+    off_handlers = conntimes_align(sizeof(conntimes_shm_hdr_t));
+    off_stripes = off_handlers
+                  + conntimes_align(sizeof(conntimes_handler_t) * nhandlers);
+    off_open = off_stripes + stripe * nstripes;
+    off_closed = off_open
+                 + conntimes_align(sizeof(conntimes_open_t) * CT_NOPEN);
+    off_slow = off_closed
+               + conntimes_align(sizeof(conntimes_closed_t) * nslots);
+    end = off_slow + conntimes_align(sizeof(conntimes_slow_t) * CT_NSLOW);
+    m->stripe_size = stripe;
+    if (base) {
+        m->hdr = (conntimes_shm_hdr_t *)base;
+        m->handlers = (conntimes_handler_t *)(base + off_handlers);
+        m->stripes = base + off_stripes;
+        m->open = (conntimes_open_t *)(base + off_open);
+        m->closed = (conntimes_closed_t *)(base + off_closed);
+        m->slow = (conntimes_slow_t *)(base + off_slow);
+    }
+    return end;
+}
+
+static conntimes_agg_t *conntimes_agg_at(conntimes_shm_t *m, int stripe,
+                                         int cls, int slot)
+{
+    conntimes_agg_t *a = (conntimes_agg_t *)(m->stripes
+                                             + m->stripe_size * stripe);
+    return a + cls * (m->hdr->nhandlers + 1) + slot;
+}
+
+/* Stripe by CPU so that workers on different cores rarely share a cache
+ * line; the thread id is a fallback where the CPU is unknown. */
+static int conntimes_stripe(conntimes_shm_t *m)
+{
+    int n = (int)m->hdr->nstripes;
+#if defined(__linux__)
+    int cpu = sched_getcpu();
+    if (cpu >= 0) {
+        return cpu % n;
+    }
+#endif
+    return (int)(((apr_uintptr_t)apr_os_thread_current() >> 6) % (unsigned)n);
+}
+
+static void conntimes_new_token(conntimes_shm_hdr_t *hdr)
+{
+    unsigned char raw[16];
+    int i;
+
+    if (apr_generate_random_bytes(raw, sizeof(raw)) != APR_SUCCESS) {
+        apr_time_t t = apr_time_now() ^ (apr_time_t)getpid();
+        memcpy(raw, &t, sizeof(t));
+        memcpy(raw + 8, &t, sizeof(t));
+    }
+    for (i = 0; i < 16; i++) {
+        apr_snprintf(hdr->token + 2 * i, 3, "%02x", raw[i]);
+    }
+}
+
+/* ------------------------------------------------------------ handler slots */
+
+/* Slot of a handler name: named slots are claimed once, under a tiny lock
+ * that only this rare path takes; when the table is full, or the lock
+ * holder seems dead, the request goes to the overflow slot. */
+static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
+{
+    conntimes_shm_hdr_t *hdr = m->hdr;
+    int n = (int)hdr->nhandlers, i, spins;
+    apr_uint32_t now_ms, held;
+
+    for (i = 0; i < n; i++) {
+        apr_uint32_t st = apr_atomic_read32(&m->handlers[i].state);
+        if (st == CT_HANDLER_FREE) {
+            break;
+        }
+        if (st == CT_HANDLER_READY
+            && !strncmp(m->handlers[i].name, name,
+                        sizeof(m->handlers[i].name) - 1)) {
+            return i;
+        }
+    }
+    if (i == n) {
+        return n;
+    }
+
+    now_ms = (apr_uint32_t)(apr_time_as_msec(apr_time_now()) | 1);
+    for (spins = 0; ; spins++) {
+        held = apr_atomic_cas32(&hdr->handler_lock, now_ms, 0);
+        if (held == 0) {
+            break;
+        }
+        if (now_ms - held > 1000
+            && apr_atomic_cas32(&hdr->handler_lock, now_ms, held) == held) {
+            break;
+        }
+        if (spins > 1000) {
+            return n;
+        }
+        apr_thread_yield();
+    }
+    for (i = 0; i < n; i++) {
+        conntimes_handler_t *h = &m->handlers[i];
+        if (apr_atomic_read32(&h->state) == CT_HANDLER_FREE) {
+            apr_cpystrn(h->name, name, sizeof(h->name));
+            apr_atomic_set32(&h->state, CT_HANDLER_READY);
+            break;
+        }
+        if (!strncmp(h->name, name, sizeof(h->name) - 1)) {
+            break;
+        }
+    }
+    apr_atomic_set32(&hdr->handler_lock, 0);
+    return i;
+}
+
+/* ------------------------------------------------------------ time series */
+
+static apr_uint32_t conntimes_u32(double v)
+{
+    return v >= 4294967295.0 ? 0xffffffffu : (apr_uint32_t)(v + 0.5);
+}
+
+/* Condense an open interval into its closed slot. */
+static void conntimes_close_interval(conntimes_shm_t *m, apr_uint64_t tag,
+                                     conntimes_agg_t *agg)
+{
+    conntimes_closed_t *cl = &m->closed[tag % m->hdr->nslots];
+    int i;
+
+    cl->count = agg->count;
+    for (i = 0; i < CT_NPHASE; i++) {
+        cl->phase[i].sum = agg->phase[i].sum;
+        cl->phase[i].max = conntimes_u32((double)agg->phase[i].max);
+        cl->phase[i].p50 = conntimes_u32(
+            conntimes_quantile(&agg->phase[i], agg->count, 0.50));
+        cl->phase[i].p99 = conntimes_u32(
+            conntimes_quantile(&agg->phase[i], agg->count, 0.99));
+    }
+    apr_atomic_set64(&cl->tag, tag + 1);
+}
+
+/* The open interval for @now, rotating the ring when a new interval starts;
+ * NULL when this sample is too late for the ring or it is being rotated. */
+static conntimes_agg_t *conntimes_open_for(conntimes_shm_t *m, apr_time_t now)
+{
+    apr_uint64_t tag = (apr_uint64_t)(apr_time_sec(now) / m->hdr->interval);
+    conntimes_open_t *o = &m->open[tag % CT_NOPEN];
+    int spins;
+
+    for (spins = 0; spins < 100; spins++) {
+        apr_uint64_t cur = apr_atomic_read64(&o->tag);
+        if (cur == tag) {
+            return &o->agg;
+        }
+        if (cur & CT_SLOT_BUSY) {
+            apr_thread_yield();
+            continue;
+        }
+        if (cur > tag) {
+            return NULL;
+        }
+        if (apr_atomic_cas64(&o->tag, tag | CT_SLOT_BUSY, cur) == cur) {
+            if (cur && o->agg.count) {
+                conntimes_close_interval(m, cur, &o->agg);
+            }
+            memset(&o->agg, 0, sizeof(o->agg));
+            apr_atomic_set64(&o->tag, tag);
+            return &o->agg;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ recording */
+
+static void conntimes_copy_field(char *dst, apr_size_t len, const char *src)
+{
+    apr_cpystrn(dst, src ? src : "-", len);
+}
+
+static void conntimes_record_slow(conntimes_shm_t *m, request_rec *r,
+                                  const conntimes_req_t *rs,
+                                  const apr_uint64_t *us, int cls)
+{
+    apr_uint32_t idx = apr_atomic_inc32(&m->hdr->slow_next) % CT_NSLOW;
+    conntimes_slow_t *e = &m->slow[idx];
+    request_rec *last = r;
+    int i;
+
+    while (last->next) {
+        last = last->next;
+    }
+    apr_atomic_inc32(&e->seq);
+    e->start = rs->ph.start;
+    e->status = (apr_uint32_t)last->status;
+    e->background = (apr_uint32_t)cls;
+    for (i = 0; i < CT_NPHASE; i++) {
+        e->us[i] = conntimes_u32((double)us[i]);
+    }
+    conntimes_copy_field(e->client, sizeof(e->client), r->useragent_ip);
+    conntimes_copy_field(e->method, sizeof(e->method), r->method);
+    conntimes_copy_field(e->uri, sizeof(e->uri), r->unparsed_uri);
+    conntimes_copy_field(e->handler, sizeof(e->handler),
+                         rs->handler ? rs->handler : CT_NO_HANDLER);
+    apr_atomic_inc32(&e->seq);
+}
+
+static void conntimes_record(request_rec *r, conntimes_req_t *rs)
+{
+    conntimes_shm_t *m = conntimes_shm;
+    apr_uint64_t us[CT_NPHASE];
+    const conntimes_phases_t *ph = &rs->ph;
+    conntimes_agg_t *open;
+    int cls = ph->background ? CT_BG : CT_FG, slot;
+
+    if (!m) {
+        return;
+    }
+    us[CT_ACCEPT] = (apr_uint64_t)ph->accept;
+    us[CT_QUEUE] = (apr_uint64_t)ph->queue;
+    us[CT_READ] = (apr_uint64_t)ph->read;
+    us[CT_FILTER] = (apr_uint64_t)ph->filter;
+    us[CT_RUN] = (apr_uint64_t)ph->run;
+    us[CT_DELIVER] = (apr_uint64_t)ph->deliver;
+    us[CT_TOTAL] = (apr_uint64_t)ph->total;
+    us[CT_WORKER] = (apr_uint64_t)ph->worker;
+    us[CT_OFFWORKER] = (apr_uint64_t)ph->offworker;
+
+    slot = conntimes_handler_slot(m, rs->handler ? rs->handler
+                                                 : CT_NO_HANDLER);
+    conntimes_agg_add(conntimes_agg_at(m, conntimes_stripe(m), cls, slot), us);
+    apr_atomic_inc64(&m->hdr->arrivals[ph->arrival]);
+
+    open = conntimes_open_for(m, apr_time_now());
+    if (open) {
+        conntimes_agg_add(open, us);
+    }
+    if (conntimes_global && conntimes_global->slow > 0
+        && ph->total >= conntimes_global->slow) {
+        conntimes_record_slow(m, r, rs, us, cls);
+    }
+}
+
+/* ------------------------------------------------------------ phases */
+
+static conntimes_req_t *conntimes_req_of(const request_rec *r)
+{
+    while (r->main) {
+        r = r->main;
+    }
+    while (r->prev) {
+        r = r->prev;
+        while (r->main) {
+            r = r->main;
+        }
+    }
+    return ap_get_module_config(r->request_config, &conntimes_module);
+}
+
+/* Cut [arrival, end] at the instants seen so far.  Instants never reached
+ * take the value of the next one, and every instant is clamped to be no
+ * earlier than the previous one, so the phases always sum to the total. */
+static void conntimes_compute(request_rec *r, conntimes_req_t *rs,
+                              apr_time_t end, int final,
+                              conntimes_phases_t *ph)
+{
+    apr_time_t t[7];
+    apr_interval_time_t on_worker;
+    bgdeliver_info_t info;
+    int i, bg = 0;
+
+    memset(ph, 0, sizeof(*ph));
+    memset(&info, 0, sizeof(info));
+    if (conntimes_bgd_info && conntimes_bgd_info(r, &info)
+        && info.background && info.handoff) {
+        bg = 1;
+    }
+
+    t[0] = rs->arrival ? rs->arrival : rs->pickup;
+    t[1] = rs->pickup;
+    t[2] = rs->ready ? rs->ready : rs->pickup;
+    t[6] = end;
+    t[5] = bg ? info.handoff : (rs->hend ? rs->hend : (final ? end : 0));
+    t[4] = rs->hstart ? rs->hstart : t[5];
+    t[3] = rs->headers ? rs->headers : t[4];
+    if (!final) {
+        /* In progress: the first instant not reached yet ends at "now". */
+        for (i = 1; i < 6; i++) {
+            if (!t[i]) {
+                t[i] = end;
+            }
+        }
+    }
+    for (i = 1; i < 7; i++) {
+        if (t[i] < t[i - 1]) {
+            t[i] = t[i - 1];
+        }
+    }
+
+    ph->start = t[0];
+    ph->queue = t[1] - t[0];
+    ph->accept = t[2] - t[1];
+    ph->read = t[3] - t[2];
+    ph->filter = t[4] - t[3];
+    ph->run = t[5] - t[4];
+    ph->deliver = t[6] - t[5];
+    ph->total = t[6] - t[0];
+    ph->background = bg;
+    ph->arrival = rs->source;
+
+    /* How much of deliver a worker spent: the engine knows for background
+     * deliveries; a suspended request left its worker at once; otherwise
+     * the worker was held until the MPM let the connection go to write
+     * completion (suspend_connection), or to the end.  The short slices of
+     * write completion that follow count as off-worker. */
+    if (bg) {
+        on_worker = info.worker_time;
+    }
+    else if (rs->suspended) {
+        on_worker = 0;
+    }
+    else if (rs->released) {
+        on_worker = rs->released - t[5];
+    }
+    else {
+        on_worker = ph->deliver;
+    }
+    if (on_worker < 0) {
+        on_worker = 0;
+    }
+    if (on_worker > ph->deliver) {
+        on_worker = ph->deliver;
+    }
+    ph->worker = ph->accept + ph->read + ph->filter + ph->run + on_worker;
+    ph->offworker = ph->deliver - on_worker;
+}
+
+/* Detach a request from its connection's bookkeeping: runs when it is
+ * logged, and as a pool cleanup for requests that die unlogged. */
+static apr_status_t conntimes_req_cleanup(void *data)
+{
+    conntimes_req_t *rs = data;
+    conntimes_conn_t *cc = rs->cc;
+
+    if (cc) {
+        if (cc->reading == rs) {
+            cc->reading = NULL;
+        }
+        if (cc->current == rs) {
+            cc->current = NULL;
+        }
+        if (cc->passing == rs) {
+            cc->passing = NULL;
+        }
+        if (cc->setaside == rs) {
+            cc->setaside = NULL;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static void conntimes_finalize(request_rec *r, conntimes_req_t *rs)
+{
+    if (rs->done) {
+        return;
+    }
+    conntimes_compute(r, rs, apr_time_now(), 1, &rs->ph);
+    rs->done = 1;
+    conntimes_req_cleanup(rs);
+}
+
+/* The optional function of include/mod_conntimes.h. */
+static int conntimes_request_phases(request_rec *r, conntimes_phases_t *out)
+{
+    conntimes_req_t *rs = r ? conntimes_req_of(r) : NULL;
+
+    if (!rs || !out) {
+        return 0;
+    }
+    if (rs->done) {
+        *out = rs->ph;
+        return 1;
+    }
+    conntimes_compute(r, rs, apr_time_now(), 0, out);
+    return 2;
+}
+
+/* ------------------------------------------------------------ arrival */
+
+#if defined(__linux__) && defined(SO_TIMESTAMPNS)
+/* The kernel's receive time of the bytes waiting on @fd, or 0 when none
+ * are waiting or the socket carries no time stamps (then asks for them,
+ * so that later requests on the connection get one). */
+static apr_time_t conntimes_peek_arrival(conntimes_conn_t *cc)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+    } ctl;
+    struct msghdr msg;
+    struct cmsghdr *cm;
+    struct iovec iov;
+    char byte;
+    ssize_t n;
+
+    if (cc->fd < 0) {
+        return 0;
+    }
+    memset(&msg, 0, sizeof(msg));
+    iov.iov_base = &byte;
+    iov.iov_len = 1;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+    do {
+        n = recvmsg(cc->fd, &msg, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        return 0;
+    }
+    for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            apr_time_t t, now = apr_time_now();
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+            t = apr_time_from_sec(ts.tv_sec) + ts.tv_nsec / 1000;
+            /* A stamp from the future or older than a day means the
+             * clock was stepped: no honest arrival then. */
+            if (t > now || now - t > apr_time_from_sec(86400)) {
+                return 0;
+            }
+            cc->stamps = 1;
+            return t;
+        }
+    }
+    if (!cc->stamps) {
+        int one = 1;
+        cc->stamps = 1;
+        if (setsockopt(cc->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+                       sizeof(one)) < 0) {
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, errno, cc->c,
+                          "CT0001: cannot enable SO_TIMESTAMPNS on the "
+                          "connection; arrival times fall back to the worker");
+        }
+    }
+    return 0;
+}
+#else
+static apr_time_t conntimes_peek_arrival(conntimes_conn_t *cc)
+{
+    (void)cc;
+    return 0;
+}
+#endif
+
+/* ------------------------------------------------------------ filters */
+
+
+/* Connection input filter, above mod_ssl: notes when the first bytes of a
+ * request reach the HTTP parser, and before the first read of a request
+ * asks the kernel when those bytes arrived.  Once a request has its bytes
+ * (body reads) it only passes through. */
+static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
+                                        ap_input_mode_t mode,
+                                        apr_read_type_e block,
+                                        apr_off_t readbytes)
+{
+    conntimes_conn_t *cc = f->ctx;
+    conntimes_req_t *rs = cc->reading;
+    apr_status_t rv;
+
+    /* A request that has its first bytes reads the rest (headers, body);
+     * between requests the first bytes of the next one may already have
+     * been seen. */
+    if ((cc->current && !rs) || (!cc->current && cc->next_arrival)) {
+        return ap_get_brigade(f->next, bb, mode, block, readbytes);
+    }
+    /* Between requests only a blocking read (a TLS handshake, mod_http2's
+     * look for a preface) is worth a system call: the non-blocking pipeline
+     * check after each response finds bytes only when a client pipelines,
+     * and then a worker sees them at once. */
+    if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)
+        && conntimes_global && conntimes_global->kernel_stamps) {
+        cc->next_arrival = conntimes_peek_arrival(cc);
+        cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
+    }
+    rv = ap_get_brigade(f->next, bb, mode, block, readbytes);
+    if (APLOGctrace4(cc->c)) {
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE4, rv, cc->c, "CT0012: read "
+                      "mode %d%s for %s: %s, arrival %" APR_TIME_T_FMT " (%s)",
+                      (int)mode, block == APR_BLOCK_READ ? "" : " nonblocking",
+                      rs ? "a request" : "between requests",
+                      APR_BRIGADE_EMPTY(bb) ? "no data" : "data",
+                      cc->next_arrival, cc->next_source ? "worker" : "kernel");
+    }
+    if (rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb)) {
+        apr_time_t now = apr_time_now();
+        if (!cc->next_arrival) {
+            cc->next_arrival = now;
+            cc->next_source = CONNTIMES_ARRIVAL_WORKER;
+        }
+        if (rs) {
+            rs->arrival = cc->next_arrival;
+            rs->source = cc->next_source;
+            rs->ready = now;
+            cc->next_arrival = 0;
+            cc->reading = NULL;
+        }
+    }
+    return rv;
+}
+
+/* Connection output filter, first of the connection chain: the EOR bucket
+ * of a request follows the handler's return and the finalisation of the
+ * response, so its passage ends the run phase. */
+static apr_status_t conntimes_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    conntimes_conn_t *cc = f->ctx;
+    conntimes_req_t *eor = NULL;
+    apr_status_t rv;
+
+    if (cc->current) {
+        apr_bucket *b;
+        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+             b = APR_BUCKET_NEXT(b)) {
+            if (AP_BUCKET_IS_EOR(b)) {
+                eor = cc->current;
+                cc->current = NULL;
+                if (!eor->hend) {
+                    eor->hend = apr_time_now();
+                }
+                cc->passing = eor;
+                break;
+            }
+        }
+    }
+    rv = ap_pass_brigade(f->next, bb);
+    /* cc->passing is cleared when the request is logged (its pool is gone
+     * then): still set means the EOR was set aside, to be written by the
+     * MPM (write completion) on this worker or, once it lets the
+     * connection go (suspend_connection), on another one later. */
+    if (eor && cc->passing == eor) {
+        cc->setaside = eor;
+        cc->passing = NULL;
+    }
+    return rv;
+}
+
+/* ------------------------------------------------------------ log tags */
+
+static apr_interval_time_t conntimes_phase_value(const conntimes_phases_t *ph,
+                                                 int i)
+{
+    switch (i) {
+    case CT_ACCEPT:    return ph->accept;
+    case CT_QUEUE:     return ph->queue;
+    case CT_READ:      return ph->read;
+    case CT_FILTER:    return ph->filter;
+    case CT_RUN:       return ph->run;
+    case CT_DELIVER:   return ph->deliver;
+    case CT_TOTAL:     return ph->total;
+    case CT_WORKER:    return ph->worker;
+    default:           return ph->offworker;
+    }
+}
+
+static conntimes_req_t *conntimes_logged_req(request_rec *r)
+{
+    conntimes_req_t *rs = conntimes_req_of(r);
+
+    if (rs && !rs->done) {
+        conntimes_finalize(r, rs);
+    }
+    return rs;
+}
+
+/* A duration in us as us, ms (3 decimals) or s (6 decimals): the log
+ * handlers run for every request, so no printf here. */
+static const char *conntimes_fmt_us(apr_pool_t *p, apr_uint64_t v, int frac)
+{
+    char buf[32], *e = buf + sizeof(buf), *s = e;
+    int i;
+
+    for (i = 0; i < frac; i++) {
+        *--s = (char)('0' + v % 10);
+        v /= 10;
+    }
+    if (frac) {
+        *--s = '.';
+    }
+    do {
+        *--s = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return apr_pstrmemdup(p, s, e - s);
+}
+
+/* %{PHASE[:UNIT]}^CT: a phase in us (default), ms or s; also "class",
+ * "handler" and "arrival". */
+static const char *conntimes_log_phase(request_rec *r, char *a)
+{
+    conntimes_req_t *rs = conntimes_logged_req(r);
+    const char *name = a && *a ? a : "total", *colon = strchr(name, ':');
+    apr_size_t len = colon ? (apr_size_t)(colon - name) : strlen(name);
+    int i, frac = 0;
+
+    if (!rs) {
+        return "-";
+    }
+    if (colon) {
+        frac = !strcmp(colon + 1, "s") ? 6 : !strcmp(colon + 1, "ms") ? 3 : 0;
+    }
+    for (i = 0; i < CT_NPHASE; i++) {
+        if (!strncmp(name, conntimes_phase_names[i], len)
+            && !conntimes_phase_names[i][len]) {
+            return conntimes_fmt_us(r->pool, (apr_uint64_t)
+                                    conntimes_phase_value(&rs->ph, i), frac);
+        }
+    }
+    if (!strcmp(name, "class")) {
+        return conntimes_class_names[rs->ph.background ? CT_BG : CT_FG];
+    }
+    if (!strcmp(name, "handler")) {
+        return rs->handler ? rs->handler : CT_NO_HANDLER;
+    }
+    if (!strcmp(name, "arrival")) {
+        return rs->source == CONNTIMES_ARRIVAL_KERNEL ? "kernel"
+               : rs->source == CONNTIMES_ARRIVAL_STREAM ? "stream" : "worker";
+    }
+    return "-";
+}
+
+/* %{FORMAT}^CS: arrival of the request: seconds.microseconds (default),
+ * "us", "ms" or "iso" (UTC). */
+static const char *conntimes_log_start(request_rec *r, char *a)
+{
+    conntimes_req_t *rs = conntimes_logged_req(r);
+    apr_time_t t;
+
+    if (!rs) {
+        return "-";
+    }
+    t = rs->ph.start;
+    if (a && !strcmp(a, "us")) {
+        return apr_psprintf(r->pool, "%" APR_TIME_T_FMT, t);
+    }
+    if (a && !strcmp(a, "ms")) {
+        return apr_psprintf(r->pool, "%" APR_TIME_T_FMT, apr_time_as_msec(t));
+    }
+    if (a && !strcmp(a, "iso")) {
+        apr_time_exp_t xt;
+        apr_time_exp_gmt(&xt, t);
+        return apr_psprintf(r->pool, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+                            xt.tm_year + 1900, xt.tm_mon + 1, xt.tm_mday,
+                            xt.tm_hour, xt.tm_min, xt.tm_sec, xt.tm_usec);
+    }
+    return conntimes_fmt_us(r->pool, (apr_uint64_t)t, 6);
+}
+
+/* ------------------------------------------------------------ snapshot */
+
+typedef struct {
+    int nh;                             /* named slots + overflow */
+    const char **names;                 /* per slot, NULL when unused */
+    conntimes_agg_t all;
+    conntimes_agg_t cls[CT_NCLASS];
+    conntimes_agg_t *by;                /* [cls * nh + slot] */
+    conntimes_agg_t *handler;           /* [slot], both classes */
+} conntimes_snap_t;
+
+static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m)
+{
+    conntimes_snap_t *s = apr_pcalloc(p, sizeof(*s));
+    int st, cls, slot;
+
+    s->nh = (int)m->hdr->nhandlers + 1;
+    s->names = apr_pcalloc(p, sizeof(*s->names) * s->nh);
+    s->by = apr_pcalloc(p, sizeof(*s->by) * s->nh * CT_NCLASS);
+    s->handler = apr_pcalloc(p, sizeof(*s->handler) * s->nh);
+    for (slot = 0; slot < s->nh - 1; slot++) {
+        if (apr_atomic_read32(&m->handlers[slot].state) == CT_HANDLER_READY) {
+            s->names[slot] = apr_pstrdup(p, m->handlers[slot].name);
+        }
+    }
+    s->names[s->nh - 1] = CT_OVERFLOW_NAME;
+    for (st = 0; st < (int)m->hdr->nstripes; st++) {
+        for (cls = 0; cls < CT_NCLASS; cls++) {
+            for (slot = 0; slot < s->nh; slot++) {
+                conntimes_agg_sum(&s->by[cls * s->nh + slot],
+                                  conntimes_agg_at(m, st, cls, slot));
+            }
+        }
+    }
+    for (cls = 0; cls < CT_NCLASS; cls++) {
+        for (slot = 0; slot < s->nh; slot++) {
+            conntimes_agg_t *a = &s->by[cls * s->nh + slot];
+            conntimes_agg_sum(&s->cls[cls], a);
+            conntimes_agg_sum(&s->handler[slot], a);
+            conntimes_agg_sum(&s->all, a);
+        }
+    }
+    return s;
+}
+
+/* One point of the time series, from the ring when the interval is still
+ * there, else from its closed slot; 0 when nothing was recorded. */
+typedef struct {
+    apr_uint64_t count;
+    double avg[CT_NPHASE];
+    double p99[CT_NPHASE];
+} conntimes_pt_t;
+
+static int conntimes_series_point(conntimes_shm_t *m, apr_uint64_t tag,
+                                  conntimes_pt_t *pt)
+{
+    conntimes_open_t *o = &m->open[tag % CT_NOPEN];
+    conntimes_closed_t *cl = &m->closed[tag % m->hdr->nslots];
+    int i;
+
+    memset(pt, 0, sizeof(*pt));
+    if (apr_atomic_read64(&o->tag) == tag && o->agg.count) {
+        conntimes_agg_t a;
+        memset(&a, 0, sizeof(a));
+        conntimes_agg_sum(&a, &o->agg);
+        pt->count = a.count;
+        for (i = 0; i < CT_NPHASE; i++) {
+            pt->avg[i] = a.count ? (double)a.phase[i].sum / a.count : 0;
+            pt->p99[i] = conntimes_quantile(&a.phase[i], a.count, 0.99);
+        }
+        return pt->count > 0;
+    }
+    if (apr_atomic_read64(&cl->tag) == tag + 1 && cl->count) {
+        pt->count = cl->count;
+        for (i = 0; i < CT_NPHASE; i++) {
+            pt->avg[i] = (double)cl->phase[i].sum / (double)cl->count;
+            pt->p99[i] = cl->phase[i].p99;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Connections waiting in the kernel's accept queues of our listeners (for
+ * a listening TCP socket Linux reports the queue length in tcpi_unacked
+ * and its limit in tcpi_sacked); -1 when unknown. */
+static void conntimes_accept_queue(long *queued, long *limit)
+{
+    *queued = -1;
+    *limit = -1;
+#if defined(__linux__) && defined(TCP_INFO)
+    {
+        ap_listen_rec *lr;
+        for (lr = ap_listeners; lr; lr = lr->next) {
+            struct tcp_info ti;
+            socklen_t len = sizeof(ti);
+            apr_os_sock_t fd;
+            if (!lr->sd || apr_os_sock_get(&fd, lr->sd) != APR_SUCCESS
+                || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) {
+                continue;
+            }
+            *queued = (*queued < 0 ? 0 : *queued) + (long)ti.tcpi_unacked;
+            *limit = (*limit < 0 ? 0 : *limit) + (long)ti.tcpi_sacked;
+        }
+    }
+#endif
+}
+
+/* ------------------------------------------------------------ output: text */
+
+static void conntimes_put_auto(request_rec *r, conntimes_shm_t *m,
+                               conntimes_snap_t *s)
+{
+    conntimes_stat_t st;
+    long queued, limit;
+    int i;
+
+    conntimes_accept_queue(&queued, &limit);
+    ap_rprintf(r, "ConntimesRequests: %" APR_UINT64_T_FMT "\n", s->all.count);
+    ap_rprintf(r, "ConntimesRequestsForeground: %" APR_UINT64_T_FMT "\n",
+               s->cls[CT_FG].count);
+    ap_rprintf(r, "ConntimesRequestsBackground: %" APR_UINT64_T_FMT "\n",
+               s->cls[CT_BG].count);
+    ap_rprintf(r, "ConntimesSinceReset: %" APR_TIME_T_FMT "\n",
+               apr_time_sec(apr_time_now()
+                            - (apr_time_t)apr_atomic_read64(&m->hdr->reset_time)));
+    for (i = 0; i < CT_NPHASE; i++) {
+        const char *k = conntimes_phase_keys[i];
+        conntimes_stat(&st, &s->all.phase[i], s->all.count);
+        ap_rprintf(r, "Conntimes%sSumUs: %" APR_UINT64_T_FMT "\n", k, st.sum);
+        ap_rprintf(r, "Conntimes%sAvgUs: %.0f\n", k, st.avg);
+        ap_rprintf(r, "Conntimes%sP50Us: %.0f\n", k, st.p50);
+        ap_rprintf(r, "Conntimes%sP90Us: %.0f\n", k, st.p90);
+        ap_rprintf(r, "Conntimes%sP99Us: %.0f\n", k, st.p99);
+        ap_rprintf(r, "Conntimes%sMaxUs: %" APR_UINT64_T_FMT "\n", k, st.max);
+    }
+    ap_rprintf(r, "ConntimesArrivalsKernel: %" APR_UINT64_T_FMT "\n",
+               apr_atomic_read64(&m->hdr->arrivals[CONNTIMES_ARRIVAL_KERNEL]));
+    ap_rprintf(r, "ConntimesArrivalsWorker: %" APR_UINT64_T_FMT "\n",
+               apr_atomic_read64(&m->hdr->arrivals[CONNTIMES_ARRIVAL_WORKER]));
+    ap_rprintf(r, "ConntimesArrivalsStream: %" APR_UINT64_T_FMT "\n",
+               apr_atomic_read64(&m->hdr->arrivals[CONNTIMES_ARRIVAL_STREAM]));
+    if (queued >= 0) {
+        ap_rprintf(r, "ConntimesAcceptQueue: %ld\n", queued);
+        ap_rprintf(r, "ConntimesAcceptQueueLimit: %ld\n", limit);
+    }
+    ap_rprintf(r, "ConntimesSuspended: %u\n",
+               apr_atomic_read32(&m->hdr->suspended));
+    if (conntimes_bgd_totals) {
+        bgdeliver_totals_t t;
+        memset(&t, 0, sizeof(t));
+        conntimes_bgd_totals(&t);
+        ap_rprintf(r, "ConntimesBackgroundInFlight: %u\n", t.in_flight);
+    }
+    ap_rprintf(r, "ConntimesShmBytes: %" APR_UINT64_T_FMT "\n", m->hdr->size);
+}
+
+/* ------------------------------------------------------------ output: json */
+
+static const char *conntimes_json_str(apr_pool_t *p, const char *s)
+{
+    apr_size_t n = 2;
+    const unsigned char *c;
+    char *out, *o;
+
+    for (c = (const unsigned char *)s; *c; c++) {
+        n += (*c < 0x20 || *c >= 0x7f || strchr("\"\\<>&'", *c)) ? 6 : 1;
+    }
+    o = out = apr_palloc(p, n + 1);
+    *o++ = '"';
+    for (c = (const unsigned char *)s; *c; c++) {
+        if (*c < 0x20 || *c >= 0x7f || strchr("\"\\<>&'", *c)) {
+            apr_snprintf(o, 7, "\\u%04x", *c);
+            o += 6;
+        }
+        else {
+            *o++ = (char)*c;
+        }
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+static void conntimes_json_phases(request_rec *r, const conntimes_agg_t *a)
+{
+    conntimes_stat_t st;
+    int i;
+
+    ap_rputs("{", r);
+    for (i = 0; i < CT_NPHASE; i++) {
+        conntimes_stat(&st, &a->phase[i], a->count);
+        ap_rprintf(r, "%s\"%s\":{\"count\":%" APR_UINT64_T_FMT
+                   ",\"sum\":%s,\"avg\":%s,\"p50\":%s,\"p90\":%s,"
+                   "\"p99\":%s,\"max\":%s}", i ? "," : "",
+                   conntimes_phase_names[i], st.count,
+                   conntimes_secs(r->pool, (double)st.sum),
+                   conntimes_secs(r->pool, st.avg),
+                   conntimes_secs(r->pool, st.p50),
+                   conntimes_secs(r->pool, st.p90),
+                   conntimes_secs(r->pool, st.p99),
+                   conntimes_secs(r->pool, (double)st.max));
+    }
+    ap_rputs("}", r);
+}
+
+static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
+                               conntimes_snap_t *s, int allow_reset)
+{
+    conntimes_shm_hdr_t *hdr = m->hdr;
+    apr_time_t now = apr_time_now();
+    apr_uint64_t tag, first;
+    long queued, limit;
+    int i, cls, slot, n;
+
+    conntimes_accept_queue(&queued, &limit);
+    ap_rprintf(r, "{\"version\":%d,\"mpm\":%s,\"now\":%s,\"since\":%s,"
+               "\"requests\":%" APR_UINT64_T_FMT ",",
+               CONNTIMES_API_VERSION,
+               conntimes_json_str(r->pool, ap_show_mpm()),
+               conntimes_secs(r->pool, (double)now),
+               conntimes_secs(r->pool,
+                              (double)apr_atomic_read64(&hdr->reset_time)),
+               s->all.count);
+    ap_rprintf(r, "\"arrivals\":{\"kernel\":%" APR_UINT64_T_FMT
+               ",\"worker\":%" APR_UINT64_T_FMT
+               ",\"stream\":%" APR_UINT64_T_FMT "},",
+               apr_atomic_read64(&hdr->arrivals[0]),
+               apr_atomic_read64(&hdr->arrivals[1]),
+               apr_atomic_read64(&hdr->arrivals[2]));
+    ap_rprintf(r, "\"current\":{\"accept_queue\":%ld,\"accept_queue_limit\":"
+               "%ld,\"suspended\":%u", queued, limit,
+               apr_atomic_read32(&hdr->suspended));
+    if (conntimes_bgd_totals) {
+        bgdeliver_totals_t t;
+        memset(&t, 0, sizeof(t));
+        conntimes_bgd_totals(&t);
+        ap_rprintf(r, ",\"background_in_flight\":%u", t.in_flight);
+    }
+    ap_rputs("},\"phases\":", r);
+    conntimes_json_phases(r, &s->all);
+    ap_rputs(",\"classes\":{", r);
+    for (cls = 0; cls < CT_NCLASS; cls++) {
+        ap_rprintf(r, "%s\"%s\":{\"requests\":%" APR_UINT64_T_FMT
+                   ",\"phases\":", cls ? "," : "", conntimes_class_names[cls],
+                   s->cls[cls].count);
+        conntimes_json_phases(r, &s->cls[cls]);
+        ap_rputs("}", r);
+    }
+    ap_rputs("},\"handlers\":[", r);
+    for (slot = 0, n = 0; slot < s->nh; slot++) {
+        if (!s->names[slot] || !s->handler[slot].count) {
+            continue;
+        }
+        ap_rprintf(r, "%s{\"handler\":%s,\"requests\":%" APR_UINT64_T_FMT
+                   ",\"phases\":", n++ ? "," : "",
+                   conntimes_json_str(r->pool, s->names[slot]),
+                   s->handler[slot].count);
+        conntimes_json_phases(r, &s->handler[slot]);
+        ap_rputs("}", r);
+    }
+    tag = (apr_uint64_t)(apr_time_sec(now) / hdr->interval);
+    first = tag >= hdr->nslots ? tag - hdr->nslots + 1 : 0;
+    ap_rprintf(r, "],\"series\":{\"interval\":%u,\"slots\":%u,\"points\":[",
+               hdr->interval, hdr->nslots);
+    for (n = 0; first <= tag; first++) {
+        conntimes_pt_t pt;
+        if (!conntimes_series_point(m, first, &pt)) {
+            continue;
+        }
+        ap_rprintf(r, "%s{\"t\":%" APR_UINT64_T_FMT ",\"count\":%"
+                   APR_UINT64_T_FMT ",\"avg\":{", n++ ? "," : "",
+                   first * hdr->interval, pt.count);
+        for (i = 0; i < CT_NPHASE; i++) {
+            ap_rprintf(r, "%s\"%s\":%s", i ? "," : "", conntimes_phase_names[i],
+                       conntimes_secs(r->pool, pt.avg[i]));
+        }
+        ap_rputs("},\"p99\":{", r);
+        for (i = 0; i < CT_NPHASE; i++) {
+            ap_rprintf(r, "%s\"%s\":%s", i ? "," : "", conntimes_phase_names[i],
+                       conntimes_secs(r->pool, pt.p99[i]));
+        }
+        ap_rputs("}}", r);
+    }
+    ap_rputs("]},\"slow\":[", r);
+    for (i = 0, n = 0; i < CT_NSLOW; i++) {
+        conntimes_slow_t e;
+        apr_uint32_t seq = apr_atomic_read32(&m->slow[i].seq);
+        int k;
+        if (!seq || (seq & 1)) {
+            continue;
+        }
+        memcpy(&e, &m->slow[i], sizeof(e));
+        if (apr_atomic_read32(&m->slow[i].seq) != seq) {
+            continue;
+        }
+        e.client[sizeof(e.client) - 1] = e.method[sizeof(e.method) - 1] = 0;
+        e.uri[sizeof(e.uri) - 1] = e.handler[sizeof(e.handler) - 1] = 0;
+        ap_rprintf(r, "%s{\"start\":%s,\"status\":%u,\"class\":\"%s\","
+                   "\"client\":%s,\"method\":%s,\"uri\":%s,\"handler\":%s",
+                   n++ ? "," : "", conntimes_secs(r->pool, (double)e.start),
+                   e.status, conntimes_class_names[e.background ? 1 : 0],
+                   conntimes_json_str(r->pool, e.client),
+                   conntimes_json_str(r->pool, e.method),
+                   conntimes_json_str(r->pool, e.uri),
+                   conntimes_json_str(r->pool, e.handler));
+        for (k = 0; k < CT_NPHASE; k++) {
+            ap_rprintf(r, ",\"%s\":%s", conntimes_phase_names[k],
+                       conntimes_secs(r->pool, (double)e.us[k]));
+        }
+        ap_rputs("}", r);
+    }
+    ap_rputs("]", r);
+    if (allow_reset) {
+        ap_rprintf(r, ",\"reset_token\":\"%s\"", hdr->token);
+    }
+    ap_rprintf(r, ",\"shm_bytes\":%" APR_UINT64_T_FMT "}\n", hdr->size);
+}
+
+/* ------------------------------------------------------------ output: prometheus */
+
+/* Label values must be valid UTF-8 with \, " and newline escaped; handler
+ * names are reduced to printable ASCII first. */
+static const char *conntimes_prom_label(apr_pool_t *p, const char *s)
+{
+    char *out = apr_palloc(p, 2 * strlen(s) + 1), *o = out;
+
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\\' || c == '"') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        }
+        else if (c == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        }
+        else {
+            *o++ = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static void conntimes_put_prometheus(request_rec *r, conntimes_shm_t *m,
+                                     conntimes_snap_t *s)
+{
+    conntimes_shm_hdr_t *hdr = m->hdr;
+    long queued, limit;
+    int cls, slot, i;
+    apr_size_t b;
+
+    ap_rputs("# HELP conntimes_request_phase_seconds Time requests spent in "
+             "each phase (accept, queue, read, filter, run, deliver; total, "
+             "worker and offworker time).\n"
+             "# TYPE conntimes_request_phase_seconds histogram\n", r);
+    for (i = 0; i < CT_NPHASE; i++) {
+        for (cls = 0; cls < CT_NCLASS; cls++) {
+            for (slot = 0; slot < s->nh; slot++) {
+                conntimes_agg_t *a = &s->by[cls * s->nh + slot];
+                const char *labels;
+                apr_uint64_t cum = 0;
+                if (!s->names[slot] || !a->count) {
+                    continue;
+                }
+                labels = apr_psprintf(r->pool,
+                                      "phase=\"%s\",class=\"%s\",handler=\"%s\"",
+                                      conntimes_phase_names[i],
+                                      conntimes_class_names[cls],
+                                      conntimes_prom_label(r->pool,
+                                                           s->names[slot]));
+                for (b = 0; b < CT_NBUCKET; b++) {
+                    cum += a->phase[i].bucket[b];
+                    ap_rprintf(r, "conntimes_request_phase_seconds_bucket{%s,"
+                               "le=\"%s\"} %" APR_UINT64_T_FMT "\n", labels,
+                               b < CT_NBOUND
+                                   ? conntimes_bound_secs(r->pool,
+                                                          conntimes_bounds[b])
+                                   : "+Inf", cum);
+                }
+                ap_rprintf(r, "conntimes_request_phase_seconds_sum{%s} %s\n",
+                           labels, conntimes_secs(r->pool,
+                                                  (double)a->phase[i].sum));
+                ap_rprintf(r, "conntimes_request_phase_seconds_count{%s} %"
+                           APR_UINT64_T_FMT "\n", labels, cum);
+            }
+        }
+    }
+    ap_rputs("# HELP conntimes_request_phase_max_seconds Longest time a "
+             "request spent in each phase since the last reset.\n"
+             "# TYPE conntimes_request_phase_max_seconds gauge\n", r);
+    for (i = 0; i < CT_NPHASE; i++) {
+        for (cls = 0; cls < CT_NCLASS; cls++) {
+            if (!s->cls[cls].count) {
+                continue;
+            }
+            ap_rprintf(r, "conntimes_request_phase_max_seconds{phase=\"%s\","
+                       "class=\"%s\"} %s\n", conntimes_phase_names[i],
+                       conntimes_class_names[cls],
+                       conntimes_secs(r->pool,
+                                      (double)s->cls[cls].phase[i].max));
+        }
+    }
+    ap_rputs("# HELP conntimes_requests_total Requests timed since the last "
+             "reset, by delivery class.\n"
+             "# TYPE conntimes_requests_total counter\n", r);
+    for (cls = 0; cls < CT_NCLASS; cls++) {
+        ap_rprintf(r, "conntimes_requests_total{class=\"%s\"} %"
+                   APR_UINT64_T_FMT "\n", conntimes_class_names[cls],
+                   s->cls[cls].count);
+    }
+    ap_rputs("# HELP conntimes_arrivals_total Requests by the source of their "
+             "arrival time.\n"
+             "# TYPE conntimes_arrivals_total counter\n", r);
+    ap_rprintf(r, "conntimes_arrivals_total{source=\"kernel\"} %"
+               APR_UINT64_T_FMT "\n"
+               "conntimes_arrivals_total{source=\"worker\"} %"
+               APR_UINT64_T_FMT "\n"
+               "conntimes_arrivals_total{source=\"stream\"} %"
+               APR_UINT64_T_FMT "\n",
+               apr_atomic_read64(&hdr->arrivals[0]),
+               apr_atomic_read64(&hdr->arrivals[1]),
+               apr_atomic_read64(&hdr->arrivals[2]));
+    conntimes_accept_queue(&queued, &limit);
+    if (queued >= 0) {
+        ap_rprintf(r, "# HELP conntimes_accept_queue_connections Connections "
+                   "waiting in the kernel's accept queues of the listeners.\n"
+                   "# TYPE conntimes_accept_queue_connections gauge\n"
+                   "conntimes_accept_queue_connections %ld\n"
+                   "# HELP conntimes_accept_queue_limit_connections Sum of the "
+                   "listeners' accept queue limits.\n"
+                   "# TYPE conntimes_accept_queue_limit_connections gauge\n"
+                   "conntimes_accept_queue_limit_connections %ld\n",
+                   queued, limit);
+    }
+    ap_rprintf(r, "# HELP conntimes_suspended_connections Connections the MPM "
+               "holds suspended now.\n"
+               "# TYPE conntimes_suspended_connections gauge\n"
+               "conntimes_suspended_connections %u\n",
+               apr_atomic_read32(&hdr->suspended));
+    if (conntimes_bgd_totals) {
+        bgdeliver_totals_t t;
+        memset(&t, 0, sizeof(t));
+        conntimes_bgd_totals(&t);
+        ap_rprintf(r, "# HELP conntimes_background_in_flight Deliveries "
+                   "mod_bgdeliver is running now.\n"
+                   "# TYPE conntimes_background_in_flight gauge\n"
+                   "conntimes_background_in_flight %u\n", t.in_flight);
+    }
+    ap_rprintf(r, "# HELP conntimes_reset_timestamp_seconds When the "
+               "aggregates were last reset (or created).\n"
+               "# TYPE conntimes_reset_timestamp_seconds gauge\n"
+               "conntimes_reset_timestamp_seconds %s\n"
+               "# HELP conntimes_shared_memory_bytes Size of the shared memory "
+               "segment.\n"
+               "# TYPE conntimes_shared_memory_bytes gauge\n"
+               "conntimes_shared_memory_bytes %" APR_UINT64_T_FMT "\n",
+               conntimes_secs(r->pool,
+                              (double)apr_atomic_read64(&hdr->reset_time)),
+               hdr->size);
+}
+
+/* ------------------------------------------------------------ output: html */
+
+/* HTML text: the markup characters, both quotes, and every byte outside
+ * printable ASCII as a numeric reference (names and URIs are not known to
+ * be UTF-8). */
+static const char *conntimes_html(apr_pool_t *p, const char *s)
+{
+    const unsigned char *c;
+    apr_size_t n = 1;
+    char *out, *o;
+
+    s = s ? s : "";
+    for (c = (const unsigned char *)s; *c; c++) {
+        n += (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) ? 6 : 1;
+    }
+    o = out = apr_palloc(p, n);
+    for (c = (const unsigned char *)s; *c; c++) {
+        if (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) {
+            o += apr_snprintf(o, 7, "&#%d;", *c);
+        }
+        else {
+            *o++ = (char)*c;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Human duration with a unit that keeps 3 significant digits. */
+static const char *conntimes_human(apr_pool_t *p, double us)
+{
+    if (us < 1000) {
+        return apr_psprintf(p, "%.0f&#160;&#181;s", us);
+    }
+    if (us < 1000000) {
+        return apr_psprintf(p, "%.*f&#160;ms", us < 10000 ? 2 : 1, us / 1000);
+    }
+    return apr_psprintf(p, "%.*f&#160;s", us < 10000000 ? 3 : 1, us / 1000000);
+}
+
+static void conntimes_html_table(request_rec *r, const conntimes_agg_t *a)
+{
+    conntimes_stat_t st;
+    int i;
+
+    ap_rputs("<table class=\"ph\"><tr><th>phase</th><th>count</th><th>avg</th>"
+             "<th>p50</th><th>p90</th><th>p99</th><th>max</th>"
+             "<th>share</th></tr>\n", r);
+    for (i = 0; i < CT_NPHASE; i++) {
+        double share;
+        conntimes_stat(&st, &a->phase[i], a->count);
+        share = a->phase[CT_TOTAL].sum
+                ? 100.0 * (double)st.sum / (double)a->phase[CT_TOTAL].sum : 0;
+        ap_rprintf(r, "<tr%s><td>%s</td><td>%" APR_UINT64_T_FMT "</td>"
+                   "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                   "<td><span class=\"bar\" style=\"width:%.0fpx\"></span> "
+                   "%.1f%%</td></tr>\n", i >= CT_TOTAL ? " class=\"sum\"" : "",
+                   conntimes_phase_names[i], st.count,
+                   conntimes_human(r->pool, st.avg),
+                   conntimes_human(r->pool, st.p50),
+                   conntimes_human(r->pool, st.p90),
+                   conntimes_human(r->pool, st.p99),
+                   conntimes_human(r->pool, (double)st.max),
+                   share > 100 ? 100 : share, share);
+    }
+    ap_rputs("</table>\n", r);
+}
+
+/* log10 for chart coordinates, without pulling in libm: whole decades by
+ * division, the rest from the series of ln(x) = 2 atanh((x-1)/(x+1)). */
+static double conntimes_log10(double v)
+{
+    double d = 0, z, z2, term, sum = 0;
+    int k;
+
+    if (v <= 0) {
+        return 0;
+    }
+    while (v >= 10) {
+        v /= 10;
+        d++;
+    }
+    while (v < 1) {
+        v *= 10;
+        d--;
+    }
+    z = (v - 1) / (v + 1);
+    z2 = z * z;
+    term = z;
+    for (k = 1; k < 60; k += 2) {
+        sum += term / k;
+        term *= z2;
+    }
+    return d + 2 * sum / 2.302585092994046;
+}
+
+/* One SVG chart of a phase over the series window: average (solid) and p99
+ * (dashed) on a log scale, with gaps where nothing was recorded. */
+static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
+                                const conntimes_pt_t *pts, int npts,
+                                apr_uint64_t first, int phase)
+{
+    const int W = 600, H = 150, L = 52, R = 22, T = 20, B = 22;
+    double lo = 1e9, hi = 0, dlo, dhi;
+    apr_uint32_t iv = m->hdr->interval;
+    int i, k, d, has = 0;
+    apr_time_t span = (apr_time_t)npts * iv;
+
+    for (i = 0; i < npts; i++) {
+        if (!pts[i].count) {
+            continue;
+        }
+        has = 1;
+        if (pts[i].avg[phase] < lo) {
+            lo = pts[i].avg[phase];
+        }
+        if (pts[i].p99[phase] > hi) {
+            hi = pts[i].p99[phase];
+        }
+    }
+    /* Decades (of microseconds) shown: at least two, around the data. */
+    dlo = 0;
+    dhi = 2;
+    if (has) {
+        dlo = lo < 1 ? 0 : (double)(int)conntimes_log10(lo);
+        dhi = hi < 1 ? 1 : (double)(int)conntimes_log10(hi) + 1;
+        if (dhi - dlo < 2) {
+            dhi = dlo + 2;
+        }
+    }
+    ap_rprintf(r, "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" "
+               "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\">"
+               "<title>%s: average and p99 per %u s</title>"
+               "<text x=\"%d\" y=\"13\" class=\"t\">%s</text>",
+               W, H, W, H, conntimes_phase_names[phase], iv, L,
+               conntimes_phase_names[phase]);
+    for (d = (int)dlo; d <= (int)dhi; d++) {
+        static const char *const lab[] = {
+            "1µs", "10µs", "100µs", "1ms", "10ms", "100ms", "1s", "10s",
+            "100s", "1000s", "10⁴s"
+        };
+        double y = T + (H - T - B) * (1 - (d - dlo) / (dhi - dlo));
+        ap_rprintf(r, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" "
+                   "class=\"g\"/><text x=\"%d\" y=\"%.1f\" class=\"y\">%s"
+                   "</text>", L, W - R, y, y, L - 4, y + 4,
+                   d < 11 ? lab[d] : "");
+    }
+    for (k = 0; k <= 8; k++) {
+        apr_time_t at = (apr_time_t)(first * iv) + span * k / 8;
+        apr_time_exp_t xt;
+        double x = L + (double)(W - L - R) * k / 8;
+        apr_time_exp_lt(&xt, apr_time_from_sec(at));
+        ap_rprintf(r, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" "
+                   "class=\"g\"/><text x=\"%.1f\" y=\"%d\" class=\"x\">"
+                   "%02d:%02d</text>", x, x, T, H - B, x, H - 6,
+                   xt.tm_hour, xt.tm_min);
+    }
+    for (k = 0; k < 2; k++) {
+        int open = 0;
+        for (i = 0; i < npts; i++) {
+            double v, x, y;
+            if (!pts[i].count) {
+                if (open) {
+                    ap_rputs("\"/>", r);
+                    open = 0;
+                }
+                continue;
+            }
+            v = k ? pts[i].p99[phase] : pts[i].avg[phase];
+            v = v < 1 ? 0 : conntimes_log10(v);
+            if (v < dlo) {
+                v = dlo;
+            }
+            x = L + (double)(W - L - R) * (i + 0.5) / npts;
+            y = T + (H - T - B) * (1 - (v - dlo) / (dhi - dlo));
+            if (!open) {
+                ap_rprintf(r, "<polyline class=\"%s\" points=\"",
+                           k ? "p99" : "avg");
+                open = 1;
+            }
+            ap_rprintf(r, "%.1f,%.1f ", x, y);
+            /* A lone point needs a visible mark. */
+            if ((i + 1 == npts || !pts[i + 1].count)
+                && (i == 0 || !pts[i - 1].count)) {
+                ap_rprintf(r, "%.1f,%.1f ", x + 1.5, y);
+            }
+        }
+        if (open) {
+            ap_rputs("\"/>", r);
+        }
+    }
+    if (!has) {
+        ap_rprintf(r, "<text x=\"%d\" y=\"%d\" class=\"none\">no requests in "
+                   "this window</text>", W / 2, H / 2);
+    }
+    ap_rputs("</svg></figure>\n", r);
+}
+
+static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
+                               conntimes_snap_t *s, int allow_reset)
+{
+    conntimes_shm_hdr_t *hdr = m->hdr;
+    apr_time_t now = apr_time_now();
+    apr_uint64_t tag, first;
+    conntimes_pt_t *pts;
+    long queued, limit;
+    int i, n, npts, slot, cls;
+    char when[APR_RFC822_DATE_LEN];
+
+    ap_set_content_type(r, "text/html; charset=utf-8");
+    ap_rputs("<!DOCTYPE html>\n", r);
+    ap_rprintf(r, "<html lang=\"en\"><head><meta charset=\"utf-8\">"
+               "<title>Request phases &#8212; %s</title>\n<style>\n"
+               "body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;"
+               "color:#222}\n"
+               "h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.4em;"
+               "border-bottom:1px solid #ccc}\n"
+               "table{border-collapse:collapse;margin:.3em 0}\n"
+               "td,th{padding:2px 9px;text-align:right;border-bottom:1px "
+               "solid #eee;white-space:nowrap}\n"
+               "th{background:#f3f3f3}td:first-child,th:first-child"
+               "{text-align:left}\ntr.sum td{color:#555;font-style:italic}\n"
+               ".bar{display:inline-block;height:9px;background:#4a7ebb;"
+               "vertical-align:middle}\n"
+               "figure{display:inline-block;margin:4px 10px 4px 0}\n"
+               "td.l{text-align:left}table.slow{font-size:12px}\n"
+               "svg{background:#fcfcfc;border:1px solid #ddd}\n"
+               "svg .g{stroke:#e4e4e4;stroke-width:1}svg text{font:10px "
+               "sans-serif;fill:#555}\nsvg .y{text-anchor:end}svg .x"
+               "{text-anchor:middle}svg .t{font-weight:bold;font-size:12px;"
+               "fill:#222}\nsvg .none{text-anchor:middle;fill:#999}\n"
+               "svg .avg{fill:none;stroke:#2f6db5;stroke-width:1.5}\n"
+               "svg .p99{fill:none;stroke:#c0392b;stroke-width:1.2;"
+               "stroke-dasharray:4 2}\n.k{color:#2f6db5}.q{color:#c0392b}\n"
+               "code{background:#f3f3f3;padding:0 3px}\n"
+               "</style></head><body>\n", conntimes_html(r->pool,
+                                                         ap_get_server_name(r)));
+    apr_rfc822_date(when, (apr_time_t)apr_atomic_read64(&hdr->reset_time));
+    ap_rprintf(r, "<h1>Request phases &#8212; %s</h1>\n<p>MPM <b>%s</b>, "
+               "%" APR_UINT64_T_FMT " requests timed since %s "
+               "(%" APR_UINT64_T_FMT " foreground, %" APR_UINT64_T_FMT
+               " background). Arrival time stamps: %" APR_UINT64_T_FMT
+               " from the kernel, %" APR_UINT64_T_FMT " seen by a worker, %"
+               APR_UINT64_T_FMT " HTTP/2 streams.</p>\n",
+               conntimes_html(r->pool, ap_get_server_name(r)),
+               conntimes_html(r->pool, ap_show_mpm()), s->all.count, when,
+               s->cls[CT_FG].count, s->cls[CT_BG].count,
+               apr_atomic_read64(&hdr->arrivals[0]),
+               apr_atomic_read64(&hdr->arrivals[1]),
+               apr_atomic_read64(&hdr->arrivals[2]));
+
+    conntimes_accept_queue(&queued, &limit);
+    ap_rputs("<h2>Now</h2>\n<table><tr><th>what</th><th>count</th></tr>\n", r);
+    if (queued >= 0) {
+        ap_rprintf(r, "<tr><td>connections in the kernel's accept queue "
+                   "(limit %ld)</td><td>%ld</td></tr>\n", limit, queued);
+    }
+    ap_rprintf(r, "<tr><td>connections suspended by the MPM</td><td>%u</td>"
+               "</tr>\n", apr_atomic_read32(&hdr->suspended));
+    if (conntimes_bgd_totals) {
+        bgdeliver_totals_t t;
+        memset(&t, 0, sizeof(t));
+        conntimes_bgd_totals(&t);
+        ap_rprintf(r, "<tr><td>background deliveries in flight</td>"
+                   "<td>%u</td></tr>\n", t.in_flight);
+    }
+    ap_rputs("</table>\n<h2>All requests</h2>\n", r);
+    conntimes_html_table(r, &s->all);
+    /* Per class only when there is more than one. */
+    for (cls = 0; cls < CT_NCLASS; cls++) {
+        if (!s->cls[cls].count || s->cls[cls].count == s->all.count) {
+            continue;
+        }
+        ap_rprintf(r, "<h2>%s delivery</h2>\n",
+                   cls == CT_FG ? "Foreground" : "Background");
+        conntimes_html_table(r, &s->cls[cls]);
+    }
+
+    ap_rputs("<h2>By handler</h2>\n<table><tr><th>handler</th><th>requests"
+             "</th><th>queue avg</th><th>filter avg</th><th>run avg</th>"
+             "<th>run p99</th><th>deliver avg</th><th>total avg</th>"
+             "<th>total p99</th><th>total max</th></tr>\n", r);
+    for (slot = 0; slot < s->nh; slot++) {
+        conntimes_agg_t *a = &s->handler[slot];
+        conntimes_stat_t q, f, run, d, t;
+        if (!s->names[slot] || !a->count) {
+            continue;
+        }
+        conntimes_stat(&q, &a->phase[CT_QUEUE], a->count);
+        conntimes_stat(&f, &a->phase[CT_FILTER], a->count);
+        conntimes_stat(&run, &a->phase[CT_RUN], a->count);
+        conntimes_stat(&d, &a->phase[CT_DELIVER], a->count);
+        conntimes_stat(&t, &a->phase[CT_TOTAL], a->count);
+        ap_rprintf(r, "<tr><td><code>%s</code></td><td>%" APR_UINT64_T_FMT
+                   "</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                   "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
+                   conntimes_html(r->pool, s->names[slot]), a->count,
+                   conntimes_human(r->pool, q.avg),
+                   conntimes_human(r->pool, f.avg),
+                   conntimes_human(r->pool, run.avg),
+                   conntimes_human(r->pool, run.p99),
+                   conntimes_human(r->pool, d.avg),
+                   conntimes_human(r->pool, t.avg),
+                   conntimes_human(r->pool, t.p99),
+                   conntimes_human(r->pool, (double)t.max));
+    }
+    ap_rputs("</table>\n", r);
+
+    tag = (apr_uint64_t)(apr_time_sec(now) / hdr->interval);
+    npts = (int)hdr->nslots;
+    first = tag + 1 >= (apr_uint64_t)npts ? tag + 1 - npts : 0;
+    npts = (int)(tag - first + 1);
+    pts = apr_pcalloc(r->pool, sizeof(*pts) * npts);
+    for (i = 0; i < npts; i++) {
+        conntimes_series_point(m, first + i, &pts[i]);
+    }
+    ap_rprintf(r, "<h2>Last %s</h2>\n<p><span class=\"k\">&#9473; average"
+               "</span> &#160; <span class=\"q\">&#9476; p99</span> per %u s, "
+               "log scale; server local time.</p>\n",
+               hdr->nslots * hdr->interval % 3600 == 0
+                   ? apr_psprintf(r->pool, "%u hours",
+                                  hdr->nslots * hdr->interval / 3600)
+                   : apr_psprintf(r->pool, "%u minutes",
+                                  hdr->nslots * hdr->interval / 60),
+               hdr->interval);
+    for (i = 0; i < CT_NPHASE; i++) {
+        if (i == CT_WORKER || i == CT_OFFWORKER) {
+            continue;
+        }
+        conntimes_svg_chart(r, m, pts, npts, first, i);
+    }
+
+    ap_rprintf(r, "<h2>Recent slow requests (total &#8805; %s)</h2>\n",
+               conntimes_human(r->pool, conntimes_global
+                               ? (double)conntimes_global->slow : 0));
+    ap_rputs("<table class=\"slow\"><tr><th>arrival</th><th>client</th>"
+             "<th>request</th>"
+             "<th>status</th><th>handler</th><th>class</th>", r);
+    for (i = 0; i < CT_NPHASE; i++) {
+        ap_rprintf(r, "<th>%s</th>", conntimes_phase_names[i]);
+    }
+    ap_rputs("</tr>\n", r);
+    for (n = 0; n < CT_NSLOW; n++) {
+        /* Newest first: the ring is written at slow_next - 1 backwards. */
+        apr_uint32_t idx = (apr_atomic_read32(&hdr->slow_next) + 2 * CT_NSLOW
+                            - 1 - (apr_uint32_t)n) % CT_NSLOW;
+        conntimes_slow_t e;
+        apr_uint32_t seq = apr_atomic_read32(&m->slow[idx].seq);
+        char date[APR_CTIME_LEN];
+        int k;
+        if (!seq || (seq & 1)) {
+            continue;
+        }
+        memcpy(&e, &m->slow[idx], sizeof(e));
+        if (apr_atomic_read32(&m->slow[idx].seq) != seq) {
+            continue;
+        }
+        e.client[sizeof(e.client) - 1] = e.method[sizeof(e.method) - 1] = 0;
+        e.uri[sizeof(e.uri) - 1] = e.handler[sizeof(e.handler) - 1] = 0;
+        apr_ctime(date, e.start);
+        ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td class=\"l\"><code>%s %s"
+                   "</code></td><td>%u</td><td class=\"l\"><code>%s</code>"
+                   "</td><td>%s</td>",
+                   date, conntimes_html(r->pool, e.client),
+                   conntimes_html(r->pool, e.method),
+                   conntimes_html(r->pool, e.uri), e.status,
+                   conntimes_html(r->pool, e.handler),
+                   conntimes_class_names[e.background ? 1 : 0]);
+        for (k = 0; k < CT_NPHASE; k++) {
+            ap_rprintf(r, "<td>%s</td>",
+                       conntimes_human(r->pool, (double)e.us[k]));
+        }
+        ap_rputs("</tr>\n", r);
+    }
+    ap_rputs("</table>\n", r);
+
+    ap_rprintf(r, "<p>Shared memory: %" APR_UINT64_T_FMT " bytes, %u stripes, "
+               "%u handler slots. Other formats: <a href=\"?auto\">auto</a>, "
+               "<a href=\"?json\">json</a>, <a href=\"?prometheus\">"
+               "prometheus</a>.</p>\n", hdr->size, hdr->nstripes,
+               hdr->nhandlers);
+    if (allow_reset) {
+        ap_rprintf(r, "<form method=\"post\" action=\"%s\"><input "
+                   "type=\"hidden\" name=\"reset\" value=\"%s\"><button "
+                   "type=\"submit\">Reset the aggregates</button></form>\n",
+                   conntimes_html(r->pool, ap_escape_uri(r->pool, r->uri)),
+                   hdr->token);
+    }
+    ap_rputs("</body></html>\n", r);
+}
+
+/* ------------------------------------------------------------ status handler */
+
+static void conntimes_reset(conntimes_shm_t *m)
+{
+    conntimes_shm_hdr_t *hdr = m->hdr;
+    int i;
+
+    /* Counters are zeroed in place: a request recorded at this very moment
+     * may keep a part of its sample, which is the price of never locking
+     * the request path.  The time series is history and stays. */
+    memset(m->stripes, 0, m->stripe_size * hdr->nstripes);
+    for (i = 0; i < (int)hdr->nhandlers; i++) {
+        apr_atomic_set32(&m->handlers[i].state, CT_HANDLER_FREE);
+        memset(m->handlers[i].name, 0, sizeof(m->handlers[i].name));
+    }
+    for (i = 0; i < CT_NSLOW; i++) {
+        apr_atomic_set32(&m->slow[i].seq, 0);
+    }
+    for (i = 0; i < 3; i++) {
+        apr_atomic_set64(&hdr->arrivals[i], 0);
+    }
+    conntimes_new_token(hdr);
+    apr_atomic_set64(&hdr->reset_time, (apr_uint64_t)apr_time_now());
+}
+
+/* POST with the reset token of the page: a plain form can send it, a page
+ * on another site cannot know it. */
+static int conntimes_handle_reset(request_rec *r, conntimes_shm_t *m,
+                                  const conntimes_dir_conf_t *dc)
+{
+    apr_array_header_t *pairs = NULL;
+    const char *token = NULL;
+    int rc;
+
+    if (dc->allow_reset != 1) {
+        ap_discard_request_body(r);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "CT0002: reset refused: "
+                      "ConntimesAllowReset is not On for %s", r->uri);
+        return HTTP_FORBIDDEN;
+    }
+    rc = ap_parse_form_data(r, NULL, &pairs, 8, 1024);
+    if (rc != OK) {
+        return rc;
+    }
+    while (pairs && !apr_is_empty_array(pairs)) {
+        ap_form_pair_t *pair = (ap_form_pair_t *)apr_array_pop(pairs);
+        if (!strcmp(pair->name, "reset")) {
+            apr_off_t len;
+            apr_size_t size;
+            char *buf;
+            apr_brigade_length(pair->value, 1, &len);
+            size = (apr_size_t)len;
+            buf = apr_palloc(r->pool, size + 1);
+            apr_brigade_flatten(pair->value, buf, &size);
+            buf[size] = '\0';
+            token = buf;
+        }
+    }
+    if (!token || strcmp(token, m->hdr->token)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "CT0003: reset refused: "
+                      "missing or wrong reset token");
+        return HTTP_FORBIDDEN;
+    }
+    conntimes_reset(m);
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "CT0004: aggregates reset "
+                  "by %s", r->useragent_ip);
+    apr_table_setn(r->headers_out, "Location",
+                   ap_construct_url(r->pool, ap_escape_uri(r->pool, r->uri),
+                                    r));
+    return HTTP_SEE_OTHER;
+}
+
+/* Format from the query (?auto, ?json, ?prometheus) or, without one, from
+ * the Accept header, the way Prometheus scrapers and API clients ask. */
+static const char *conntimes_format(request_rec *r)
+{
+    const char *accept;
+
+    if (r->args) {
+        if (!strcmp(r->args, "auto") || !strncmp(r->args, "auto&", 5)) {
+            return "auto";
+        }
+        if (!strcmp(r->args, "json") || !strncmp(r->args, "json&", 5)) {
+            return "json";
+        }
+        if (!strcmp(r->args, "prometheus")
+            || !strncmp(r->args, "prometheus&", 11)) {
+            return "prometheus";
+        }
+    }
+    accept = apr_table_get(r->headers_in, "Accept");
+    if (accept) {
+        if (ap_strcasestr(accept, "application/openmetrics-text")
+            || ap_strcasestr(accept, "version=0.0.4")) {
+            return "prometheus";
+        }
+        if (ap_strcasestr(accept, "application/json")
+            && !ap_strcasestr(accept, "text/html")) {
+            return "json";
+        }
+    }
+    return "html";
+}
+
+static int conntimes_status_handler(request_rec *r)
+{
+    conntimes_dir_conf_t *dc;
+    conntimes_snap_t *s;
+    const char *fmt;
+    int allow_reset;
+
+    if (!r->handler || strcmp(r->handler, CONNTIMES_HANDLER)) {
+        return DECLINED;
+    }
+    r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    if (r->method_number != M_GET && r->method_number != M_POST) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    if (!conntimes_shm) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "CT0005: no shared memory: "
+                      "the status is not available");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    dc = ap_get_module_config(r->per_dir_config, &conntimes_module);
+    allow_reset = dc->allow_reset == 1;
+    if (r->method_number == M_POST) {
+        return conntimes_handle_reset(r, conntimes_shm, dc);
+    }
+
+    fmt = conntimes_format(r);
+    apr_table_mergen(r->headers_out, "Vary", "Accept");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+    if (!strcmp(fmt, "json")) {
+        ap_set_content_type(r, "application/json");
+    }
+    else if (!strcmp(fmt, "prometheus")) {
+        ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    }
+    else if (!strcmp(fmt, "auto")) {
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+    }
+    else {
+        ap_set_content_type(r, "text/html; charset=utf-8");
+        /* The page has no script; nothing may load from elsewhere. */
+        apr_table_setn(r->headers_out, "Content-Security-Policy",
+                       "default-src 'none'; style-src 'unsafe-inline'; "
+                       "img-src 'self'; form-action 'self'");
+    }
+    if (r->header_only) {
+        return OK;
+    }
+    s = conntimes_snapshot(r->pool, conntimes_shm);
+    if (!strcmp(fmt, "json")) {
+        conntimes_put_json(r, conntimes_shm, s, allow_reset);
+    }
+    else if (!strcmp(fmt, "prometheus")) {
+        conntimes_put_prometheus(r, conntimes_shm, s);
+    }
+    else if (!strcmp(fmt, "auto")) {
+        conntimes_put_auto(r, conntimes_shm, s);
+    }
+    else {
+        conntimes_put_html(r, conntimes_shm, s, allow_reset);
+    }
+    return OK;
+}
+
+/* mod_status section: the phase table on /server-status, the key lines
+ * on /server-status?auto. */
+static int conntimes_status_hook(request_rec *r, int flags)
+{
+    conntimes_snap_t *s;
+
+    if (!conntimes_shm) {
+        return OK;
+    }
+    s = conntimes_snapshot(r->pool, conntimes_shm);
+    if (flags & AP_STATUS_SHORT) {
+        conntimes_put_auto(r, conntimes_shm, s);
+        return OK;
+    }
+    ap_rputs("<hr />\n<h2>Request phases (mod_conntimes)</h2>\n", r);
+    if (flags & AP_STATUS_NOTABLE) {
+        conntimes_stat_t st;
+        int i;
+        for (i = 0; i < CT_NPHASE; i++) {
+            conntimes_stat(&st, &s->all.phase[i], s->all.count);
+            ap_rprintf(r, "<dt>%s: avg %s, p99 %s</dt>\n",
+                       conntimes_phase_names[i],
+                       conntimes_human(r->pool, st.avg),
+                       conntimes_human(r->pool, st.p99));
+        }
+        return OK;
+    }
+    ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " requests timed; suspended "
+               "connections: %u.</p>\n", s->all.count,
+               apr_atomic_read32(&conntimes_shm->hdr->suspended));
+    conntimes_html_table(r, &s->all);
+    return OK;
+}
+
+/* ------------------------------------------------------------ connection hooks */
+
+static conntimes_conn_t *conntimes_conn_of(conn_rec *c)
+{
+    return ap_get_module_config(c->conn_config, &conntimes_module);
+}
+
+/* pre_connection at REALLY_FIRST: the earliest moment a worker is known to
+ * hold the connection, before mod_ssl and the others set theirs up.  The
+ * filters go on every connection, secondary (HTTP/2 stream) ones included,
+ * but outgoing proxy connections are not requests of ours. */
+static int conntimes_pre_connection(conn_rec *c, void *csd)
+{
+    conntimes_conn_t *cc;
+
+    if (c->outgoing) {
+        return DECLINED;
+    }
+    cc = apr_pcalloc(c->pool, sizeof(*cc));
+    cc->pickup = apr_time_now();
+    cc->c = c;
+    cc->fd = -1;
+    cc->secondary = c->master != NULL;
+    if (!cc->secondary && csd) {
+        apr_os_sock_t fd;
+        if (apr_os_sock_get(&fd, (apr_socket_t *)csd) == APR_SUCCESS) {
+            cc->fd = fd;
+        }
+    }
+    ap_set_module_config(c->conn_config, &conntimes_module, cc);
+    if (!cc->secondary) {
+        ap_add_input_filter_handle(conntimes_in_handle, cc, NULL, c);
+    }
+    ap_add_output_filter_handle(conntimes_out_handle, cc, NULL, c);
+    return DECLINED;
+}
+
+/* pre_read_request: a new request begins on the connection.  The first one
+ * was picked up with the connection; a later one when its read starts (on
+ * the event MPM right after the listener handed the connection over, on
+ * the others right after the previous response). */
+static void conntimes_pre_read_request(request_rec *r, conn_rec *c)
+{
+    conntimes_conn_t *cc = conntimes_conn_of(c);
+    conntimes_req_t *rs;
+
+    if (!cc) {
+        return;
+    }
+    rs = apr_pcalloc(r->pool, sizeof(*rs));
+    rs->cc = cc;
+    rs->pickup = cc->requests++ ? apr_time_now() : cc->pickup;
+    rs->source = CONNTIMES_ARRIVAL_WORKER;
+    if (!cc->secondary) {
+        cc->reading = rs;
+    }
+    cc->current = rs;
+    ap_set_module_config(r->request_config, &conntimes_module, rs);
+    apr_pool_cleanup_register(r->pool, rs, conntimes_req_cleanup,
+                              apr_pool_cleanup_null);
+}
+
+/* post_read_request at REALLY_FIRST: the headers are parsed; later modules'
+ * post_read_request work counts as filter time.  Internal redirects run
+ * this hook again and are ignored. */
+static int conntimes_post_read_request(request_rec *r)
+{
+    conntimes_req_t *rs;
+
+    if (r->prev || r->main) {
+        return DECLINED;
+    }
+    rs = ap_get_module_config(r->request_config, &conntimes_module);
+    if (!rs) {
+        return DECLINED;
+    }
+    rs->headers = apr_time_now();
+    if (rs->cc && rs->cc->secondary) {
+        /* mod_http2 stamped the stream when its headers were complete on
+         * the primary connection: from then on it waited for a worker. */
+        rs->ready = rs->pickup;
+        if (r->request_time && r->request_time <= rs->pickup) {
+            rs->arrival = r->request_time;
+            rs->source = CONNTIMES_ARRIVAL_STREAM;
+        }
+    }
+    return DECLINED;
+}
+
+/* handler at REALLY_FIRST, declining: the content handler is about to run.
+ * Sub-requests belong to their main request's run phase. */
+static int conntimes_handler_start(request_rec *r)
+{
+    conntimes_req_t *rs;
+
+    if (r->main) {
+        return DECLINED;
+    }
+    rs = conntimes_req_of(r);
+    if (rs && !rs->hstart) {
+        rs->hstart = apr_time_now();
+        /* ap_invoke_handler names the default handler "". */
+        rs->handler = r->handler && *r->handler ? r->handler
+                                                : CT_DEFAULT_HANDLER;
+    }
+    return DECLINED;
+}
+
+/* The event MPM calls suspend_connection whenever a worker lets go of a
+ * connection (write completion, keep-alive, WAITIO, SUSPENDED) and
+ * resume_connection when one takes it back.  A response still being written
+ * is off-worker from here on; a handler that returned SUSPENDED ends its run
+ * phase here. */
+static void conntimes_suspend_connection(conn_rec *c, request_rec *r)
+{
+    conntimes_conn_t *cc = conntimes_conn_of(c);
+    apr_time_t now;
+
+    (void)r;
+    if (!cc) {
+        return;
+    }
+    now = apr_time_now();
+    if (cc->setaside && !cc->setaside->released) {
+        cc->setaside->released = now;
+    }
+    if (c->cs && c->cs->state == CONN_STATE_SUSPENDED) {
+        conntimes_req_t *rs = cc->current;
+        if (rs && !rs->hend) {
+            rs->hend = now;
+            rs->suspended = 1;
+        }
+        if (!cc->suspended && conntimes_shm) {
+            cc->suspended = 1;
+            apr_atomic_inc32(&conntimes_shm->hdr->suspended);
+        }
+    }
+}
+
+static void conntimes_resume_connection(conn_rec *c, request_rec *r)
+{
+    conntimes_conn_t *cc = conntimes_conn_of(c);
+
+    (void)r;
+    if (cc && cc->suspended && conntimes_shm) {
+        cc->suspended = 0;
+        apr_atomic_dec32(&conntimes_shm->hdr->suspended);
+    }
+}
+
+/* log_transaction at REALLY_FIRST: close the phases before mod_log_config
+ * formats them (at MIDDLE) and add them to the aggregates. */
+static int conntimes_log_transaction(request_rec *r)
+{
+    conntimes_req_t *rs = conntimes_req_of(r);
+    conntimes_dir_conf_t *dc;
+    request_rec *last = r;
+
+    if (!rs) {
+        return DECLINED;
+    }
+    conntimes_finalize(r, rs);
+    while (last->next) {
+        last = last->next;
+    }
+    dc = ap_get_module_config(last->per_dir_config, &conntimes_module);
+    if (dc->record != 0) {
+        conntimes_record(r, rs);
+    }
+    return DECLINED;
+}
+
+/* ------------------------------------------------------------ start-up */
+
+/* The nickname is put in front of the configuration tree, so that a
+ * LogFormat of the administrator with the same nickname, read later,
+ * replaces it. */
+static void conntimes_add_nickname(apr_pool_t *p)
+{
+    ap_directive_t *d;
+
+    if (!ap_find_linked_module("mod_log_config.c")) {
+        return;
+    }
+    d = apr_pcalloc(p, sizeof(*d));
+    d->directive = "LogFormat";
+    d->args = "\"%h %l %u %t \\\"%r\\\" %>s %b \\\"%{Referer}i\\\" "
+              "\\\"%{User-Agent}i\\\" %^CS %{queue:s}^CT %{accept:s}^CT "
+              "%{read:s}^CT %{filter:s}^CT %{run:s}^CT %{deliver:s}^CT "
+              "%{total:s}^CT %{worker:s}^CT %{class}^CT\" " CONNTIMES_NICKNAME;
+    d->filename = "mod_conntimes.c (built-in nickname)";
+    d->line_num = 0;
+    d->next = ap_conftree;
+    ap_conftree = d;
+}
+
+static int conntimes_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                                apr_pool_t *ptemp)
+{
+    APR_OPTIONAL_FN_TYPE(ap_register_log_handler) *reg;
+
+    (void)plog;
+    (void)ptemp;
+    reg = APR_RETRIEVE_OPTIONAL_FN(ap_register_log_handler);
+    if (reg) {
+        reg(pconf, "^CT", conntimes_log_phase, 1);
+        reg(pconf, "^CS", conntimes_log_start, 1);
+        conntimes_add_nickname(pconf);
+    }
+    return OK;
+}
+
+/* Map (or create) the segment.  It lives in the process pool so that it
+ * survives restarts: a graceful restart finds it in the retained data and
+ * new children go on counting where the old ones were; only a change of
+ * its layout (handler slots, series size, CPU count) starts a new one. */
+static apr_status_t conntimes_shm_attach(server_rec *s,
+                                         conntimes_srv_conf_t *g)
+{
+    conntimes_retained_t *ret;
+    apr_pool_t *pproc = s->process->pool;
+    conntimes_shm_t probe;
+    apr_size_t size;
+    apr_status_t rv;
+    long ncpu = sysconf(_SC_NPROCESSORS_CONF);
+    int nstripes = ncpu < 1 ? 1 : ncpu > CT_MAX_STRIPES ? CT_MAX_STRIPES
+                                                          : (int)ncpu;
+    char *base;
+
+    ret = ap_retained_data_get(CONNTIMES_RETAINED_KEY);
+    if (!ret) {
+        ret = ap_retained_data_create(CONNTIMES_RETAINED_KEY, sizeof(*ret));
+    }
+    size = conntimes_layout(&probe, NULL, nstripes, g->max_handlers,
+                            g->slots);
+    if (ret->valid) {
+        conntimes_shm_hdr_t *h = ret->map.hdr;
+        if (h->nstripes == (apr_uint32_t)nstripes
+            && h->nhandlers == (apr_uint32_t)g->max_handlers
+            && h->nslots == (apr_uint32_t)g->slots
+            && h->interval == (apr_uint32_t)g->interval) {
+            conntimes_shm = &ret->map;
+            return APR_SUCCESS;
+        }
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "CT0006: layout changed "
+                     "(handler slots, series or CPUs): starting a new shared "
+                     "memory segment; earlier aggregates are dropped");
+    }
+    rv = apr_shm_create(&ret->map.shm, size, NULL, pproc);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "CT0007: cannot create "
+                     "%" APR_SIZE_T_FMT " bytes of anonymous shared memory",
+                     size);
+        return rv;
+    }
+    base = apr_shm_baseaddr_get(ret->map.shm);
+    memset(base, 0, size);
+    conntimes_layout(&ret->map, base, nstripes, g->max_handlers, g->slots);
+    ret->map.hdr->magic = CONNTIMES_SHM_MAGIC;
+    ret->map.hdr->layout = CONNTIMES_LAYOUT_VERSION;
+    ret->map.hdr->nstripes = (apr_uint32_t)nstripes;
+    ret->map.hdr->nhandlers = (apr_uint32_t)g->max_handlers;
+    ret->map.hdr->nslots = (apr_uint32_t)g->slots;
+    ret->map.hdr->interval = (apr_uint32_t)g->interval;
+    ret->map.hdr->size = size;
+    ret->map.hdr->created = apr_time_now();
+    ret->map.hdr->reset_time = (apr_uint64_t)ret->map.hdr->created;
+    conntimes_new_token(ret->map.hdr);
+    ret->valid = 1;
+    conntimes_shm = &ret->map;
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "CT0008: shared memory "
+                 "%" APR_SIZE_T_FMT " bytes (%d stripes of %" APR_SIZE_T_FMT
+                 ", %d handler slots, %d x %d s series)", size, nstripes,
+                 ret->map.stripe_size, g->max_handlers, g->slots,
+                 g->interval);
+    return APR_SUCCESS;
+}
+
+/* Ask the kernel to stamp arriving data on every listener; accepted
+ * sockets inherit the option. */
+static void conntimes_stamp_listeners(server_rec *s)
+{
+#if defined(__linux__) && defined(SO_TIMESTAMPNS)
+    ap_listen_rec *lr;
+    int one = 1, n = 0;
+
+    for (lr = ap_listeners; lr; lr = lr->next) {
+        apr_os_sock_t fd;
+        if (!lr->sd || apr_os_sock_get(&fd, lr->sd) != APR_SUCCESS) {
+            continue;
+        }
+        if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, "CT0009: cannot "
+                         "set SO_TIMESTAMPNS on a listener; arrivals on it "
+                         "are taken when a worker sees the request");
+            continue;
+        }
+        n++;
+    }
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "CT0010: kernel arrival time "
+                 "stamps enabled on %d listener(s)", n);
+#else
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "CT0011: no kernel arrival time "
+                 "stamps on this platform; arrivals are taken when a worker "
+                 "sees the request");
+#endif
+}
+
+static void conntimes_apply_defaults(conntimes_srv_conf_t *g)
+{
+    if (g->max_handlers == CT_UNSET) {
+        g->max_handlers = CT_DEF_MAX_HANDLERS;
+    }
+    if (g->interval == CT_UNSET) {
+        g->interval = CT_DEF_INTERVAL;
+    }
+    if (g->slots == CT_UNSET) {
+        g->slots = CT_DEF_SLOTS;
+    }
+    if (g->kernel_stamps == CT_UNSET) {
+        g->kernel_stamps = 1;
+    }
+    if (!g->slow_set) {
+        g->slow = CT_DEF_SLOW;
+    }
+}
+
+/* post_config: the shared memory and the listener option are set up in the
+ * real run only, not in the dry run of the first start-up. */
+static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                                 apr_pool_t *ptemp, server_rec *s)
+{
+    conntimes_srv_conf_t *g = ap_get_module_config(s->module_config,
+                                                   &conntimes_module);
+
+    (void)pconf;
+    (void)plog;
+    (void)ptemp;
+    conntimes_apply_defaults(g);
+    conntimes_global = g;
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    if (conntimes_shm_attach(s, g) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (g->kernel_stamps) {
+        conntimes_stamp_listeners(s);
+    }
+    APR_REGISTER_OPTIONAL_FN(conntimes_request_phases);
+    return OK;
+}
+
+static void conntimes_retrieve_optional_fns(void)
+{
+    conntimes_bgd_info = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_request_info);
+    conntimes_bgd_totals = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_get_totals);
+}
+
+/* ------------------------------------------------------------ configuration */
+
+static void *conntimes_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    conntimes_dir_conf_t *dc = apr_pcalloc(p, sizeof(*dc));
+
+    (void)dir;
+    dc->record = CT_UNSET;
+    dc->allow_reset = CT_UNSET;
+    return dc;
+}
+
+static void *conntimes_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    conntimes_dir_conf_t *base = basev, *add = addv;
+    conntimes_dir_conf_t *dc = apr_pcalloc(p, sizeof(*dc));
+
+    dc->record = add->record != CT_UNSET ? add->record : base->record;
+    dc->allow_reset = add->allow_reset != CT_UNSET ? add->allow_reset
+                                                   : base->allow_reset;
+    return dc;
+}
+
+static void *conntimes_create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    conntimes_srv_conf_t *g = apr_pcalloc(p, sizeof(*g));
+
+    (void)s;
+    g->max_handlers = CT_UNSET;
+    g->interval = CT_UNSET;
+    g->slots = CT_UNSET;
+    g->kernel_stamps = CT_UNSET;
+    return g;
+}
+
+/* Every server directive is global (GLOBAL_ONLY): a virtual host simply
+ * carries the main server's values. */
+static void *conntimes_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    conntimes_srv_conf_t *g = apr_pcalloc(p, sizeof(*g));
+
+    (void)addv;
+    *g = *(conntimes_srv_conf_t *)basev;
+    return g;
+}
+
+static const char *conntimes_set_int(cmd_parms *cmd, const char *arg,
+                                     int *where, int min, int max)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    apr_int64_t v;
+
+    if (err) {
+        return err;
+    }
+    v = apr_strtoi64(arg, &end, 10);
+    if (!*arg || *end || v < min || v > max) {
+        return apr_psprintf(cmd->pool, "%s: bad value '%s': must be a whole "
+                            "number from %d to %d", cmd->cmd->name, arg,
+                            min, max);
+    }
+    *where = (int)v;
+    return NULL;
+}
+
+static const char *conntimes_set_max_handlers(cmd_parms *cmd, void *d,
+                                              const char *arg)
+{
+    conntimes_srv_conf_t *g = ap_get_module_config(cmd->server->module_config,
+                                                   &conntimes_module);
+    (void)d;
+    return conntimes_set_int(cmd, arg, &g->max_handlers, 1, 256);
+}
+
+static const char *conntimes_set_interval(cmd_parms *cmd, void *d,
+                                          const char *arg)
+{
+    conntimes_srv_conf_t *g = ap_get_module_config(cmd->server->module_config,
+                                                   &conntimes_module);
+    (void)d;
+    return conntimes_set_int(cmd, arg, &g->interval, 10, 3600);
+}
+
+static const char *conntimes_set_slots(cmd_parms *cmd, void *d,
+                                       const char *arg)
+{
+    conntimes_srv_conf_t *g = ap_get_module_config(cmd->server->module_config,
+                                                   &conntimes_module);
+    (void)d;
+    return conntimes_set_int(cmd, arg, &g->slots, 10, 100000);
+}
+
+static const char *conntimes_set_flag(cmd_parms *cmd, const char *arg,
+                                      int *where)
+{
+    if (!strcasecmp(arg, "on")) {
+        *where = 1;
+    }
+    else if (!strcasecmp(arg, "off")) {
+        *where = 0;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "%s: bad value '%s': must be On or "
+                            "Off", cmd->cmd->name, arg);
+    }
+    return NULL;
+}
+
+static const char *conntimes_set_kernel_stamps(cmd_parms *cmd, void *d,
+                                               const char *arg)
+{
+    conntimes_srv_conf_t *g = ap_get_module_config(cmd->server->module_config,
+                                                   &conntimes_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)d;
+    return err ? err : conntimes_set_flag(cmd, arg, &g->kernel_stamps);
+}
+
+static const char *conntimes_set_slow(cmd_parms *cmd, void *d,
+                                      const char *arg)
+{
+    conntimes_srv_conf_t *g = ap_get_module_config(cmd->server->module_config,
+                                                   &conntimes_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_interval_time_t t;
+
+    (void)d;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "off")) {
+        t = 0;
+    }
+    else if (!apr_isdigit(*arg)
+             || ap_timeout_parameter_parse(arg, &t, "ms") != APR_SUCCESS
+             || t < 0 || t > apr_time_from_sec(86400)) {
+        return apr_psprintf(cmd->pool, "%s: bad value '%s': must be Off or a "
+                            "duration up to one day, in ms by default or "
+                            "with a unit (ms, s, mi, h), e.g. 500 or 2s",
+                            cmd->cmd->name, arg);
+    }
+    g->slow = t;
+    g->slow_set = 1;
+    return NULL;
+}
+
+static const char *conntimes_set_record(cmd_parms *cmd, void *d,
+                                        const char *arg)
+{
+    return conntimes_set_flag(cmd, arg,
+                              &((conntimes_dir_conf_t *)d)->record);
+}
+
+static const char *conntimes_set_allow_reset(cmd_parms *cmd, void *d,
+                                             const char *arg)
+{
+    return conntimes_set_flag(cmd, arg,
+                              &((conntimes_dir_conf_t *)d)->allow_reset);
+}
+
+/* ------------------------------------------------------------ hooks */
+
+static void conntimes_register_hooks(apr_pool_t *p)
+{
+    /* mod_log_config creates its tag table in its own REALLY_FIRST
+     * pre_config: register after it, as mod_logio does. */
+    static const char *const after_log_config[] = { "mod_log_config.c", NULL };
+
+    (void)p;
+    ap_hook_pre_config(conntimes_pre_config, after_log_config, NULL,
+                       APR_HOOK_REALLY_FIRST);
+    /* Shared memory and listener time stamps, once the listeners exist
+     * (the MPM opens them in open_logs). */
+    ap_hook_post_config(conntimes_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_optional_fn_retrieve(conntimes_retrieve_optional_fns, NULL, NULL,
+                                 APR_HOOK_MIDDLE);
+    /* First of all pre_connection hooks: the pick-up time is the earliest
+     * moment a worker holds the connection, before mod_ssl's set-up. */
+    ap_hook_pre_connection(conntimes_pre_connection, NULL, NULL,
+                           APR_HOOK_REALLY_FIRST);
+    ap_hook_pre_read_request(conntimes_pre_read_request, NULL, NULL,
+                             APR_HOOK_REALLY_FIRST);
+    /* First: other modules' post_read_request work is filter time. */
+    ap_hook_post_read_request(conntimes_post_read_request, NULL, NULL,
+                              APR_HOOK_REALLY_FIRST);
+    /* First, declining: marks the start of the content handler whichever
+     * module then takes the request. */
+    ap_hook_handler(conntimes_handler_start, NULL, NULL,
+                    APR_HOOK_REALLY_FIRST);
+    ap_hook_handler(conntimes_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Event MPM only: a worker lets go of / takes back a connection. */
+    ap_hook_suspend_connection(conntimes_suspend_connection, NULL, NULL,
+                               APR_HOOK_MIDDLE);
+    ap_hook_resume_connection(conntimes_resume_connection, NULL, NULL,
+                              APR_HOOK_MIDDLE);
+    /* Before mod_log_config (MIDDLE), so the tags see closed phases. */
+    ap_hook_log_transaction(conntimes_log_transaction, NULL, NULL,
+                            APR_HOOK_REALLY_FIRST);
+    APR_OPTIONAL_HOOK(ap, status_hook, conntimes_status_hook, NULL, NULL,
+                      APR_HOOK_MIDDLE);
+
+    /* Input: above mod_ssl (CONNECTION + 5) so that "ready" is when the
+     * plain text is there, after the TLS handshake.  Output: the first
+     * connection filter, to see the EOR bucket as soon as it is sent. */
+    conntimes_in_handle = ap_register_input_filter(CONNTIMES_FILTER_IN,
+                                                   conntimes_in_filter, NULL,
+                                                   AP_FTYPE_CONNECTION);
+    conntimes_out_handle = ap_register_output_filter(CONNTIMES_FILTER_OUT,
+                                                     conntimes_out_filter,
+                                                     NULL,
+                                                     AP_FTYPE_CONNECTION);
+}
+
+/* ------------------------------------------------------------ directives */
+
+static const command_rec conntimes_cmds[] = {
+    AP_INIT_TAKE1("ConntimesRecord", conntimes_set_record, NULL,
+                  RSRC_CONF | ACCESS_CONF | OR_OPTIONS,
+                  "On (default) or Off: add the requests of this scope to the "
+                  "aggregates and the time series"),
+    AP_INIT_TAKE1("ConntimesAllowReset", conntimes_set_allow_reset, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "On or Off (default): the conntimes-status handler here "
+                  "accepts a POST that resets the aggregates"),
+    AP_INIT_TAKE1("ConntimesMaxHandlers", conntimes_set_max_handlers, NULL,
+                  RSRC_CONF,
+                  "Handler names aggregated separately, 1-256 (default 16); "
+                  "more go to \"(other)\""),
+    AP_INIT_TAKE1("ConntimesSeriesInterval", conntimes_set_interval, NULL,
+                  RSRC_CONF,
+                  "Seconds per point of the time series, 10-3600 (default 60)"),
+    AP_INIT_TAKE1("ConntimesSeriesSlots", conntimes_set_slots, NULL,
+                  RSRC_CONF,
+                  "Points kept in the time series, 10-100000 (default 1440)"),
+    AP_INIT_TAKE1("ConntimesKernelTimestamps", conntimes_set_kernel_stamps,
+                  NULL, RSRC_CONF,
+                  "On (default) or Off: take arrival times from the kernel "
+                  "(SO_TIMESTAMPNS)"),
+    AP_INIT_TAKE1("ConntimesSlowThreshold", conntimes_set_slow, NULL,
+                  RSRC_CONF,
+                  "Total time from which a request is listed as slow "
+                  "(default 1s; Off disables the list)"),
+    { NULL }
+};
+
+/* ------------------------------------------------------------ module */
+
+AP_DECLARE_MODULE(conntimes) = {
+    STANDARD20_MODULE_STUFF,
+    conntimes_create_dir_conf,          /* per-directory config creator */
+    conntimes_merge_dir_conf,           /* per-directory config merger */
+    conntimes_create_srv_conf,          /* per-server config creator */
+    conntimes_merge_srv_conf,           /* per-server config merger */
+    conntimes_cmds,                     /* command table */
+    conntimes_register_hooks,           /* hook registration */
+    AP_MODULE_FLAG_NONE                 /* flags */
+};

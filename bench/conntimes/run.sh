@@ -1,0 +1,196 @@
+#!/bin/sh
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Overhead of mod_conntimes: wrk against two private apache2 (event MPM) on
+# 127.0.0.1 serving the same small static file, one plain with the combined
+# log format, one with mod_conntimes loaded and its "conntimes" LogFormat.
+# Runs are interleaved (A B A B ...) in one session so that drifts of the
+# machine hit both alike.  Bounded: ROUNDS x 2 x DURATION seconds plus
+# start-up; both servers are stopped by pid at the end.
+#
+#   bench/conntimes/run.sh [ROUNDS] [DURATION] [CONNECTIONS]
+#
+# Needs: apache2 (apache2-bin), wrk, the module built (make).  Writes
+# bench/results/conntimes-bench.txt and raw wrk output under
+# bench/results/raw/conntimes/.
+set -eu
+
+ROUNDS=${1:-5}
+DURATION=${2:-10}
+CONNS=${3:-16}
+top=$(cd "$(dirname "$0")/../.." && pwd)
+raw=$top/bench/results/raw/conntimes
+out=$top/bench/results/conntimes-bench.txt
+httpd=$(apxs -q SBINDIR)/$(apxs -q TARGET)
+libexec=$(apxs -q LIBEXECDIR)
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+[ -f "$top/build/mod_conntimes.so" ] || { echo "run make first"; exit 1; }
+
+# CPU pinning keeps the server and the load generator from fighting over
+# the same core (2-core machines); skipped where taskset is missing.
+pin_srv=""; pin_wrk=""
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    pin_srv="taskset -c 0"; pin_wrk="taskset -c 1"
+fi
+
+free_port() {
+    perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(LocalAddr =>
+        "127.0.0.1", LocalPort => 0, Listen => 1, ReuseAddr => 1) or die;
+        print $s->sockport'
+}
+
+rm -rf "$raw"
+mkdir -p "$raw/htdocs"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$raw/htdocs/small.txt"
+chmod -R a+rX "$raw"
+
+write_conf() { # name port with_module
+    d=$raw/$1
+    mkdir -p "$d"
+    user=""
+    [ "$(id -u)" = 0 ] && user="User nobody
+Group nogroup"
+    mod=""
+    fmt=combined
+    if [ "$3" = 1 ]; then
+        mod="LoadModule conntimes_module $top/build/mod_conntimes.so"
+        fmt=conntimes
+    fi
+    cat > "$d/httpd.conf" <<CONF
+ServerRoot "$d"
+ServerName 127.0.0.1
+Listen 127.0.0.1:$2
+PidFile "$d/httpd.pid"
+ErrorLog "$d/error_log"
+DefaultRuntimeDir "$d"
+LogLevel info
+$user
+LoadModule mpm_event_module $libexec/mod_mpm_event.so
+LoadModule authz_core_module $libexec/mod_authz_core.so
+LoadModule mime_module $libexec/mod_mime.so
+$mod
+TypesConfig /etc/mime.types
+StartServers 2
+ServerLimit 2
+ThreadsPerChild 25
+MaxRequestWorkers 50
+MinSpareThreads 25
+MaxSpareThreads 50
+KeepAlive On
+MaxKeepAliveRequests 0
+DocumentRoot "$raw/htdocs"
+<Directory "$raw/htdocs">
+    Require all granted
+</Directory>
+LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" combined
+CustomLog "$d/access_log" $fmt
+CONF
+}
+
+pa=$(free_port); pb=$(free_port)
+while [ "$pb" = "$pa" ]; do pb=$(free_port); done
+write_conf plain "$pa" 0
+write_conf conntimes "$pb" 1
+
+stop() {
+    for n in plain conntimes; do
+        f=$raw/$n/httpd.pid
+        [ -s "$f" ] || continue
+        pid=$(cat "$f")
+        kill -TERM "$pid" 2>/dev/null || true
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+            sleep 0.1; i=$((i + 1))
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+trap stop EXIT INT TERM
+
+$pin_srv "$httpd" -d "$raw/plain" -f "$raw/plain/httpd.conf" -k start
+$pin_srv "$httpd" -d "$raw/conntimes" -f "$raw/conntimes/httpd.conf" -k start
+sleep 1
+
+# CPU time (clock ticks) used by a server's parent and children: the cost
+# per request is robust against other load on the machine, throughput is not.
+cpu_ticks() {
+    pid=$(cat "$raw/$1/httpd.pid")
+    for p in $pid $(pgrep -P "$pid"); do
+        awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || true
+    done | awk '{ s += $1 } END { print s + 0 }'
+}
+
+run() { # name port round
+    before=$(cpu_ticks "$1")
+    $pin_wrk wrk -t1 -c"$CONNS" -d"$DURATION"s --latency \
+        "http://127.0.0.1:$2/small.txt" > "$raw/$1.$3.txt" 2>&1
+    echo "cpu_ticks $(( $(cpu_ticks "$1") - before )) hz $(getconf CLK_TCK)" \
+        >> "$raw/$1.$3.txt"
+}
+
+# Warm-up, not counted.
+run plain "$pa" warm; run conntimes "$pb" warm
+r=1
+while [ $r -le "$ROUNDS" ]; do
+    if [ $((r % 2)) = 1 ]; then
+        run plain "$pa" $r; run conntimes "$pb" $r
+    else
+        run conntimes "$pb" $r; run plain "$pa" $r
+    fi
+    r=$((r + 1))
+done
+
+shm=$(sed -n 's/.*CT0008: shared memory \([0-9]*\) bytes (\([^)]*\)).*/\1 bytes (\2)/p' \
+      "$raw/conntimes/error_log" | head -1)
+lines=$(wc -l < "$raw/conntimes/access_log")
+
+perl - "$raw" "$ROUNDS" "$DURATION" "$CONNS" "$shm" "$lines" > "$out" <<'PERL'
+my ($raw, $rounds, $dur, $conns, $shm, $lines) = @ARGV;
+sub us { my ($v, $u) = @_; $v * ($u eq 's' ? 1e6 : $u eq 'ms' ? 1e3 : 1) }
+my %r;
+for my $n (qw(plain conntimes)) {
+    for my $i (1 .. $rounds) {
+        open my $fh, '<', "$raw/$n.$i.txt" or die;
+        local $/;
+        my $t = <$fh>;
+        my ($rps) = $t =~ /Requests\/sec:\s+([\d.]+)/;
+        my ($p50, $u50) = $t =~ /^\s+50%\s+([\d.]+)(us|ms|s)/m;
+        my ($p99, $u99) = $t =~ /^\s+99%\s+([\d.]+)(us|ms|s)/m;
+        my ($reqs) = $t =~ /(\d+) requests in/;
+        my ($ticks, $hz) = $t =~ /cpu_ticks (\d+) hz (\d+)/;
+        push @{ $r{$n} }, [ $rps, us($p50, $u50), us($p99, $u99),
+                            $reqs ? $ticks / $hz * 1e6 / $reqs : 0 ];
+    }
+}
+sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2]
+             : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+printf "mod_conntimes overhead: wrk -t1 -c%d -d%ds, 1 KB static file, event MPM,\n"
+     . "%d interleaved rounds; server on CPU 0, wrk on CPU 1 when pinned.\n\n",
+       $conns, $dur, $rounds;
+printf "%-10s %5s %12s %10s %10s %12s\n", 'server', 'round', 'req/s', 'p50 us',
+       'p99 us', 'cpu us/req';
+for my $n (qw(plain conntimes)) {
+    my $i = 0;
+    printf "%-10s %5d %12.0f %10.0f %10.0f %12.2f\n", $n, ++$i, @$_
+        for @{ $r{$n} };
+}
+my %m;
+for my $n (qw(plain conntimes)) {
+    $m{$n} = [ map { my $k = $_; median(map { $_->[$k] } @{ $r{$n} }) } 0 .. 3 ];
+    printf "%-10s %5s %12.0f %10.0f %10.0f %12.2f\n", $n, 'med', @{ $m{$n} };
+}
+printf "\nserver CPU per request (medians): plain %.2f us, conntimes %.2f us "
+     . "(%+.2f%%)\n", $m{plain}[3], $m{conntimes}[3],
+       100 * ($m{conntimes}[3] / $m{plain}[3] - 1);
+printf "\nrequests/s ratio (conntimes / plain, medians): %.4f (%+.2f%%)\n",
+       $m{conntimes}[0] / $m{plain}[0], 100 * ($m{conntimes}[0] / $m{plain}[0] - 1);
+printf "p99 latency: plain %.0f us, conntimes %.0f us\n", $m{plain}[2], $m{conntimes}[2];
+my @pr = map { $r{conntimes}[$_][0] / $r{plain}[$_][0] } 0 .. $rounds - 1;
+printf "per-round ratios: %s\n", join ' ', map { sprintf '%.4f', $_ } @pr;
+print "shared memory (defaults): $shm\n";
+print "access log lines written by the conntimes server: $lines\n";
+PERL
+cat "$out"

@@ -1,0 +1,113 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Known delays injected into known phases must show up there, and only there.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestRequest;
+use Apache::TestUtil;
+use FindBin;
+use lib $FindBin::Bin;
+use conntimes_util;
+use Time::HiRes qw(time sleep);
+
+plan tests => 26, need_module('conntimes', 'ct_test');
+
+my $mpm = ct_mpm();
+t_debug("MPM $mpm");
+
+# 200 ms access checker (filter) + 300 ms handler (run).
+{
+    my $tag = ct_tag();
+    my $r = GET "/conntimes/filter?ms=300", 'X-CT-Tag' => $tag;
+    ok t_cmp($r->code, 200, 'filter+run request');
+    my ($h) = ct_wait_lines($tag, 1);
+    ok $h;
+    t_debug($h->{line});
+    ok $h->{filter} >= 200_000 && $h->{filter} < 290_000;
+    ok $h->{run} >= 300_000 && $h->{run} < 400_000;
+    ok $h->{read} < 50_000 && $h->{deliver} < 50_000;
+    ok ct_check_sums($h);
+    ok t_cmp($h->{handler}, 'ct-sleep');
+    ok t_cmp($h->{class}, 'fg');
+    # On Linux the kernel stamps the request's arrival.
+    ok $^O ne 'linux' || $h->{arrival} eq 'kernel';
+}
+
+# Headers sent slowly: 2 x 300 ms show up in read, not anywhere else.
+{
+    my $tag = ct_tag();
+    my $resp = ct_raw("GET /conntimes/sleep?ms=0 HTTP/1.1\r\n", \0.3,
+                      "Host: 127.0.0.1\r\nX-CT-Tag: $tag\r\n", \0.3,
+                      "Connection: close\r\n\r\n");
+    ok $resp =~ m{^HTTP/1\.1 200};
+    my ($h) = ct_wait_lines($tag, 1);
+    ok $h;
+    t_debug($h->{line});
+    ok $h->{read} >= 590_000 && $h->{read} < 800_000;
+    ok $h->{filter} < 50_000 && $h->{run} < 50_000 && $h->{queue} < 100_000;
+    ok ct_check_sums($h);
+}
+
+# A slow reader of a sendfile'd 2 MB file: the handler returns at once, the
+# time goes to deliver.  On event the worker is released (write completion,
+# off-worker); worker and prefork write it on the worker.
+{
+    my $file = Apache::Test::vars('t_logs') . '/conntimes-big.bin';
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh 'x' x (2 * 1024 * 1024);
+    close $fh;
+    chmod 0644, $file;
+    my $tag = ct_tag();
+    my $n = ct_slow_reader('/conntimes-big', $tag, 4096, 1.0);
+    ok $n > 2 * 1024 * 1024;
+    my ($h) = ct_wait_lines($tag, 1);
+    ok $h;
+    t_debug($h->{line});
+    ok $h->{deliver} >= 850_000 && $h->{deliver} < 1_600_000;
+    ok $h->{run} < 200_000;
+    ok ct_check_sums($h);
+    if ($mpm eq 'event') {
+        ok t_cmp($h->{offworker} >= 700_000 ? 1 : 0, 1, 'event: off-worker');
+    }
+    else {
+        ok t_cmp($h->{worker} >= 850_000 && $h->{offworker} < 50_000 ? 1 : 0,
+                 1, "$mpm: delivered on the worker");
+    }
+    unlink $file;
+}
+
+# The optional function, called by a handler, sees the request so far.
+{
+    my $r = GET '/conntimes/phases';
+    t_debug($r->content);
+    my %v = $r->content =~ /(\w+)=(\d+)/g;
+    ok t_cmp($v{rc}, 2, 'provisional');
+    ok $v{filter} >= 100_000 && $v{filter} < 200_000;
+    ok $v{deliver} == 0 && $v{run} < 100_000;
+}
+
+# The built-in nickname logs the same request in seconds.
+{
+    my $tag = ct_tag();
+    my $r = GET "/conntimes/sleep?ms=50&nick=$tag", 'X-CT-Tag' => $tag;
+    my ($h) = ct_wait_lines($tag, 1);
+    my $nick = Apache::Test::vars('t_logs') . '/conntimes_nick_log';
+    my $line = '';
+    for (1 .. 50) {
+        open my $fh, '<', $nick or last;
+        ($line) = grep { /nick=\Q$tag\E/ } <$fh>;
+        last if $line;
+        sleep 0.05;
+    }
+    t_debug($line // 'no line');
+    my @f = ($line // '') =~ /" (\d+\.\d{6}) ((?:\d+\.\d{6} ){8})(fg|bg)$/;
+    ok @f == 3;
+    my @s = split ' ', $f[1] // '';
+    # queue accept read filter run deliver total worker
+    ok t_cmp(sprintf('%.0f', ($s[6] // 0) * 1e6), $h->{total}, 'same total');
+    ok t_cmp(sprintf('%.0f', ($s[4] // 0) * 1e6), $h->{run}, 'same run');
+}

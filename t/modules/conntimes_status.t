@@ -1,0 +1,277 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# The status handler: protected reset, aggregates equal to the sum of what
+# was logged, every format parses (Prometheus by a strict parser of the text
+# exposition format), content negotiation, escaping, mod_status section.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestRequest;
+use Apache::TestUtil;
+use FindBin;
+use JSON::PP;
+use Time::HiRes qw(time sleep);
+use lib $FindBin::Bin;
+use conntimes_util;
+
+plan tests => 45, need_module('conntimes', 'ct_test', 'status');
+
+my @PH = qw(accept queue read filter run deliver total worker offworker);
+
+# --- reset is protected
+{
+    my $j = ct_json();
+    ok $j && $j->{reset_token} =~ /^[0-9a-f]{32}$/;
+    my $ro = ct_json('/conntimes-status-ro?json');
+    ok $ro && !exists $ro->{reset_token};
+    my $r = POST '/conntimes-status-ro', [ reset => $j->{reset_token} ];
+    ok t_cmp($r->code, 403, 'reset where ConntimesAllowReset is Off');
+    $r = POST '/conntimes-status', [ reset => 'f' x 32 ];
+    ok t_cmp($r->code, 403, 'reset with a wrong token');
+    $r = POST '/conntimes-status';
+    ok t_cmp($r->code, 403, 'reset without a token');
+    ok t_cmp(ct_reset() ? 1 : 0, 1, 'reset with the token');
+    my $after = ct_json();
+    ok t_cmp($after->{requests}, 0, 'nothing counted after the reset');
+    ok $after->{reset_token} ne $j->{reset_token};
+    $r = PUT '/conntimes-status', content => 'x';
+    ok t_cmp($r->code, 405, 'PUT');
+}
+
+# --- aggregates equal the sum of the logged values
+my $tag = ct_tag();
+for my $ms (5, 10, 20, 30, 40) {
+    GET "/conntimes/sleep?ms=$ms", 'X-CT-Tag' => $tag;
+}
+GET '/conntimes/norecord?ms=1', 'X-CT-Tag' => $tag;      # not recorded
+GET '/conntimes/xss', 'X-CT-Tag' => $tag;                # odd handler name
+# A slow request whose URI carries markup.
+ct_raw("GET /conntimes/sleep/%3Cscript%3Ealert(1)%3C/script%3E<b>?ms=260 "
+       . "HTTP/1.1\r\nHost: 127.0.0.1\r\nX-CT-Tag: $tag\r\nConnection: close"
+       . "\r\n\r\n");
+my @lines = ct_wait_lines($tag, 8);
+ok t_cmp(scalar(@lines), 8, 'eight logged');
+my @rec = grep { $_->{uri} !~ /norecord/ } @lines;
+
+my $j;
+for (1 .. 50) {
+    $j = ct_json();
+    last if $j->{requests} >= 7;
+    sleep 0.05;
+}
+ok t_cmp($j->{requests}, 7, 'seven recorded (ConntimesRecord Off honoured)');
+my ($bad_sum, $bad_max) = (0, 0);
+for my $p (@PH) {
+    my ($sum, $max) = (0, 0);
+    for my $h (@rec) {
+        $sum += $h->{$p};
+        $max = $h->{$p} if $h->{$p} > $max;
+    }
+    my $got = sprintf '%.0f', $j->{phases}{$p}{sum} * 1e6;
+    $bad_sum++, t_debug("$p: json $got logged $sum") if $got != $sum;
+    $bad_max++ if sprintf('%.0f', $j->{phases}{$p}{max} * 1e6) != $max;
+    my $ph = $j->{phases}{$p};
+    $bad_max++ unless $ph->{count} == 7 && $ph->{p50} <= $ph->{p90}
+                      && $ph->{p90} <= $ph->{p99} && $ph->{p99} <= $ph->{max};
+}
+ok t_cmp($bad_sum, 0, 'sums equal the logged sums');
+ok t_cmp($bad_max, 0, 'max and percentiles consistent');
+ok t_cmp($j->{classes}{fg}{requests}, 7);
+my %hd = map { $_->{handler} => $_->{requests} } @{ $j->{handlers} };
+ok t_cmp($hd{'ct-sleep'}, 6, 'by handler');
+ok exists $hd{"ct-<script>alert('x')</script>&amp;"};
+t_debug(encode_json($j->{slow}));
+ok t_cmp(scalar(grep { $_->{uri} =~ /script/ } @{ $j->{slow} }), 1,
+         'the slow request is listed');
+my $now = int(time / 60) * 60;
+# The requests may straddle a minute boundary.
+my @pts = grep { $_->{t} >= $now - 60 } @{ $j->{series}{points} };
+my $cnt = 0;
+$cnt += $_->{count} for @pts;
+ok $cnt >= 7 && !grep { $_->{p99}{run} < $_->{avg}{run} * 0.99 } @pts;
+
+# --- ?auto
+{
+    my $r = GET '/conntimes-status?auto';
+    my @l = split /\n/, $r->content;
+    my @bad = grep { !/^Conntimes[A-Za-z0-9]+: -?\d+(\.\d+)?$/ } @l;
+    t_debug("bad auto line: $_") for @bad;
+    ok !@bad;
+    ok $r->content =~ /^ConntimesRequests: 7$/m;
+    ok $r->content =~ /^ConntimesRunMaxUs: (\d+)$/m && $1 == sprintf('%.0f', $j->{phases}{run}{max} * 1e6);
+}
+
+# --- Prometheus exposition, parsed strictly
+sub parse_prom {
+    my ($text, $err) = @_;
+    my (%type, %help, %seen, %series, $fam, %done);
+    my $name_re = qr/[a-zA-Z_:][a-zA-Z0-9_:]*/;
+    my $n = 0;
+    for my $line (split /\n/, $text, -1) {
+        $n++;
+        next if $line eq '' && $n > 1 && $text =~ /\n\z/;
+        if ($line =~ /^# HELP ($name_re) (.+)$/) {
+            push @$err, "$n: HELP twice for $1" if $help{$1}++;
+            next;
+        }
+        if ($line =~ /^# TYPE ($name_re) (counter|gauge|histogram|summary|untyped)$/) {
+            push @$err, "$n: TYPE twice for $1" if $type{$1};
+            push @$err, "$n: family $1 reopened" if $done{$1};
+            $done{$fam} = 1 if $fam && $fam ne $1;
+            $type{$1} = $2;
+            $fam = $1;
+            next;
+        }
+        if ($line =~ /^#/) { push @$err, "$n: bad comment: $line"; next }
+        unless ($line =~ /^($name_re)(?:\{(.*)\})? (\S+)$/) {
+            push @$err, "$n: bad sample: $line";
+            next;
+        }
+        my ($name, $labels, $value) = ($1, $2 // '', $3);
+        push @$err, "$n: bad value $value"
+            unless $value =~ /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]Inf$|^NaN$/;
+        my %l;
+        my $rest = $labels;
+        while (length $rest) {
+            unless ($rest =~ s/^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)//) {
+                push @$err, "$n: bad labels: $labels";
+                last;
+            }
+            push @$err, "$n: label $1 twice" if exists $l{$1};
+            $l{$1} = $2;
+        }
+        my $base = $name;
+        $base =~ s/_(bucket|sum|count)$// if !$type{$name};
+        my $t = $type{$base};
+        push @$err, "$n: sample $name before its TYPE" unless $t && $base eq $fam;
+        push @$err, "$n: counter $name does not end in _total"
+            if $t && $t eq 'counter' && $name !~ /_total$/;
+        my $key = $name . '{' . join(',', map { "$_=$l{$_}" } sort keys %l) . '}';
+        push @$err, "$n: duplicate $key" if $seen{$key}++;
+        push @{ $series{$base} }, [ $name, \%l, $value ];
+    }
+    # Histograms: le ascending, cumulative, +Inf equal to _count, a _sum.
+    for my $base (grep { $type{$_} eq 'histogram' } keys %type) {
+        my %by;
+        for my $s (@{ $series{$base} || [] }) {
+            my ($name, $l, $v) = @$s;
+            my %k = %$l;
+            my $le = delete $k{le};
+            my $id = join ',', map { "$_=$k{$_}" } sort keys %k;
+            if ($name eq "${base}_bucket") {
+                push @$err, "bucket without le" unless defined $le;
+                push @{ $by{$id}{b} }, [ $le, $v ];
+            }
+            elsif ($name eq "${base}_count") { $by{$id}{c} = $v }
+            elsif ($name eq "${base}_sum")   { $by{$id}{s} = $v }
+            else { push @$err, "stray $name in histogram $base" }
+        }
+        for my $id (keys %by) {
+            my $b = $by{$id}{b} || [];
+            my ($prev_le, $prev_v) = (-1, 0);
+            for my $x (@$b) {
+                my $le = $x->[0] eq '+Inf' ? 9**9**9 : $x->[0];
+                push @$err, "$base {$id}: le not ascending" if $le <= $prev_le;
+                push @$err, "$base {$id}: not cumulative" if $x->[1] < $prev_v;
+                ($prev_le, $prev_v) = ($le, $x->[1]);
+            }
+            push @$err, "$base {$id}: no +Inf bucket"
+                unless @$b && $b->[-1][0] eq '+Inf';
+            push @$err, "$base {$id}: +Inf != _count"
+                unless defined $by{$id}{c} && @$b && $b->[-1][1] == $by{$id}{c};
+            push @$err, "$base {$id}: no _sum" unless defined $by{$id}{s};
+        }
+    }
+    return (\%type, \%series);
+}
+
+{
+    my $r = GET '/conntimes-status?prometheus';
+    ok t_cmp($r->header('Content-Type'), qr{^text/plain; version=0\.0\.4});
+    my @err;
+    my ($type, $series) = parse_prom($r->content, \@err);
+    t_debug($_) for @err[0 .. ($#err > 9 ? 9 : $#err)];
+    ok t_cmp(scalar(@err), 0, 'exposition parses strictly');
+    ok t_cmp($type->{conntimes_request_phase_seconds}, 'histogram');
+    my ($count, $sum) = (0, 0);
+    for my $s (@{ $series->{conntimes_request_phase_seconds} }) {
+        next unless $s->[1]{phase} eq 'total';
+        $count += $s->[2] if $s->[0] =~ /_count$/;
+        $sum += $s->[2] if $s->[0] =~ /_sum$/;
+    }
+    ok t_cmp($count, 7, 'histogram count');
+    ok abs($sum - $j->{phases}{total}{sum}) < 1e-5;
+    my ($req) = grep { $_->[1]{class} eq 'fg' } @{ $series->{conntimes_requests_total} };
+    ok $req && $req->[2] == 7;
+    ok $r->content =~ /handler="ct-<script>alert\('x'\)<\/script>&amp;"/;
+    my $promtool = $ENV{PROMTOOL} || 'promtool';
+    system("$promtool --version >/dev/null 2>&1") == 0
+        ? do {
+            my $f = Apache::Test::vars('t_logs') . '/conntimes.prom';
+            open my $fh, '>', $f or die $!;
+            print $fh $r->content;
+            close $fh;
+            ok t_cmp(system("$promtool check metrics < $f >/dev/null 2>&1") >> 8,
+                     0, 'promtool');
+        }
+        : skip('promtool not installed', 1);
+}
+
+# --- content negotiation
+{
+    my $r = GET '/conntimes-status',
+        Accept => 'application/openmetrics-text;version=1.0.0,application/'
+                . 'openmetrics-text;version=0.0.1;q=0.75,text/plain;'
+                . 'version=0.0.4;q=0.5,*/*;q=0.1';
+    ok $r->content =~ /^# TYPE conntimes_request_phase_seconds histogram$/m;
+    ok t_cmp($r->header('Vary'), qr/Accept/);
+    $r = GET '/conntimes-status', Accept => 'application/json';
+    ok t_cmp($r->header('Content-Type'), 'application/json');
+    ok eval { decode_json($r->content)->{version} } == 1;
+    $r = GET '/conntimes-status',
+        Accept => 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    ok t_cmp($r->header('Content-Type'), qr{^text/html});
+}
+
+# --- HTML: escaped, inline SVG, nothing external
+{
+    my $r = GET '/conntimes-status';
+    my $html = $r->content;
+    ok $html =~ /<svg / && $html =~ /<polyline /;
+    ok $html !~ /<script/i;
+    ok $html =~ /ct-&#60;script&#62;alert\(&#39;x&#39;\)&#60;\/script&#62;&#38;amp;/;
+    ok $html =~ m{<code>GET /conntimes/sleep/%3Cscript%3Ealert\(1\)%3C/script%3E&#60;b&#62;\?ms=260</code>};
+    ok $html !~ /\b(?:src|href)="(?:https?:)?\/\//;
+    ok t_cmp($r->header('Content-Security-Policy'), qr/default-src 'none'/);
+}
+
+# --- mod_status section
+{
+    my $r = GET '/server-status';
+    ok $r->content =~ /Request phases \(mod_conntimes\)/;
+    $r = GET '/server-status?auto';
+    ok $r->content =~ /^ConntimesRequests: \d+$/m
+        && $r->content =~ /^ConntimesQueueP99Us: \d+$/m;
+}
+
+# --- bounded handler cardinality: 12 named slots, the rest in "(other)"
+if (have_module('rewrite')) {
+    ok ct_reset();
+    GET "/conntimes/h/n$_" for 1 .. 20;
+    my $j;
+    for (1 .. 50) {
+        $j = ct_json();
+        last if $j->{requests} >= 20;
+        sleep 0.05;
+    }
+    my %h = map { $_->{handler} => $_->{requests} } @{ $j->{handlers} };
+    my $named = grep { /^ct-h-n\d+$/ } keys %h;
+    ok t_cmp($named, 12, 'ConntimesMaxHandlers 12 named slots');
+    ok t_cmp($h{'(other)'}, 8, 'the rest in (other)');
+}
+else {
+    skip('mod_rewrite', 1) for 1 .. 3;
+}
