@@ -13,15 +13,20 @@
 # short and get +-2% (a few ms of timer and scheduling noise over ~1 s).
 #
 # The engine paces wire bytes: byte k leaves at latency + k / rate.  So the
-# last byte of W wire bytes (status line + headers + body) arrives at
-# latency + (W - 1) / rate after the request, and the first at latency.
+# first byte of W wire bytes (status line + headers + body) arrives at the
+# latency and the last one (W - 1) / rate later.
+#
+# Under prefork (and worker) each paced response holds its process (the
+# documented fallback): the 24 clients queue for processes, so the first-
+# byte latency is only checked on the event MPM; the rate, measured from
+# the first byte, is checked everywhere.
 use strict;
 use warnings FATAL => 'all';
 
 use Apache::Test;
 use Apache::TestUtil;
 use Bgd::Test qw(parallel_requests bgd_status pattern_md5 log_mark
-                 error_log_since);
+                 error_log_since mpm_name);
 
 my @tests;     # [name, spec, checks...] filled below
 
@@ -120,6 +125,7 @@ for (@tests) { $n += $_->{unpaced} ? 2 : $per_paced + ($_->{max_gap} ? 1 : 0) }
 plan tests => $n + 5, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
+my $mpm = mpm_name();
 my $mark = log_mark();
 my $status;
 my @res = parallel_requests(
@@ -142,30 +148,36 @@ for my $i (0 .. $#tests) {
              . ($body_ok ? '' : " (status $r->{status}, $r->{length} bytes"
                 . ($r->{error} ? ", $r->{error}" : '') . ')'));
     my $ttfb = ($r->{t_first} || 0) - $r->{t_start};
-    my $total = ($r->{t_end} || 0) - $r->{t_start};
+    my $span = ($r->{t_end} || 0) - ($r->{t_first} || 0);
     if ($t->{unpaced}) {
-        ok t_cmp($total < 0.5 ? 1 : 0, 1,
+        ok t_cmp($span < 0.1 ? 1 : 0, 1,
                  sprintf("%s: not paced (%d bytes in %.3f s)", $name,
-                         $r->{length}, $total));
+                         $r->{length}, $span));
         next;
     }
     my $latency = $t->{latency};
-    ok t_cmp(abs($ttfb - $latency) <= 0.010 ? 1 : 0, 1,
-             sprintf("%s: first byte after %.1f ms (want %.1f +- 10 ms)",
-                     $name, $ttfb * 1000, $latency * 1000));
+    if ($mpm eq 'event') {
+        ok t_cmp(abs($ttfb - $latency) <= 0.010 ? 1 : 0, 1,
+                 sprintf("%s: first byte after %.1f ms (want %.1f +- 10 ms)",
+                         $name, $ttfb * 1000, $latency * 1000));
+    }
+    else {
+        skip "$name: latency not checked under $mpm (clients queue for "
+             . "a process)";
+    }
     # Wire bytes: what the client read before the body, plus the body.
     my $wire = $r->{header_bytes} + $r->{length};
     my $burst = $t->{burst} || 0;
-    my $want = $latency + ($wire - 1 - $burst) / $t->{rate};
-    my $err = ($total - $latency) / ($want - $latency) - 1;
-    my $achieved = ($wire - 1 - $burst) / (($total - $latency) || 1e-9);
+    my $want = ($wire - 1 - $burst) / $t->{rate};
+    my $err = $span / $want - 1;
+    my $achieved = ($wire - 1 - $burst) / ($span || 1e-9);
     # Below a second, a few ms of timer noise weigh more than 2%.
-    my $allowed = $t->{tol} * ($want - $latency);
+    my $allowed = $t->{tol} * $want;
     $allowed = 0.010 if $allowed < 0.010;
-    ok t_cmp(abs($total - $want) <= $allowed ? 1 : 0, 1,
-             sprintf("%s: %d wire bytes in %.3f s = %.1f B/s after the "
-                     . "latency, target %d B/s (error %+.2f%%, allowed "
-                     . "+-%g%% or 10 ms)", $name, $wire, $total, $achieved,
+    ok t_cmp(abs($span - $want) <= $allowed ? 1 : 0, 1,
+             sprintf("%s: %d wire bytes, %.3f s from first to last = "
+                     . "%.1f B/s, target %d B/s (error %+.2f%%, allowed "
+                     . "+-%g%% or 10 ms)", $name, $wire, $span, $achieved,
                      $t->{rate}, $err * 100, $t->{tol} * 100));
     if ($t->{max_gap}) {
         # Pulses: never a pause much longer than the pulse length (one
