@@ -392,39 +392,53 @@ def write_results(results, outdir, levels):
             fmt(r['lateness_p99'] and r['lateness_p99'] * 1000, '.1f') + ' ms'
             if r['lateness_p99'] is not None else 'n/a',
             (('%.2f (%d)' % (r['busy_avg'], r['busy_max']))
-             if r['busy_avg'] is not None else 'n/a (no workers)')
-            + ('; status unanswered %d times' % r['status_unreachable']
+             if r['busy_avg'] is not None else
+             ('n/a' if r['system'] == 'nginx' else '?'))
+            + ('; %d of %d samples unanswered (no free worker)'
+               % (r['status_unreachable'],
+                  r['status_unreachable'] + r['busy_samples'])
                if r.get('status_unreachable') else ''),
             fmt(r['cpu_pct'], '.1f'), r['loadavg_before'], r['loadavg_after']))
     with open(os.path.join(outdir, 'results.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
 
-    # Plot data: arrival curves at 1 client, CPU and BusyWorkers per level.
     dat = os.path.join(WORK, 'plot')
     os.makedirs(dat, exist_ok=True)
-    names = [s for s in DEFAULT_SYSTEMS if any(r['system'] == s for r in results)]
-    if len(names) < 4:
-        return
     for r in results:
         if r['n'] == levels[0]:
             with open(os.path.join(dat, 'curve-%s.dat' % r['system']), 'w') as f:
                 for t, b in r['curve']:
                     f.write('%.5f %d\n' % (t, b))
+    plot(results, outdir, levels)
+
+
+def plot(results, outdir, levels):
+    """Arrival curves at 1 client (WORK/plot/curve-*.dat), and per level:
+    server CPU, BusyWorkers, downloads completed within the deadline."""
+    dat = os.path.join(WORK, 'plot')
+    names = [s for s in DEFAULT_SYSTEMS if any(r['system'] == s for r in results)]
+    if len(names) < 4:
+        return
     with open(os.path.join(dat, 'levels.dat'), 'w') as f:
-        f.write('level ' + ' '.join('cpu_%s busy_%s' % (s, s) for s in names) + '\n')
+        f.write('level ' + ' '.join('cpu_%s busy_%s done_%s' % (s, s, s)
+                                    for s in names) + '\n')
         for n in levels:
             row = [str(n)]
             for s in names:
                 r = next((x for x in results if x['system'] == s and x['n'] == n), None)
                 row.append(fmt(r and r['cpu_pct'], '.2f', '0'))
-                row.append(fmt(r and r['busy_avg'], '.2f', '0'))
+                busy = r and r['busy_avg']
+                if r and r.get('status_unreachable'):
+                    busy = 256      # no free worker for the status request
+                row.append(fmt(busy, '.2f', '0'))
+                row.append(fmt(r and 100.0 * r['completed'] / r['n'], '.1f', '0'))
             f.write(' '.join(row) + '\n')
     gp = os.path.join(dat, 'plot.gp')
     with open(gp, 'w') as f:
-        f.write("""set terminal pngcairo size 1200,900 font ',10'
+        f.write("""set terminal pngcairo size 1200,900 font ',10' noenhanced
 set output '{out}'
-set multiplot layout 2,2 title 'V.92 pacing (7000 B/s), loopback, 2 cores'
+set multiplot layout 2,2 title 'V.92 pacing (7000 B/s), 127.0.0.1, 2 cores shared by server and client'
 set title 'One download (1 client): bytes received over time'
 set xlabel 'seconds after the first byte'
 set ylabel 'bytes'
@@ -439,14 +453,18 @@ set key left top
 set title 'Server CPU (% of one core)'
 set xlabel 'concurrent paced downloads'
 set ylabel '% of one core'
-plot '{dat}/levels.dat' using 2:xtic(1) title "{l0}", '' using 4 title "{l1}", '' using 6 title "{l2}", '' using 8 title "{l3}"
-set title 'BusyWorkers, average (Apache; includes the status request)'
+plot '{dat}/levels.dat' using 2:xtic(1) title "{l0}", '' using 5 title "{l1}", '' using 8 title "{l2}", '' using 11 title "{l3}"
+set title 'BusyWorkers average (incl. the status request; 256: status unanswered)'
 set ylabel 'busy worker threads'
 set logscale y
-set yrange [0.5:*]
-plot '{dat}/levels.dat' using 3:xtic(1) title "{l0}", '' using 5 title "{l1}", '' using 7 title "{l2}"
+set yrange [0.5:400]
+plot '{dat}/levels.dat' using 3:xtic(1) title "{l0}", '' using 6 title "{l1}", '' using 9 title "{l2}"
 unset logscale y
-set yrange [*:*]
+set title 'Downloads complete within the 20 s deadline'
+set ylabel '%'
+set yrange [0:150]
+set key top left horizontal maxcols 2
+plot '{dat}/levels.dat' using 4:xtic(1) title "{l0}", '' using 7 title "{l1}", '' using 10 title "{l2}", '' using 13 title "{l3}"
 unset multiplot
 """.format(out=os.path.join(outdir, 'dialup-bench.png'), dat=dat,
            curves=', '.join("'%s/curve-%s.dat' using 1:2 with steps lw 2 title \"%s\""
@@ -467,8 +485,15 @@ def main():
     ap.add_argument('--deadline', type=float, default=20.0)
     ap.add_argument('--profile', type=int, default=0, metavar='N',
                     help='only profile "ours" with perf at N clients')
+    ap.add_argument('--replot', action='store_true',
+                    help='redraw the plot from OUT/results.json and the '
+                         'curves of the last run')
     a = ap.parse_args()
     levels = [int(x) for x in a.levels.split(',')]
+    if a.replot:
+        with open(os.path.join(a.out, 'results.json')) as f:
+            plot(json.load(f), a.out, levels)
+        return
     systems = a.systems.split(',')
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
