@@ -180,11 +180,45 @@ EOF
                 echo "  $dl  (Debian's, kept: it loads $dialup_so)"
             fi
             write_conf dialup <<'EOF'
-# mod_dialup: sends responses at the speed of a modem, paced by
-# mod_bgdeliver (enable bgdeliver too).  Every directive: see the README.
+# mod_dialup: responses arrive at the speed of a modem or another slow line,
+# for any content (static, CGI, proxy, HTTPS), paced by mod_bgdeliver's
+# engine without holding a worker on the event MPM.  It needs mod_bgdeliver
+# (a2enmod bgdeliver); without it the server refuses to start as soon as a
+# directive below is used.  /server-status?auto shows "DialupVersion:
+# mod_dialup/1.0" when this module (not Debian's) is loaded.  Every
+# directive and the list of standards: see the README, "mod_dialup".
 <IfModule mod_dialup.c>
+    # A whole location at V.92 speed (56,000 bit/s = 7,000 bytes/s on the
+    # wire, first byte after 120 ms).  Standards: V.21, V.22, V.22bis,
+    # V.26bis, V.32, V.32bis, V.34, V.34+, V.90, V.92, ISDN-64k, ISDN-128k,
+    # T1, Slow-3G, Fast-3G; None switches it off in a nested scope.
     #<Location "/dialup/">
     #    ModemStandard V.92
+    #    # Optional refinements (defaults: the standard's own values):
+    #    #DialupLatency 150ms      # first-byte delay
+    #    #DialupFraming async      # 10 bits per byte instead of 8
+    #    #DialupRate 33.6k         # any rate in bit/s (k, M, G)
+    #    #DialupBurst 4k           # bytes sent at once after the latency
+    #    #DialupPulse 100ms        # longest gap between two writes
+    #</Location>
+    #<Location "/dialup/fast/">
+    #    ModemStandard None
+    #</Location>
+
+    # Per client: a cookie, a header or the query string chooses the line
+    # (needs mod_setenvif, and mod_rewrite for the query string).
+    #<Location "/">
+    #    SetEnvIf Cookie "(?:^|;\s*)modem=([^;]+)" dialup-standard=$1
+    #    SetEnvIf X-Modem-Rate "^(.+)$" dialup-rate=$1
+    #</Location>
+    #<Directory "/var/www/html">
+    #    RewriteEngine On
+    #    RewriteCond "%{QUERY_STRING}" "(?:^|&)modem=([^&]+)"
+    #    RewriteRule "^" "-" [E=dialup-standard:%1]
+    #</Directory>
+    # Keep the status pages at full speed whatever the client asks for.
+    #<Location "/server-status">
+    #    ModemStandard None
     #</Location>
 </IfModule>
 EOF

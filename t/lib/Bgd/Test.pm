@@ -522,4 +522,88 @@ sub wait_until {
     return $cond->();
 }
 
+# ---------------------------------------------------------------------------
+# Added for mod_dialup (t/modules/dialup*.t).
+
+push @EXPORT_OK, qw(parallel_requests);
+
+# Run several requests at once, each on its own connection in a forked
+# process, so that timing-heavy transfers overlap.  Each spec is a hash
+# ref: { method => 'GET', path => ..., %options of request() }, plus
+# second => [method, path, headers] to send a second request on the same
+# connection after the first response (keep-alive check), and abort_after
+# => N to close the socket after N body bytes, gaps => 1 to record the
+# longest pause between two arrivals of body data (max_gap, seconds; read
+# in 64-byte pieces).  A code ref as first argument runs in the parent
+# while the clients run (e.g. to read the status pages).  Returns one hash
+# per spec, in order: status, headers, header_bytes, length, md5, body
+# (when keep_body), t_start, t_first, t_end, complete, eof, max_gap, and
+# second (the second response, same fields) when asked.
+sub parallel_requests {
+    my (@specs) = @_;
+    my $during = ref $specs[0] eq 'CODE' ? shift @specs : undef;
+    require Storable;
+    my $dir = Apache::Test::vars('t_logs');
+    my @kids;
+    for my $spec (@specs) {
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if (!$pid) {
+            my %o = %$spec;
+            my $out = eval {
+                my $method = $o{method} || 'GET';
+                my $s = http_connect(%o);
+                http_send($s, $method, $o{path}, %{ $o{headers} || {} });
+                my @arrivals;
+                my $r = read_response($s, %o, head => $method eq 'HEAD',
+                                      max_body => $o{abort_after},
+                                      ($o{gaps} ? (chunk => 64, on_progress =>
+                                          sub { push @arrivals, time })
+                                                : ()));
+                my %res = _summary($r, $o{keep_body});
+                my $max_gap = 0;
+                for my $i (1 .. $#arrivals) {
+                    my $g = $arrivals[$i] - $arrivals[$i - 1];
+                    $max_gap = $g if $g > $max_gap;
+                }
+                $res{max_gap} = $max_gap;
+                if ($o{second} && !$o{abort_after}) {
+                    my ($m2, $p2, $h2) = @{ $o{second} };
+                    http_send($s, $m2, $p2, %{ $h2 || {} });
+                    my $r2 = read_response($s, %o, head => $m2 eq 'HEAD');
+                    $res{second} = { _summary($r2, $o{keep_body}) };
+                }
+                close $s;
+                \%res;
+            } || { status => 0, error => "$@" };
+            Storable::nstore($out, "$dir/parallel.$$");
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    $during->() if $during;
+    my @res;
+    for my $k (@kids) {
+        waitpid($k, 0);
+        my $r = eval { Storable::retrieve("$dir/parallel.$k") }
+                || { status => 0, error => 'no result' };
+        unlink "$dir/parallel.$k";
+        push @res, $r;
+    }
+    return @res;
+}
+
+sub _summary {
+    my ($r, $keep) = @_;
+    my $body = $r->{body} // '';
+    return (
+        status => $r->{status}, headers => $r->{headers},
+        header_bytes => $r->{header_bytes} || 0, length => length($body),
+        md5 => md5_hex($body), ($keep ? (body => $body) : ()),
+        t_start => $r->{t_start}, t_first => $r->{t_first},
+        t_end => $r->{t_end}, complete => $r->{complete}, eof => $r->{eof},
+        error => $r->{error},
+    );
+}
+
 1;
