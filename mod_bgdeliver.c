@@ -111,6 +111,10 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_VISIT_BYTES       (1024 * 1024)
 #define BGD_VISIT_TIME        apr_time_from_msec(2)
 #define BGD_WATCHDOG_PERIOD   apr_time_from_msec(100)
+/* Each timed wake-up costs a trip through the MPM's listener and worker
+ * queue (~50 us of CPU, measured): beyond this many wake-ups per second
+ * a child lengthens its pulses instead of burning a core. */
+#define BGD_DEFAULT_WAKEUPS   3000
 #define BGD_RATE_WINDOW       apr_time_from_sec(1)
 
 #define BGD_OVERFLOW_FALLBACK 1
@@ -234,6 +238,7 @@ typedef struct bgd_job_t {
     unsigned int in_worker:1;           /* paced inside the worker */
     unsigned int bodiless:1;
     unsigned int drain:1;               /* ignore pacing (child stopping) */
+    unsigned int counted_paced:1;       /* in bgd_paced_jobs */
     const char *outcome;
     const char *kill_reason;            /* set by the watchdog */
 } bgd_job_t;
@@ -267,6 +272,8 @@ typedef enum {
 static ap_filter_rec_t *bgd_capture_filter_handle;
 static int bgd_mpm_can_waitio;          /* async engine available */
 static int bgd_max_deliveries = BGD_UNSET;  /* BgDeliverMaxDeliveries */
+static int bgd_max_wakeups = BGD_UNSET;     /* BgDeliverMaxWakeups */
+static volatile apr_uint32_t bgd_paced_jobs;    /* paced, in this child */
 static bgd_retained_t *bgd_retained;
 static bgd_shm_t *bgd_table;
 static volatile apr_uint32_t bgd_child_stopping_flag;
@@ -687,6 +694,45 @@ static void bgd_timed_wait_release(bgd_conn_t *bc)
     }
 }
 
+/* ---------------------------------------------------------- push bucket */
+
+/* A zero-length metadata bucket that ends every pass of the engine to the
+ * connection filters.  mod_ssl's coalescing filter keeps a lone small
+ * write until more data comes (a paced pulse or a streamed piece would
+ * wait for seconds), but passes everything on as soon as anything follows
+ * it; the core output filter drops metadata it does not know.  Unlike a
+ * FLUSH, it never makes the core write blocking. */
+static apr_status_t bgd_push_read(apr_bucket *b, const char **str,
+                                  apr_size_t *len, apr_read_type_e block)
+{
+    (void)b; (void)block;
+    *str = NULL;
+    *len = 0;
+    return APR_SUCCESS;
+}
+
+static const apr_bucket_type_t bgd_bucket_type_push = {
+    "BGDELIVER_PUSH", 5, APR_BUCKET_METADATA,
+    apr_bucket_destroy_noop,
+    bgd_push_read,
+    apr_bucket_setaside_noop,
+    apr_bucket_split_notimpl,
+    apr_bucket_simple_copy
+};
+
+static void bgd_append_push(apr_bucket_brigade *bb)
+{
+    apr_bucket *b = apr_bucket_alloc(sizeof(*b), bb->bucket_alloc);
+    APR_BUCKET_INIT(b);
+    b->free = apr_bucket_free;
+    b->list = bb->bucket_alloc;
+    b->type = &bgd_bucket_type_push;
+    b->length = 0;
+    b->start = 0;
+    b->data = NULL;
+    APR_BRIGADE_INSERT_TAIL(bb, b);
+}
+
 /* ----------------------------------------------------------- capturing */
 
 static apr_status_t bgd_spool_open(bgd_job_t *job)
@@ -902,6 +948,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         }
         job->sent += len;
     }
+    bgd_append_push(job->slice);
     ap_pass_brigade(job->capture->next, job->slice);
     apr_brigade_cleanup(job->slice);
     /* The core keeps writes under 4 KB for later; streamed pieces must
@@ -1021,10 +1068,27 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
  * byte leaves when the latency has elapsed, and each wake-up sends what
  * the line would have carried by then, so the client is never ahead of
  * the emulated line and at most one pulse behind it. */
+static apr_interval_time_t bgd_effective_pulse(const bgdeliver_pacing_t *p)
+{
+    apr_interval_time_t pulse = p->pulse > 0 ? p->pulse : BGD_DEFAULT_PULSE;
+    int budget = bgd_max_wakeups == BGD_UNSET ? BGD_DEFAULT_WAKEUPS
+                                              : bgd_max_wakeups;
+    if (budget > 0) {
+        /* n deliveries waking every pulse cost n / pulse wake-ups a
+         * second: stretch the pulse so that the child stays in budget. */
+        apr_interval_time_t floor = (apr_interval_time_t)
+            apr_atomic_read32(&bgd_paced_jobs) * APR_USEC_PER_SEC / budget;
+        if (floor > pulse) {
+            pulse = floor;
+        }
+    }
+    return pulse;
+}
+
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
-    apr_interval_time_t pulse = p->pulse > 0 ? p->pulse : BGD_DEFAULT_PULSE;
+    apr_interval_time_t pulse = bgd_effective_pulse(p);
     double rate = (double)p->rate;
     apr_off_t allowed;
     apr_time_t next_byte, due;
@@ -1170,6 +1234,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             job->sent += len;
             visit_bytes += len;
         }
+        bgd_append_push(job->slice);
         rv = ap_pass_brigade(job->capture->next, job->slice);
         apr_brigade_cleanup(job->slice);
         if (rv != APR_SUCCESS || c->aborted) {
@@ -1191,8 +1256,17 @@ static void bgd_correct_bytes_sent(bgd_job_t *job)
     }
 }
 
+static void bgd_uncount_paced(bgd_job_t *job)
+{
+    if (job->counted_paced) {
+        job->counted_paced = 0;
+        apr_atomic_dec32(&bgd_paced_jobs);
+    }
+}
+
 static void bgd_account_end(bgd_job_t *job)
 {
+    bgd_uncount_paced(job);
     if (!job->outcome) {
         job->outcome = "complete";
     }
@@ -1416,6 +1490,7 @@ static apr_status_t bgd_job_cleanup(void *data)
      * registered later, so it ran first): they could still ask
      * bgdeliver_request_info() about this job. */
     bgd_slot_release(job);
+    bgd_uncount_paced(job);
     if (job->bc && job->bc->job == job) {
         job->bc->job = NULL;
     }
@@ -1529,6 +1604,19 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     conn_rec *c = r->connection;
     bgd_conn_t *bc;
 
+    if (rv == DONE) {
+        rv = OK;        /* the handler sent the whole response itself */
+    }
+    /* A paced request's error page is part of the emulated line too:
+     * produce it now, into the capture, as the core would right after
+     * us.  (An ErrorDocument redirect leaves the capture, see above.) */
+    if (rv != OK && ap_is_HTTP_VALID_RESPONSE(rv) && !job->captured
+        && !job->redirected && (job->pacing.rate > 0
+                                || job->pacing.latency > 0)) {
+        ap_die(rv, r);
+        rv = OK;
+    }
+
     if (rv == OK && !job->eos && !job->producer && !job->redirected) {
         /* Handlers may leave the EOS to the core; send it here so that it
          * is captured too (this also reads away any request body). */
@@ -1570,6 +1658,10 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 
     bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->background = 1;
+    if (job->pacing.rate > 0) {
+        job->counted_paced = 1;
+        apr_atomic_inc32(&bgd_paced_jobs);
+    }
     job->bc = bc;
     bc->job = job;
     return SUSPENDED;
@@ -2143,6 +2235,7 @@ static int bgd_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     (void)pconf; (void)plog; (void)ptemp;
     bgd_max_deliveries = BGD_UNSET;
+    bgd_max_wakeups = BGD_UNSET;
     return OK;
 }
 
@@ -2461,6 +2554,17 @@ static const char *bgd_cmd_max_per_client(cmd_parms *cmd, void *dconf,
     return bgd_parse_count(cmd, arg, 0, 1000000, &conf->max_per_client);
 }
 
+static const char *bgd_cmd_max_wakeups(cmd_parms *cmd, void *dconf,
+                                       const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    return bgd_parse_count(cmd, arg, 0, 1000000, &bgd_max_wakeups);
+}
+
 static const char *bgd_cmd_max_deliveries(cmd_parms *cmd, void *dconf,
                                           const char *arg)
 {
@@ -2561,6 +2665,10 @@ static const command_rec bgd_cmds[] = {
     AP_INIT_TAKE1("BgDeliverMaxDeliveries", bgd_cmd_max_deliveries, NULL,
                   RSRC_CONF,
                   "Concurrent background deliveries of the whole server"),
+    AP_INIT_TAKE1("BgDeliverMaxWakeups", bgd_cmd_max_wakeups, NULL,
+                  RSRC_CONF,
+                  "Paced wake-ups per second and child before pulses "
+                  "lengthen (0 = never lengthen)"),
     { NULL }
 };
 

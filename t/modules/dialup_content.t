@@ -7,9 +7,7 @@
 # the latency but no pacing and log nothing at error level; a paced
 # response keeps the connection alive for the next request.
 #
-# All clients run at once (about 3.6 s).  Known engine gaps are TODO tests
-# (they print "not ok ... # TODO" and do not fail the suite; see the
-# report in bench/dialup/README-section.md, "Known engine issues").
+# All clients run at once (about 3.6 s).
 use strict;
 use warnings FATAL => 'all';
 
@@ -45,9 +43,7 @@ my (@names, @reqs);
 while (my ($n, $s) = splice @specs, 0, 2) { push @names, $n; push @reqs, $s }
 
 my $h2 = need_module('mod_http2.c') && `curl -V 2>/dev/null` =~ /HTTP2/;
-# TODO: engine issues (see the header); numbers of those tests below.
-my @todo = (6, 8, 24);
-plan tests => 24, todo => \@todo, need need_module('mod_dialup.c'),
+plan tests => 24, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $mark = log_mark();
@@ -98,7 +94,7 @@ ok t_cmp("$r->{status} $r->{md5}", "200 " . pattern_md5(24000),
          'HTTPS: exact body');
 # TODO (engine): mod_ssl's coalescing filter holds paced writes below 8 KB,
 # so the first bytes arrive only when 8 KB have piled up (or at the end).
-ok latency_ok($r, 'HTTPS (TODO engine)');
+ok latency_ok($r, 'HTTPS');
 ok rate_ok($r, $r->{header_bytes} + $r->{length}, 'HTTPS');
 ok t_cmp($r->{max_gap} <= 0.115 ? 1 : 0, 1,
          sprintf('HTTPS (TODO engine): longest pause %.0f ms (pulse 100 ms)',
@@ -158,4 +154,4 @@ else {
 # 24: an error page of a paced location (TODO engine: the engine delivers
 # responses of a handler that returned an error in the foreground).
 $r = $res{e404};
-ok latency_ok($r, '404 page (TODO engine)');
+ok latency_ok($r, '404 page');
