@@ -316,8 +316,8 @@ static apr_off_t bgd_min_rate_for(const bgd_job_t *job)
 {
     apr_off_t floor = job->conf->min_rate;
     /* A paced delivery is slow on purpose: only ask half its own pace. */
-    if (job->pacing.rate > 0 && job->pacing.rate / 2 < floor) {
-        floor = job->pacing.rate / 2;
+    if (job->pacing.rate > 0 && job->pacing.rate / 2 < (double)floor) {
+        floor = (apr_off_t)(job->pacing.rate / 2) + 1;
     }
     return floor;
 }
@@ -445,7 +445,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
             s->updated = apr_time_now();
             s->sent = 0;
             s->total = -1;
-            s->target_rate = job->pacing.rate;
+            s->target_rate = (apr_off_t)(job->pacing.rate + 0.5);
             s->current_rate = 0;
             bgd_copy(s->client, sizeof(s->client), r->useragent_ip);
             bgd_copy(s->vhost, sizeof(s->vhost), r->server->server_hostname);
@@ -1089,7 +1089,7 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
     apr_interval_time_t pulse = bgd_effective_pulse(p);
-    double rate = (double)p->rate;
+    double rate = p->rate;
     apr_off_t allowed;
     apr_time_t next_byte, due;
 

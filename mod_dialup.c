@@ -366,14 +366,10 @@ static int dialup_env_line(request_rec *r, const dialup_dir_conf_t *conf,
     return have;
 }
 
-/* Bytes per second on the wire: whole bytes (the engine's unit), rounded
- * to the nearest, halves down so that the emulation is never faster than
- * the line; at least one. */
-static apr_off_t dialup_bytes_per_sec(const dialup_line_t *line)
+/* Bytes per second on the wire (fractional: V.21 carries 37.5). */
+static double dialup_bytes_per_sec(const dialup_line_t *line)
 {
-    apr_int64_t rate = (line->bits * 2 + line->framing - 1)
-                       / (2 * line->framing);
-    return rate > 0 ? (apr_off_t)rate : 1;
+    return (double)line->bits / (double)line->framing;
 }
 
 /* ----------------------------------------------------------------- hooks */
@@ -447,7 +443,7 @@ static int dialup_fixups(request_rec *r)
     if (APLOGrtrace1(r)) {
         ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                       "DLP011: %s: %" APR_INT64_T_FMT " bit/s, %d bits "
-                      "per byte = %" APR_OFF_T_FMT " B/s, latency %"
+                      "per byte = %.1f B/s, latency %"
                       APR_TIME_T_FMT " ms, burst %" APR_OFF_T_FMT
                       ", pulse %" APR_TIME_T_FMT " ms", line.label, line.bits,
                       line.framing, pacing.rate,

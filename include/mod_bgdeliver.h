@@ -50,8 +50,9 @@ extern "C" {
  * starting @c latency after the request arrived.
  */
 typedef struct bgdeliver_pacing_t {
-    /** Bytes per second on the wire; 0 means unpaced. */
-    apr_off_t rate;
+    /** Bytes per second on the wire (fractions allowed: V.21 carries
+     *  37.5); 0 means unpaced. */
+    double rate;
     /** Delay of the first byte, counted from r->request_time. */
     apr_interval_time_t latency;
     /** Longest gap between two writes; 0 selects the default (100 ms). */

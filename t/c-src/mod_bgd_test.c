@@ -221,7 +221,7 @@ static int bgd_test_fixups(request_rec *r)
         return DECLINED;
     }
     memset(&p, 0, sizeof(p));
-    p.rate = apr_atoi64(pace);
+    p.rate = (double)apr_atoi64(pace);
     comma = ap_strchr_c(pace, ',');
     p.latency = comma ? apr_time_from_msec(apr_atoi64(comma + 1)) : 0;
     p.label = "test";
