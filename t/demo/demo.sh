@@ -16,7 +16,8 @@
 # stop: stops the server whose pid is in build/demo/run/httpd.pid (and
 #   nothing else) and waits until it has exited.
 #
-# Environment: APXS (default: apxs), DEMO_TEMPLATE (a config template to use
+# Environment: DEMO_DIR (instead of build/demo; the test suite uses it),
+# APXS (default: apxs), DEMO_TEMPLATE (a config template to use
 # instead of t/demo/httpd.conf.in), BGD_SANITIZE_PRELOAD (set by
 # `make SANITIZE=1`: the sanitizer runtime to preload into the server).
 
@@ -28,7 +29,7 @@ die() { echo "demo: $*" >&2; exit 1; }
 action=$1 httpd=$2 port=$3 https_port=$4 mpm=$5
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
-demo=$top/build/demo
+demo=${DEMO_DIR:-$top/build/demo}
 conf=$demo/conf/httpd.conf
 pidfile=$demo/run/httpd.pid
 big_size=52428800                       # 50 MiB
@@ -130,7 +131,7 @@ start() {
     [ "$(id -u)" != 0 ] || chown "$user:$group" "$demo/run"
 
     if [ "$(stat -c %s "$demo/big/big.bin" 2>/dev/null || echo 0)" != "$big_size" ]; then
-        echo "Generating build/demo/big/big.bin (50 MB) ..."
+        echo "Generating $demo/big/big.bin (50 MB) ..."
         head -c "$big_size" /dev/urandom > "$demo/big/big.bin.tmp"
         mv "$demo/big/big.bin.tmp" "$demo/big/big.bin"
     fi
@@ -195,7 +196,7 @@ start() {
     h=http://127.0.0.1:$port s=https://127.0.0.1:$https_port
     cat <<EOF
 
-Demo server running: pid $(running_pid), $mpm MPM, logs in build/demo/logs/
+Demo server running: pid $(running_pid), $mpm MPM, logs in $demo/logs/
 
   $h/                     index page
   $h/big/big.bin          50 MB delivered in the background (BgDeliver On)

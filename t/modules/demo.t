@@ -1,0 +1,69 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# The demo of `make run`: t/demo/demo.sh starts it (here on free ports and
+# in t/logs/demo, never disturbing a demo the user runs), every URL it
+# advertises answers as described, and `stop` ends it.
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Time::HiRes qw(time);
+use Bgd::Test qw(free_port request wait_until);
+
+plan tests => 15, need_module('mod_bgdeliver.c', 'mod_dialup.c', 'mod_conntimes.c');
+
+my $vars = Apache::Test::vars();
+my $top = $vars->{top_dir};
+my $mpm = $ENV{TEST_MPM} || 'event';
+my ($port, $tls) = (free_port(), free_port());
+$ENV{DEMO_DIR} = "$vars->{t_logs}/demo";
+my @cmd = ('sh', "$top/t/demo/demo.sh", undef, $vars->{httpd}, $port, $tls, $mpm);
+
+$cmd[2] = 'start';
+my $out = `@cmd 2>&1`;
+ok t_cmp($?, 0, 'demo starts');
+ok t_cmp($out, qr{http://127\.0\.0\.1:$port/dialup/}, 'it prints the URLs to try');
+ok t_cmp($out, qr{make stop}, 'and how to stop it');
+
+my $r = request(GET => '/', port => $port);
+ok t_cmp($r->{status}, 200, 'index page');
+
+$r = request(GET => '/big/big.bin', port => $port, rcvbuf => 65536, timeout => 60);
+ok t_cmp(length $r->{body}, 52428800, 'the 50 MB file arrives whole');
+my $bg = request(GET => '/bgdeliver-status?auto', port => $port);
+ok t_cmp($bg->{body}, qr/^BgDeliverCompleted: [1-9]/m,
+         'bgdeliver-status: it went through the engine');
+
+my $t0 = time;
+$r = request(GET => '/dialup/', port => $port);
+my $ttfb = $r->{t_first} - $t0;
+ok t_cmp(($r->{status} == 200 && $ttfb > 0.11) ? 1 : 0, 1,
+         sprintf('/dialup/ at V.92: first byte after the latency (%.0f ms)', $ttfb * 1000));
+
+$r = request(GET => '/cgi-bin/stream.cgi?mb=1', port => $port);
+ok t_cmp(length $r->{body}, 1048576, 'the CGI streams 1 MB');
+
+$r = request(GET => '/conntimes-status?auto', port => $port);
+ok t_cmp($r->{body}, qr/^ConntimesRequests: \d+/m, 'conntimes-status answers');
+$r = request(GET => '/server-status?auto', port => $port);
+ok t_cmp($r->{body}, qr/^ServerMPM: $mpm$/m, 'server-status answers, pinned MPM');
+ok t_cmp($r->{body}, qr/^DialupVersion: mod_dialup\//m, 'our mod_dialup is the one loaded');
+
+$r = request(GET => '/', port => $tls, ssl => 1);
+ok t_cmp($r->{status}, 200, 'the TLS port answers');
+
+my $listen = `ss -ltnH 2>/dev/null` // '';
+my @ours = grep { /:(\Q$port\E|\Q$tls\E)\s/ } split /\n/, $listen;
+ok t_cmp(scalar(grep { !/127\.0\.0\.1:/ } @ours), 0, 'it listens on 127.0.0.1 only');
+
+$cmd[2] = 'stop';
+$out = `@cmd 2>&1`;
+ok t_cmp($?, 0, 'demo stops');
+my $down = wait_until(5, sub {
+    socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0);
+    !connect($s, Socket::pack_sockaddr_in($port, Socket::inet_aton('127.0.0.1')));
+});
+ok t_cmp($down ? 1 : 0, 1, 'nothing listens on its port any more');
