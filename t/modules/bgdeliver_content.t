@@ -85,8 +85,8 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 
     close $s;
     my ($full, $abort);
     wait_until(5, sub {
-        ($full) = grep { index($_, "\"GET $path?full ") >= 0 } access_log_lines();
-        ($abort) = grep { index($_, "\"GET $path?abort ") >= 0 } access_log_lines();
+        ($full) = reverse grep { index($_, "\"GET $path?full ") >= 0 } access_log_lines();
+        ($abort) = reverse grep { index($_, "\"GET $path?abort ") >= 0 } access_log_lines();
         $full && $abort;
     });
     my @f = split ' ', $full // '';
@@ -94,5 +94,7 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 
     ok t_cmp(($f[9] == 1_000_000 && $f[11] > 1_000_000) ? 1 : 0, 1,
              "complete: %b $f[9], %O $f[11]");
     ok t_cmp(($a[11] < 500_000) ? 1 : 0, 1, "aborted: %O $a[11] is what left, not the size");
-    ok t_cmp(($a[9] < 500_000) ? 1 : 0, 1, "aborted: %b $a[9] corrected too");
+    # Stock httpd counts %b when the body enters the filters; the engine
+    # takes back what never left.
+    ok t_cmp((!$bg || $a[9] < 500_000) ? 1 : 0, 1, "aborted: %b $a[9] corrected too");
 }
