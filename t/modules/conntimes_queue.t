@@ -12,8 +12,6 @@ use warnings FATAL => 'all';
 
 use Apache::Test;
 use Apache::TestUtil;
-use Cwd qw(abs_path);
-use File::Path qw(make_path remove_tree);
 use FindBin;
 use IO::Select;
 use IO::Socket::INET;
@@ -22,25 +20,14 @@ use POSIX ();
 use Time::HiRes qw(time sleep);
 use lib $FindBin::Bin;
 use conntimes_util;
+use Bgd::Test qw(private_server);
 
 plan tests => 12, need_module('conntimes', 'ct_test');
 
-my $top = abs_path("$FindBin::Bin/../..");
 my $mpm = ct_mpm();
 $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
-my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules';
-chomp $libexec;
-my $httpd = Apache::Test::vars('httpd') || '/usr/sbin/apache2';
-my $dir = Apache::Test::vars('t_logs') . '/ct_queue';
-remove_tree($dir);
-make_path($dir);
 
-# A free port on the loopback interface.
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1, ReuseAddr => 1) or die $!;
-my $port = $probe->sockport;
-close $probe;
-
+# Two workers, whatever the MPM.
 my $mpm_conf = $mpm eq 'prefork' ? <<'P' : <<'T';
 StartServers 2
 MinSpareServers 2
@@ -56,28 +43,10 @@ MinSpareThreads 1
 MaxSpareThreads 2
 MaxRequestWorkers 2
 T
-my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
-open my $fh, '>', "$dir/httpd.conf" or die $!;
-print $fh <<"CONF";
-ServerRoot "$dir"
-ServerName 127.0.0.1
-Listen 127.0.0.1:$port
-PidFile "$dir/httpd.pid"
-ErrorLog "$dir/error_log"
-DefaultRuntimeDir "$dir"
-LogLevel info
-DocumentRoot "$dir"
-${user}LoadModule mpm_${mpm}_module $libexec/mod_mpm_$mpm.so
-LoadModule authz_core_module $libexec/mod_authz_core.so
-LoadModule conntimes_module $top/build/mod_conntimes.so
-LoadModule ct_test_module $top/build/t/mod_ct_test.so
-$mpm_conf
+my $conf = <<'CONF';
 KeepAlive Off
 LogFormat "tag=%{X-CT-Tag}i queue=%{queue}^CT accept=%{accept}^CT read=%{read}^CT filter=%{filter}^CT run=%{run}^CT deliver=%{deliver}^CT total=%{total}^CT worker=%{worker}^CT offworker=%{offworker}^CT arrival=%{arrival}^CT" ct
-CustomLog "$dir/access_log" ct
-<Location />
-    Require all granted
-</Location>
+CustomLog "@DIR@/access_log" ct
 <Location /sleep>
     SetHandler ct-sleep
 </Location>
@@ -86,32 +55,10 @@ CustomLog "$dir/access_log" ct
     ConntimesRecord Off
 </Location>
 CONF
-close $fh;
-chmod 0755, $dir;
-
-sub stop_server {
-    open my $p, '<', "$dir/httpd.pid" or return;
-    my $pid = <$p>;
-    close $p;
-    chomp $pid;
-    return unless $pid && $pid =~ /^\d+$/;
-    kill 'TERM', $pid;
-    for (1 .. 100) {
-        return unless kill 0, $pid;
-        sleep 0.05;
-    }
-    kill 'KILL', $pid;
-}
-END { stop_server() }
-
-system($httpd, '-d', $dir, '-f', "$dir/httpd.conf", '-k', 'start');
-my $up = 0;
-for (1 .. 100) {
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1);
-    if ($s && -s "$dir/httpd.pid") { $up = 1; close $s; last }
-    sleep 0.1;
-}
-ok t_cmp($up, 1, "private $mpm server with 2 workers on port $port");
+my $srv = private_server($conf, mpm => $mpm, mpm_conf => $mpm_conf,
+                         modules => ['conntimes'], test_modules => ['ct_test']);
+my ($dir, $port) = ($srv->{dir}, $srv->{port});
+ok t_cmp(kill(0, $srv->{pid}) ? 1 : 0, 1, "private $mpm server with 2 workers on port $port");
 
 sub request {
     my ($tag, $ms) = @_;

@@ -11,13 +11,12 @@ use warnings FATAL => 'all';
 
 use Apache::Test;
 use Apache::TestUtil;
-use Cwd qw(abs_path);
-use File::Path qw(make_path remove_tree);
 use FindBin;
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use lib $FindBin::Bin;
 use conntimes_util;
+use Bgd::Test qw(private_server);
 
 my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules';
 chomp $libexec;
@@ -28,82 +27,37 @@ plan tests => 14, need(need_module('conntimes', 'ct_test'),
                        { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 },
                        { 'curl with HTTP/2' => $curl_h2 });
 
-my $top = abs_path("$FindBin::Bin/../..");
 my $mpm = ct_mpm();
 $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
-my $httpd = Apache::Test::vars('httpd') || '/usr/sbin/apache2';
-my $dir = Apache::Test::vars('t_logs') . '/ct_tls';
-remove_tree($dir);
-make_path($dir);
-system('openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
-       '-subj', '/CN=127.0.0.1', '-keyout', "$dir/key.pem",
-       '-out', "$dir/cert.pem", '-loglevel', 'error') == 0
-    or system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-              . "-keyout $dir/key.pem -out $dir/cert.pem >/dev/null 2>&1");
 
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1, ReuseAddr => 1) or die $!;
-my $port = $probe->sockport;
-close $probe;
-my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
-open my $fh, '>', "$dir/httpd.conf" or die $!;
-print $fh <<"CONF";
-ServerRoot "$dir"
-ServerName 127.0.0.1
-Listen 127.0.0.1:$port
-PidFile "$dir/httpd.pid"
-ErrorLog "$dir/error_log"
-DefaultRuntimeDir "$dir"
-LogLevel info
-DocumentRoot "$dir"
-${user}LoadModule mpm_${mpm}_module $libexec/mod_mpm_$mpm.so
-LoadModule authz_core_module $libexec/mod_authz_core.so
-LoadModule socache_shmcb_module $libexec/mod_socache_shmcb.so
-LoadModule ssl_module $libexec/mod_ssl.so
-LoadModule http2_module $libexec/mod_http2.so
-LoadModule conntimes_module $top/build/mod_conntimes.so
-LoadModule ct_test_module $top/build/t/mod_ct_test.so
+# A throw-away self-signed certificate.
+my $certs = Apache::Test::vars('t_logs') . "/ct_tls.$$";
+mkdir $certs;
+chmod 0755, $certs;
+system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+       . "-keyout $certs/key.pem -out $certs/cert.pem >/dev/null 2>&1") == 0
+    or die "openssl failed";
+chmod 0644, "$certs/cert.pem", "$certs/key.pem";
+
+my $conf = <<"CONF";
 SSLEngine on
-SSLCertificateFile "$dir/cert.pem"
-SSLCertificateKeyFile "$dir/key.pem"
-SSLSessionCache "shmcb:$dir/ssl_scache(512000)"
+SSLCertificateFile "$certs/cert.pem"
+SSLCertificateKeyFile "$certs/key.pem"
+SSLSessionCache "shmcb:\@DIR\@/ssl_scache(512000)"
 Protocols h2 http/1.1
 LogFormat "tag=%{X-CT-Tag}i proto=%H queue=%{queue}^CT accept=%{accept}^CT read=%{read}^CT filter=%{filter}^CT run=%{run}^CT deliver=%{deliver}^CT total=%{total}^CT worker=%{worker}^CT offworker=%{offworker}^CT arrival=%{arrival}^CT" ct
-CustomLog "$dir/access_log" ct
-<Location />
-    Require all granted
-</Location>
+CustomLog "\@DIR\@/access_log" ct
 <Location /sleep>
     SetHandler ct-sleep
     CtTestAccessDelay 100
 </Location>
 CONF
-close $fh;
-chmod 0755, $dir;
-chmod 0644, "$dir/cert.pem", "$dir/key.pem";
-
-sub stop_server {
-    open my $p, '<', "$dir/httpd.pid" or return;
-    chomp(my $pid = <$p> // '');
-    close $p;
-    return unless $pid =~ /^\d+$/;
-    kill 'TERM', $pid;
-    for (1 .. 100) {
-        return unless kill 0, $pid;
-        sleep 0.05;
-    }
-    kill 'KILL', $pid;
-}
-END { stop_server() }
-
-system($httpd, '-d', $dir, '-f', "$dir/httpd.conf", '-k', 'start');
-my $up = 0;
-for (1 .. 100) {
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1);
-    if ($s && -s "$dir/httpd.pid") { $up = 1; close $s; last }
-    sleep 0.1;
-}
-ok t_cmp($up, 1, "private $mpm server with TLS and h2 on $port");
+my $srv = private_server($conf, mpm => $mpm, modules => ['conntimes'],
+                         std_modules => [qw(socache_shmcb ssl http2)],
+                         test_modules => ['ct_test']);
+my ($dir, $port) = ($srv->{dir}, $srv->{port});
+ok t_cmp(kill(0, $srv->{pid}) ? 1 : 0, 1, "private $mpm server with TLS and h2 on $port");
+END { unlink glob("$certs/*"); rmdir $certs }
 
 sub lines {
     my ($tag, $n) = @_;

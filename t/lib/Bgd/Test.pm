@@ -448,12 +448,19 @@ sub free_port {
     return $port;
 }
 
-# Start a throwaway apache2 (event MPM, one child) on a free loopback port
-# with mod_bgdeliver from build/ and the lines in $body (@DIR@ stands for
-# its directory); options: test_modules => [names in build/t/], mkdir =>
-# [subdirectories].  For tests that need server-wide settings or kill the
-# server.  Returns a hash: port, pid, dir, stop => sub (TERM, wait, KILL
-# after 10 s).
+# Start a throwaway apache2 on a free loopback port, for tests that need
+# server-wide settings, another MPM sizing, or to kill the server.  The
+# configuration is a small base plus the lines in $body (@DIR@ stands for
+# the server's directory, @PORT@ for its port).  Options:
+#   mpm => event|worker|prefork (default event), mpm_conf => sizing lines
+#   (default: one child of 10 threads, or 4 prefork processes);
+#   modules => [ours, from build/] (default [bgdeliver]);
+#   std_modules => [from LIBEXECDIR], test_modules => [from build/t/];
+#   mkdir => [subdirectories].
+# Returns { port, pid, dir, stop => sub }: stop sends TERM, waits, KILLs
+# after 10 s; every server still running is stopped when the test exits.
+my @private_servers;
+
 sub private_server {
     my ($body, %o) = @_;
     my $vars = Apache::Test::vars();
@@ -462,33 +469,43 @@ sub private_server {
     mkdir $dir or die "$dir: $!";
     chmod 0755, $dir;
     my $port = free_port();
+    my $mpm = $o{mpm} || 'event';
     chomp(my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules');
     my $user = $> == 0 ? "User nobody\nGroup nogroup\n" : '';
+    my $mpm_conf = $o{mpm_conf} // ($mpm eq 'prefork'
+        ? "StartServers 4\nMinSpareServers 1\nMaxSpareServers 4\n"
+          . "MaxRequestWorkers 4\n"
+        : "StartServers 1\nServerLimit 1\nThreadsPerChild 10\n"
+          . "MaxRequestWorkers 10\nMinSpareThreads 1\nMaxSpareThreads 10\n"
+          . ($mpm eq 'event' ? "AsyncRequestWorkerFactor 20\n" : ''));
     $body =~ s/\@DIR\@/$dir/g;
+    $body =~ s/\@PORT\@/$port/g;
     for my $sub (@{ $o{mkdir} || [] }) {
         mkdir "$dir/$sub" or die "$dir/$sub: $!";
         chmod 0777, "$dir/$sub";
     }
     open my $fh, '>', "$dir/httpd.conf" or die $!;
+    my $with_bgd = grep { $_ eq 'bgdeliver' } @{ $o{modules} || ['bgdeliver'] };
     print $fh "ServerRoot $dir\nDefaultRuntimeDir $dir\nPidFile $dir/httpd.pid\n",
-              "ErrorLog $dir/error_log\nLogLevel info bgdeliver:debug\n",
+              "ErrorLog $dir/error_log\n",
+              "LogLevel info", ($with_bgd ? " bgdeliver:debug" : ''), "\n",
               "ServerName 127.0.0.1\n$user",
               "Listen 127.0.0.1:$port\n",
-              "LoadModule mpm_event_module $libexec/mod_mpm_event.so\n",
-              "LoadModule authz_core_module $libexec/mod_authz_core.so\n",
-              "LoadModule mime_module $libexec/mod_mime.so\n",
-              "LoadModule status_module $libexec/mod_status.so\n",
-              "LoadModule bgdeliver_module $top/build/mod_bgdeliver.so\n",
-              "TypesConfig $vars->{t_conf}/mime.types\n",
+              "LoadModule mpm_${mpm}_module $libexec/mod_mpm_$mpm.so\n",
+              (map { "LoadModule ${_}_module $libexec/mod_$_.so\n" }
+                   qw(authz_core mime status), @{ $o{std_modules} || [] }),
+              (map { "LoadModule ${_}_module $top/build/mod_$_.so\n" }
+                   @{ $o{modules} || ['bgdeliver'] }),
               (map { "LoadModule ${_}_module $top/build/t/mod_$_.so\n" }
                    @{ $o{test_modules} || [] }),
-              "StartServers 1\nServerLimit 1\nThreadsPerChild 10\n",
-              "MaxRequestWorkers 10\nMinSpareThreads 1\nMaxSpareThreads 10\n",
-              "AsyncRequestWorkerFactor 20\nSendBufferSize 32768\n",
-              "CustomLog $dir/access_log \"%r %>s %b %{bgdeliver}n %X\"\n",
+              "TypesConfig $vars->{t_conf}/mime.types\n",
+              $mpm_conf, "SendBufferSize 32768\n",
               "DocumentRoot $vars->{documentroot}\n",
+              "<Location />\nRequire all granted\n</Location>\n",
               "<Location /server-status>\nSetHandler server-status\n</Location>\n",
-              "<Location /bgdeliver-status>\nSetHandler bgdeliver-status\n</Location>\n",
+              ($with_bgd
+                  ? "<Location /bgdeliver-status>\nSetHandler bgdeliver-status\n</Location>\n"
+                  : ''),
               "$body\n";
     close $fh;
     system($vars->{httpd}, '-f', "$dir/httpd.conf", '-k', 'start') == 0
@@ -500,14 +517,23 @@ sub private_server {
         return 0 unless $pid;
         socket(my $c, PF_INET, SOCK_STREAM, IPPROTO_TCP) or return 0;
         return connect($c, pack_sockaddr_in($port, inet_aton('127.0.0.1')));
-    }) or die "private server did not answer";
-    my %srv = (port => $port, pid => $pid, dir => $dir);
+    }) or die "private server did not answer: " . `cat $dir/error_log 2>/dev/null`;
+    my %srv = (port => $port, pid => $pid, dir => $dir, mpm => $mpm,
+               owner => $$);
     $srv{stop} = sub {
         return unless kill 0, $pid;
         kill 'TERM', $pid;
         wait_until(10, sub { !kill 0, $pid }) or kill 'KILL', $pid;
     };
+    push @private_servers, \%srv;
     return \%srv;
+}
+
+END {
+    # Only the process that started them (not forked clients) stops them.
+    for my $srv (@private_servers) {
+        $srv->{stop}->() if $srv->{owner} == $$;
+    }
 }
 
 # Poll $cond every 50 ms until it returns true or $timeout seconds pass.
