@@ -103,12 +103,19 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_DEFAULT_GRACE     apr_time_from_sec(30)
 #define BGD_DEFAULT_MAX_DELIVERIES 4096
 #define BGD_DEFAULT_PULSE     apr_time_from_msec(100)
-/* One pass to the connection filters: small enough that the core never
- * blocks (it blocks past 64 KiB of set-aside memory), large enough that
- * TLS records and sendfile stay efficient. */
-#define BGD_SLICE_BYTES       (32 * 1024)
+/* One pass of bytes that go through memory (generated data, a file read
+ * without sendfile, anything under TLS): one bucket buffer.  While the
+ * socket takes them, pass after pass reuses the buffer just freed, so a
+ * delivery holds little more than this; and the core output filter never
+ * blocks on it (it blocks past 64 KiB of set-aside memory). */
+#define BGD_SLICE_BYTES       (8 * 1024)
+/* One pass of a file range the kernel sends by itself (sendfile, plain
+ * HTTP): what the socket does not take, the core keeps as a reference to
+ * the file, not as memory. */
+#define BGD_SENDFILE_SLICE    (1024 * 1024)
+#define BGD_SPOOL_LIMIT_MIN   (32 * 1024)
 /* What one worker visit may send before it yields to other connections. */
-#define BGD_VISIT_BYTES       (1024 * 1024)
+#define BGD_VISIT_BYTES       (4 * 1024 * 1024)
 #define BGD_VISIT_TIME        apr_time_from_msec(2)
 #define BGD_WATCHDOG_PERIOD   apr_time_from_msec(100)
 /* Each timed wake-up costs a trip through the MPM's listener and worker
@@ -239,6 +246,7 @@ typedef struct bgd_job_t {
     unsigned int bodiless:1;
     unsigned int drain:1;               /* ignore pacing (child stopping) */
     unsigned int counted_paced:1;       /* in bgd_paced_jobs */
+    unsigned int tls:1;                 /* writes go through mod_ssl */
     const char *outcome;
     const char *kill_reason;            /* set by the watchdog */
 } bgd_job_t;
@@ -748,9 +756,12 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
         return rv;
     }
     tmpl = apr_pstrcat(r->pool, dir, "/bgdeliver.XXXXXX", NULL);
+    /* Our own file: sendfile(2) may carry it whatever EnableSendfile says
+     * for the document root. */
     rv = apr_file_mktemp(&job->spool, tmpl,
                          APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE
-                         | APR_FOPEN_EXCL, r->pool);
+                         | APR_FOPEN_EXCL | APR_FOPEN_SENDFILE_ENABLED,
+                         r->pool);
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -812,6 +823,9 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         else {
             fb = apr_bucket_file_create(job->spool, job->spool_size, len,
                                         r->pool, job->c->bucket_alloc);
+            /* Read in small pieces when it is read at all (TLS): a
+             * mapping would count the spool against the process. */
+            apr_bucket_file_enable_mmap(fb, 0);
             APR_BUCKET_INSERT_BEFORE(b, fb);
         }
         job->spool_size += len;
@@ -877,6 +891,23 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
     return 1;
 }
 
+/* The same for every file of the response: used before the core is made to
+ * write what it keeps (a sendfile remainder is a file reference). */
+static int bgd_all_files_unchanged(bgd_job_t *job)
+{
+    int i;
+    for (i = 0; i < job->files->nelts; i++) {
+        bgd_file_ref_t *ref = &APR_ARRAY_IDX(job->files, i, bgd_file_ref_t);
+        apr_finfo_t finfo;
+        if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME,
+                              ref->fd) != APR_SUCCESS
+            || finfo.size != ref->size || finfo.mtime != ref->mtime) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Pass `bb` on to the connection filters, now, in the worker, the way the
  * response would have gone without us (blocking if the client is slow). */
 static apr_status_t bgd_pass_foreground(bgd_job_t *job,
@@ -902,6 +933,23 @@ static apr_status_t bgd_kick_core(conn_rec *c)
     return core->frec->filter_func.out_func(core, NULL);
 }
 
+/* How much of the queue one pass may take: a big piece of a file that
+ * sendfile will carry, or one buffer of anything that passes through
+ * memory. */
+static apr_off_t bgd_slice_size(const bgd_job_t *job)
+{
+    apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
+
+    if (!job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
+        && APR_BUCKET_IS_FILE(b)
+        && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
+            & APR_SENDFILE_ENABLED)) {
+        return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
+                                              : BGD_SENDFILE_SLICE;
+    }
+    return BGD_SLICE_BYTES;
+}
+
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
  * spool stays small.  Paced deliveries wait for their schedule instead. */
@@ -918,7 +966,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
-    rv = apr_brigade_partition(job->queue, BGD_SLICE_BYTES, &e);
+    rv = apr_brigade_partition(job->queue, bgd_slice_size(job), &e);
     if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
         return;
     }
@@ -1142,6 +1190,16 @@ static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
     return BGD_PUMP_ERROR;
 }
 
+static bgd_pump_e bgd_file_changed(bgd_job_t *job)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
+                  "BGD007: %s changed during delivery after %" APR_OFF_T_FMT
+                  " bytes; aborting the connection",
+                  job->r->filename ? job->r->filename : "a file", job->sent);
+    job->outcome = "file-changed";
+    return bgd_pump_fail(job, APR_SUCCESS, "file changed");
+}
+
 /* Move the next slice to the connection filters.  Returns what the
  * delivery waits for next.  Runs on a worker (or the handler's thread when
  * paced in the worker); never blocks. */
@@ -1160,6 +1218,9 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return bgd_pump_fail(job, APR_SUCCESS, "connection aborted");
         }
         if (c->data_in_output_filters) {
+            if (job->files->nelts && !bgd_all_files_unchanged(job)) {
+                return bgd_file_changed(job);
+            }
             rv = bgd_kick_core(c);
             if (rv != APR_SUCCESS || c->aborted) {
                 return bgd_pump_fail(job, rv, "writing to the client failed");
@@ -1207,7 +1268,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
+        want = bgd_slice_size(job);
+        if (allowed < want) {
+            want = allowed;
+        }
         rv = apr_brigade_partition(job->queue, want, &e);
         if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
             return bgd_pump_fail(job, rv, "reading the response failed");
@@ -1219,14 +1283,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             job->slice = head;
         }
         if (!bgd_files_unchanged(job, job->slice)) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
-                          "BGD007: %s changed during delivery after %"
-                          APR_OFF_T_FMT " bytes; aborting the connection",
-                          job->r->filename ? job->r->filename : "a file",
-                          job->sent);
             apr_brigade_cleanup(job->slice);
-            job->outcome = "file-changed";
-            return bgd_pump_fail(job, APR_SUCCESS, "file changed");
+            return bgd_file_changed(job);
         }
         {
             apr_off_t len = 0;
@@ -1585,6 +1643,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     }
     job->started = 1;
     job->in_worker = !async;
+    job->tls = ap_ssl_conn_is_ssl(r->connection) ? 1 : 0;
     job->queue = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     job->slice = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     job->files = apr_array_make(r->pool, 1, sizeof(bgd_file_ref_t));
@@ -2477,7 +2536,7 @@ static const char *bgd_cmd_mem_limit(cmd_parms *cmd, void *dconf,
 static const char *bgd_cmd_spool_limit(cmd_parms *cmd, void *dconf,
                                        const char *arg)
 {
-    return bgd_parse_size(cmd, arg, BGD_SLICE_BYTES,
+    return bgd_parse_size(cmd, arg, BGD_SPOOL_LIMIT_MIN,
                           &((bgd_dir_conf_t *)dconf)->spool_max);
 }
 

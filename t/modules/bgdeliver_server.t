@@ -94,7 +94,9 @@ CONF
     http_send($s, 'GET', '/gen?size=2000000&chunk=16384');
     sleep 0.5;      # the handler has run; the client has read nothing yet
     my $spooled = proc_fds_matching(\@kids, qr{/spool/bgdeliver\.\w+ \(deleted\)$});
-    ok t_cmp($spooled, 1, 'the spool file is open and already unlinked');
+    # (The core may hold a duplicate descriptor of it while part of a
+    # spool range waits in its buffer.)
+    ok t_cmp($spooled >= 1 ? 1 : 0, 1, 'the spool file is open and already unlinked');
     opendir my $d, "$srv->{dir}/spool";
     ok t_cmp(scalar(grep { !/^\./ } readdir $d), 0, 'nothing visible in the spool directory');
     my $r = read_response($s, rate => 4_000_000);
