@@ -219,8 +219,14 @@ static void start_request(conn_t *c, double t);
 /* End the current request of c; start the slot's next one if any. */
 static void end_request(conn_t *c, const char *result, double t)
 {
+    char why[32];
+
     if (c->state == ST_WAIT || c->state == ST_IDLE) {
         return;
+    }
+    if (!strcmp(result, "ok") && (c->status < 200 || c->status > 299)) {
+        snprintf(why, sizeof(why), "error:http-%d", c->status);
+        result = why;
     }
     if (!strcmp(result, "ok")) {
         n_ok++;
