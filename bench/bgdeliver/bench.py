@@ -50,14 +50,15 @@ SERVERS = ["stock", "ours", "nginx"]
 # Optional extra variants for the slow-reader sweeps (--servers).
 EXTRA_SERVERS = ["stock-sendfile", "ours-sendfile"]
 
-FULL = dict(points=[0, 10, 50, 100, 250, 500, 1000], window=6.0,
+FULL = dict(points=[0, 10, 50, 100, 250, 500, 1000], window=5.0,
+            window_key=10.0,
             probe_rate=40, settle=1.0, ramp_extra=15.0, stall=2.0,
             extra={"static": ["ours-sendfile"]},
-            big_mb=1024, fast_rounds=2, fast_one_repeat=4,
+            big_mb=1024, fast_rounds=4, fast_one_repeat=4,
             fast_many=4, fast_many_repeat=2)
 QUICK = dict(points=[0, 1000], cgi_points=[0, 500], window=3.0,
              probe_rate=40, settle=0.5,
-             ramp_extra=8.0, stall=1.5, big_mb=256, fast_rounds=1,
+             ramp_extra=8.0, stall=1.5, big_mb=256, fast_rounds=2,
              fast_one_repeat=4, fast_many=4, fast_many_repeat=2)
 
 
@@ -657,13 +658,17 @@ def run_point(env, srv, wl, n, idle_rss):
     raw = env.raw
     port = srv.https if w["tls"] else srv.http
     res = dict(workload=wl, server=srv.name, n=n)
+    # The idle point and the largest one decide the targets: more probes.
+    W = P["window"]
+    if n in (0, max(points_for(env, wl))):
+        W = P.get("window_key", W)
     slow = None
     st_path = os.path.join(raw, tag + ".slow.status")
     t_begin = time.time()
 
     if n > 0:
         ramp = max(0.2, n / float(w["ramp"]))
-        budget = ramp + P["ramp_extra"] + P["settle"] + P["window"] + 10
+        budget = ramp + P["ramp_extra"] + P["settle"] + W + 10
         args = [env.slowread, "--port", str(port), "--path", w["path"],
                 "--conns", str(n), "--rate", str(RATE), "--rcvbuf",
                 str(RCVBUF), "--chunk", "4096", "--ramp", str(ramp),
@@ -700,7 +705,7 @@ def run_point(env, srv, wl, n, idle_rss):
     time.sleep(P["settle"])
 
     # Measurement window.
-    nprobe = int(P["window"] * P["probe_rate"])
+    nprobe = int(W * P["probe_rate"])
     probe_log = os.path.join(raw, tag + ".probe.log")
     table = proc_table()
     pids = srv.pids(table)
@@ -709,15 +714,15 @@ def run_point(env, srv, wl, n, idle_rss):
     t0 = time.time()
     probe = spawn([env.slowread, "--port", str(srv.http), "--path",
                    "/tiny.txt", "--conns", str(nprobe), "--ramp",
-                   str(P["window"]), "--timeout-ms", str(PROBE_TIMEOUT_MS),
-                   "--duration", str(P["window"] + PROBE_TIMEOUT_MS / 1e3 + 2),
+                   str(W), "--timeout-ms", str(PROBE_TIMEOUT_MS),
+                   "--duration", str(W + PROBE_TIMEOUT_MS / 1e3 + 2),
                    "--log", probe_log, "--label", tag + "-probe"],
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     slow_st0 = read_status(st_path) if slow else {}
     rss, anon, busy, busy_fail, recv, inflight = [], [], [], 0, [], []
     queues = None
     k = 0
-    while time.time() - t0 < P["window"]:
+    while time.time() - t0 < W:
         k += 1
         pids = srv.pids(proc_table())
         r, a = tree_rss(pids)
@@ -733,7 +738,7 @@ def run_point(env, srv, wl, n, idle_rss):
                 busy_fail += 1
         if slow:
             recv.append(int(read_status(st_path).get("receiving", 0)))
-        if queues is None and time.time() - t0 >= P["window"] / 2:
+        if queues is None and time.time() - t0 >= W / 2:
             queues = sock_queues([srv.http, srv.https])
         time.sleep(max(0, t0 + 0.5 * k - time.time()))
     table = proc_table()
@@ -887,8 +892,37 @@ def slow_sweeps(env, results):
                 srv.stop()
 
 
+def fast_measure(env, srv, clients, repeat):
+    P = env.p
+    table = proc_table()
+    c0 = tree_cpu(srv.pids(table), table)
+    t0 = time.time()
+    p = subprocess.run(
+        [env.slowread, "--port", str(srv.http), "--path",
+         "/bench/big-%dm.bin" % P["big_mb"], "--conns", str(clients),
+         "--repeat", str(repeat), "--discard", "--duration", "120"],
+        capture_output=True, text=True, timeout=180)
+    t1 = time.time()
+    table = proc_table()
+    c1 = tree_cpu(srv.pids(table), table)
+    s = parse_summary(p.stdout)
+    elapsed = float(s.get("last_done") or s.get("elapsed") or 1)
+    return dict(config=srv.name, clients=clients, repeat=repeat,
+                ok=int(s.get("ok", 0)), want=clients * repeat,
+                mbs=int(s.get("bytes_ok", 0)) / elapsed / 1e6,
+                server_cpu_pct=100.0 * (c1 - c0) / (t1 - t0),
+                client_cpu_pct=100.0 * (float(s.get("cpu_user", 0))
+                                        + float(s.get("cpu_sys", 0)))
+                / elapsed)
+
+
 def fast_clients(env):
-    """Throughput of the large file to 1 and to several fast clients."""
+    """Throughput of the large file to 1 and to several fast clients.
+
+    All configurations run at once on their own ports (idle ones cost
+    nothing) so that the rounds can interleave them closely: each round
+    measures every configuration, in a rotated order, and ratios are
+    taken within a round."""
     P = env.p
     configs = [("stock", False), ("stock", True), ("ours", False),
                ("ours", True), ("nginx", True)]
@@ -897,49 +931,50 @@ def fast_clients(env):
     # Fast clients get the kernel's send-buffer autotuning (the Debian
     # default, and the best case for every server) unless --fast-sndbuf.
     slow_sndbuf, env.sndbuf = env.sndbuf, env.fast_sndbuf
-    for rnd in range(P["fast_rounds"]):
-        for name, sf in configs:
-            quiet_gate(env, "fast/%s%s" % (name, "-sendfile" if sf else ""))
+    servers = []
+    try:
+        for i, (name, sf) in enumerate(configs):
             srv = make_server(env, name, sendfile=sf)
-            key = srv.name
+            srv.http, srv.https = env.port + 2 + 2 * i, env.port + 3 + 2 * i
+            if not (port_free(srv.http) and port_free(srv.https)):
+                raise RuntimeError("port %d or %d is busy" % (srv.http,
+                                                              srv.https))
             srv.start()
-            try:
+            # one download first: page cache, worker threads, allocators
+            fast_measure(env, srv, 1, 1)
+            servers.append(srv)
+        for rnd in range(P["fast_rounds"]):
+            quiet_gate(env, "fast round %d" % (rnd + 1))
+            k = rnd % len(servers)
+            for srv in servers[k:] + servers[:k]:
                 for clients, repeat in ((1, P["fast_one_repeat"]),
                                         (P["fast_many"],
                                          P["fast_many_repeat"])):
-                    table = proc_table()
-                    pids = srv.pids(table)
-                    c0 = tree_cpu(pids, table)
-                    t0 = time.time()
-                    p = subprocess.run(
-                        [env.slowread, "--port", str(srv.http), "--path",
-                         "/bench/big-%dm.bin" % P["big_mb"],
-                         "--conns", str(clients),
-                         "--repeat", str(repeat), "--discard",
-                         "--duration", "120"],
-                        capture_output=True, text=True, timeout=180)
-                    t1 = time.time()
-                    table = proc_table()
-                    c1 = tree_cpu(srv.pids(table), table)
-                    s = parse_summary(p.stdout)
-                    elapsed = float(s.get("last_done") or s["elapsed"])
-                    ok = int(s.get("ok", 0))
-                    mbs = int(s.get("bytes_ok", 0)) / elapsed / 1e6
-                    r = dict(config=key, clients=clients, repeat=repeat,
-                             ok=ok, want=clients * repeat, mbs=mbs,
-                             server_cpu_pct=100.0 * (c1 - c0) / (t1 - t0),
-                             client_cpu_pct=100.0 * (float(s["cpu_user"])
-                                                     + float(s["cpu_sys"]))
-                             / elapsed, round=rnd)
-                    out.setdefault((key, clients), []).append(r)
-                    log("  fast %-14s clients=%d %8.0f MB/s ok=%d/%d "
-                        "server cpu %.0f%%" % (key, clients, mbs, ok,
-                                               clients * repeat,
-                                               r["server_cpu_pct"]))
-            finally:
-                srv.stop()
-    env.sndbuf = slow_sndbuf
+                    r = fast_measure(env, srv, clients, repeat)
+                    r["round"] = rnd
+                    out.setdefault((srv.name, clients), []).append(r)
+                    log("  fast round %d %-14s clients=%d %6.0f MB/s "
+                        "ok=%d/%d server cpu %.0f%%"
+                        % (rnd + 1, srv.name, clients, r["mbs"], r["ok"],
+                           r["want"], r["server_cpu_pct"]))
+    finally:
+        for srv in servers:
+            srv.stop()
+        env.sndbuf = slow_sndbuf
     return out
+
+
+def fast_ratio(fast, key, clients, base="stock-sendfile"):
+    """Median over the rounds of key / base measured in the same round."""
+    a = {r["round"]: r["mbs"] for r in fast.get((key, clients), [])}
+    b = {r["round"]: r["mbs"] for r in fast.get((base, clients), [])}
+    q = [a[k] / b[k] for k in a if k in b and b[k] > 0]
+    return statistics.median(q) if q else None
+
+
+def fast_median(fast, key, clients):
+    v = fast.get((key, clients))
+    return statistics.median(x["mbs"] for x in v) if v else None
 
 
 # --------------------------------------------------------------- report
@@ -1174,13 +1209,14 @@ def write_report(env, results, fast, t_start):
       % (RCVBUF, RATE, ", ".join("%s %d" % (k, v["ramp"])
                                  for k, v in WORKLOADS.items()),
          P["stall"], P["ramp_extra"]))
-    a("* **probe**: during a %.0f s window, %d requests/s for a 512-byte "
+    a("* **probe**: during a %s s window (%s s at 0 readers and at the "
+      "largest count), %d requests/s for a 512-byte "
       "static file over plain HTTP, each on a fresh connection, open loop "
       "(one every %.0f ms whatever happened to the others), %d ms timeout. "
       "p50/p99 count failed probes as infinite: `timeout` means that more "
       "than 50 %% / 1 %% of the probes failed."
-      % (P["window"], P["probe_rate"], 1000.0 / P["probe_rate"],
-         PROBE_TIMEOUT_MS))
+      % ("%g" % P["window"], "%g" % P.get("window_key", P["window"]),
+         P["probe_rate"], 1000.0 / P["probe_rate"], PROBE_TIMEOUT_MS))
     a("* **BusyWorkers**: `/server-status?auto` every 0.5 s; the status "
       "request itself occupies one worker, so 1 means idle. A sample that "
       "times out (1 s) means every worker is busy and counts as %d (the "
@@ -1209,7 +1245,8 @@ def write_report(env, results, fast, t_start):
     a("## Targets (issue 4) at the largest number of slow readers, one "
       "child")
     a("")
-    if any(max(points_for(env, wl)) < 1000 for wl in env.workloads):
+    if results and any(max(points_for(env, wl)) < 1000
+                       for wl in env.workloads):
         a("_Some workloads of this run stop below 1,000 readers (see the "
           "first column)._")
         a("")
@@ -1220,6 +1257,8 @@ def write_report(env, results, fast, t_start):
         wlabel = "%s, %d" % (wl, nmax)
         rows = {s: find(results, wl, s, nmax) for s in SERVERS}
         idle = {s: find(results, wl, s, 0) for s in SERVERS}
+        if not any(rows.values()):
+            continue
 
         def p99ratio(s):
             r, i = rows.get(s), idle.get(s)
@@ -1255,20 +1294,17 @@ def write_report(env, results, fast, t_start):
              fmt_num(d[1], 0), fmt_kb(m[2]), fmt_num(d[2], 0),
              verdict(m[1] is not None and m[1] <= 32)))
     if fast:
-        def mean(key, c):
-            v = fast.get((key, c))
-            return statistics.mean(x["mbs"] for x in v) if v else None
         for c in sorted({k[1] for k in fast}):
-            base = mean("stock-sendfile", c)
+            base = fast_median(fast, "stock-sendfile", c)
             for key in ("ours", "ours-sendfile"):
-                v = mean(key, c)
-                if base and v:
+                v, q = fast_median(fast, key, c), fast_ratio(fast, key, c)
+                if base and v and q:
+                    ng = fast_median(fast, "nginx", c)
                     a("| fast, %d client%s | ≥ 0.9× stock sendfile | %.0f "
-                      "MB/s | %s: %.0f MB/s = %.2f× | %s | %s |"
-                      % (c, "s" if c > 1 else "", base, key, v, v / base,
-                         "%.0f MB/s" % mean("nginx", c)
-                         if mean("nginx", c) else "–",
-                         verdict(v / base >= 0.9)))
+                      "MB/s | %s: %.0f MB/s, %.2f× | %s | %s |"
+                      % (c, "s" if c > 1 else "", base, key, v, q,
+                         "%.0f MB/s" % ng if ng else "–",
+                         verdict(q >= 0.9)))
     a("")
     a("Memory cells: RSS growth per delivery (deliveries in flight in "
       "parentheses). Stock Apache has only as many deliveries in flight as "
@@ -1279,6 +1315,8 @@ def write_report(env, results, fast, t_start):
     for wl in env.workloads:
         pts = points_for(env, wl)
         nmax = max(pts)
+        if not any(r["workload"] == wl for r in results):
+            continue
         a("## Slow readers: %s" % WORKLOADS[wl]["title"])
         a("")
         a("| readers | server | probe p50 ms | probe p99 ms | probe errors "
@@ -1349,28 +1387,40 @@ def write_report(env, results, fast, t_start):
         a("`slowread --discard` (body bytes dropped in the kernel with "
           "MSG_TRUNC, so the client costs little), 1 client × %d downloads "
           "and %d clients × %d downloads each; MB/s = body bytes / time to "
-          "the last completed download; mean of %d round%s (servers "
-          "restarted each round, configurations interleaved)."
+          "the last completed download. All five servers run at once on "
+          "their own ports (kernel send-buffer autotuning, no "
+          "SendBufferSize), each warmed by one download; %d rounds measure "
+          "them one after the other in a rotated order. MB/s is the median "
+          "of the rounds; the ratio is the median of the per-round ratios "
+          "to stock with EnableSendfile On."
           % (P["fast_one_repeat"], P["fast_many"], P["fast_many_repeat"],
-             P["fast_rounds"], "s" if P["fast_rounds"] > 1 else ""))
+             P["fast_rounds"]))
         a("")
-        a("| configuration | clients | MB/s (rounds) | × stock sendfile "
-          "| server CPU | client CPU | complete |")
-        a("|---|---:|---:|---:|---:|---:|---:|")
-        for (key, c) in sorted(fast, key=lambda k: (k[1], k[0])):
-            v = fast[(key, c)]
-            m = statistics.mean(x["mbs"] for x in v)
-            base = fast.get(("stock-sendfile", c))
-            ratio = m / statistics.mean(x["mbs"] for x in base) if base else 0
-            a("| %s | %d | %.0f (%s) | %.2f× | %.0f %% | %.0f %% | %d/%d |"
-              % (key, c, m, ", ".join("%.0f" % x["mbs"] for x in v), ratio,
-                 statistics.mean(x["server_cpu_pct"] for x in v),
-                 statistics.mean(x["client_cpu_pct"] for x in v),
-                 sum(x["ok"] for x in v), sum(x["want"] for x in v)))
+        a("| configuration | clients | MB/s median (rounds) | × stock "
+          "sendfile | × stock default | server CPU | client CPU | complete |")
+        a("|---|---:|---:|---:|---:|---:|---:|---:|")
+        order = ["stock", "stock-sendfile", "ours", "ours-sendfile", "nginx"]
+        for c in sorted({k[1] for k in fast}):
+            for key in order:
+                v = fast.get((key, c))
+                if not v:
+                    continue
+                q1 = fast_ratio(fast, key, c)
+                q2 = fast_ratio(fast, key, c, base="stock")
+                a("| %s | %d | %.0f (%s) | %s | %s | %.0f %% | %.0f %% "
+                  "| %d/%d |"
+                  % (key, c, fast_median(fast, key, c),
+                     ", ".join("%.0f" % x["mbs"] for x in v),
+                     "%.2f×" % q1 if q1 else "–",
+                     "%.2f×" % q2 if q2 else "–",
+                     statistics.mean(x["server_cpu_pct"] for x in v),
+                     statistics.mean(x["client_cpu_pct"] for x in v),
+                     sum(x["ok"] for x in v), sum(x["want"] for x in v)))
         a("")
-        a("`stock`/`ours`: EnableSendfile Off (Debian default, the "
-          "configuration of the slow-reader runs); `-sendfile`: "
-          "EnableSendfile On, the best stock case.")
+        a("`stock`/`ours`: EnableSendfile Off, EnableMMAP On (Debian "
+          "defaults, the configuration of the slow-reader runs); "
+          "`-sendfile`: EnableSendfile On. nginx: one worker process, "
+          "sendfile on.")
         a("")
     a("## Plot")
     a("")
@@ -1465,7 +1515,7 @@ def main():
                     "stock-sendfile, ours-sendfile), print its pids and "
                     "wait for --serve-time seconds or SIGTERM")
     ap.add_argument("--serve-time", type=float, default=120)
-    ap.add_argument("--quiet-wait", type=float, default=180,
+    ap.add_argument("--quiet-wait", type=float, default=120,
                     help="seconds to wait in all for other load to go")
     ap.add_argument("--port", type=int, default=18480)
     ap.add_argument("--work", default="/tmp/bgd-bench")
@@ -1485,7 +1535,7 @@ def main():
         env.p["points"] = sorted(int(x) for x in args.points.split(","))
         env.p.pop("cgi_points", None)
     if args.window:
-        env.p["window"] = args.window
+        env.p["window"] = env.p["window_key"] = args.window
     env.workloads = [w for w in args.workloads.split(",") if w]
     env.extra = dict(env.p.get("extra", {}))
     if args.extra:
