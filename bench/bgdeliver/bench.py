@@ -416,6 +416,12 @@ SSLSessionCache "shmcb:%(d)s/run/ssl_scache(512000)"
             shutil.chown(os.path.join(d, "run"), user, group)
         with open(os.path.join(d, "conf", "mime.types"), "w") as f:
             f.write("text/plain txt\napplication/octet-stream bin\n")
+        # Logs of this run only (error_summary() counts its lines).
+        for name in ("error_log", "access_log"):
+            try:
+                os.unlink(os.path.join(d, "logs", name))
+            except FileNotFoundError:
+                pass
         conf = os.path.join(d, "conf", "httpd.conf")
         with open(conf, "w") as f:
             f.write(self.config())
@@ -568,6 +574,11 @@ http {
             if os.path.exists(sock):
                 break
             time.sleep(0.05)
+        for name in ("error.log", "access.log"):
+            try:
+                os.unlink(os.path.join(d, "logs", name))
+            except FileNotFoundError:
+                pass
         conf = os.path.join(d, "conf", "nginx.conf")
         with open(conf, "w") as f:
             f.write(self.config())
@@ -1478,11 +1489,12 @@ def prepare(env):
     os.chmod(sp, 0o755)
     ssl = os.path.join(w, "ssl")
     os.makedirs(ssl, exist_ok=True)
-    if not os.path.exists(os.path.join(ssl, "cert.pem")):
+    if not os.path.exists(os.path.join(ssl, "key.pem")):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
                         "-nodes", "-sha256", "-days", "3650", "-subj",
                         "/CN=127.0.0.1", "-addext",
-                        "subjectAltName=IP:127.0.0.1",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "-addext", "basicConstraints=critical,CA:FALSE",
                         "-keyout", os.path.join(ssl, "key.pem"),
                         "-out", os.path.join(ssl, "cert.pem")],
                        check=True, capture_output=True)
