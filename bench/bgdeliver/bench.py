@@ -599,6 +599,19 @@ http {
                 STARTED.remove(self.fcgi)
             self.fcgi = None
 
+    def error_summary(self):
+        counts = {}
+        try:
+            with open(os.path.join(self.dir, "logs", "error.log"),
+                      errors="replace") as f:
+                for line in f:
+                    for key in ("[error]", "[crit]", "[alert]", "[emerg]"):
+                        if key in line:
+                            counts[key] = counts.get(key, 0) + 1
+        except OSError:
+            pass
+        return counts
+
     def quiet(self):
         txt = http_get(self.http, "/nginx-status")
         if not txt:
@@ -896,9 +909,8 @@ def slow_sweeps(env, results):
                            fmt_num(r["receiving"], 0),
                            fmt_kb(mem_per_delivery(r)), r["server_cpu_pct"],
                            other_cpu(r) or 0, r["wall_s"]))
-                if isinstance(srv, Apache):
-                    results.append(dict(workload=wl, server=srv.name,
-                                        n=-1, errlog=srv.error_summary()))
+                results.append(dict(workload=wl, server=srv.name,
+                                    n=-1, errlog=srv.error_summary()))
             finally:
                 srv.stop()
 
