@@ -752,6 +752,7 @@ def run_point(env, srv, wl, n, idle_rss):
         r, a = tree_rss(pids)
         rss.append(r)
         anon.append(a)
+        # Every server's status page is polled alike (nginx: stub_status).
         if isinstance(srv, Apache):
             st = srv.status()
             if "BusyWorkers" in st:
@@ -760,10 +761,10 @@ def run_point(env, srv, wl, n, idle_rss):
                     inflight.append(int(st["BgDeliverInFlight"]))
             else:
                 busy_fail += 1
+        else:
+            http_get(srv.http, "/nginx-status")
         if slow:
             recv.append(int(read_status(st_path).get("receiving", 0)))
-        if queues is None and time.time() - t0 >= W / 2:
-            queues = sock_queues([srv.http, srv.https])
         time.sleep(max(0, t0 + 0.5 * k - time.time()))
     table = proc_table()
     cpu1 = tree_cpu(srv.pids(table), table)
@@ -774,6 +775,10 @@ def run_point(env, srv, wl, n, idle_rss):
     STARTED.remove(probe)
     psum = parse_summary(pout)
     lat, errors = read_probe_log(probe_log)
+    # Kernel queues once the probe is done (ss walks every socket: not
+    # while the probe runs), the readers still connected.
+    if slow:
+        queues = sock_queues([srv.http, srv.https])
 
     res.update(window_s=t1 - t0, probes=len(lat),
                p50=percentile(lat, 50), p99=percentile(lat, 99),
