@@ -701,6 +701,8 @@ def run_point(env, srv, wl, n, idle_rss):
                 "--label", tag]
         if w["tls"]:
             args.append("--tls")
+        if env.nice_readers:
+            args = ["nice", "-n", str(env.nice_readers)] + args
         slow = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                      text=True)
         # Ramp: until every reader has its first byte, or progress stalls
@@ -1537,6 +1539,9 @@ def main():
                     "e.g. static:ours-sendfile+stock-sendfile,tls:ours-"
                     "sendfile; 'none' for none (full run default: "
                     "static:ours-sendfile)")
+    ap.add_argument("--nice-readers", type=int, default=0,
+                    help="run the slow readers' client at this nice level "
+                    "(the probe and the servers keep 0)")
     ap.add_argument("--no-fast", action="store_true")
     ap.add_argument("--no-slow", action="store_true")
     ap.add_argument("--serve", metavar="SERVER",
@@ -1584,6 +1589,7 @@ def main():
     for s in env.servers:
         if s not in SERVERS + EXTRA_SERVERS:
             ap.error("unknown server " + s)
+    env.nice_readers = args.nice_readers
     env.sndbuf = args.sndbuf
     env.fast_sndbuf = args.fast_sndbuf
     env.quiet_left = args.quiet_wait
