@@ -73,7 +73,10 @@ STARTED = []            # every Popen we started, for the final clean-up
 
 
 def spawn(args, **kw):
-    p = subprocess.Popen(args, **kw)
+    """Start a process in its own process group (pgid = its pid), so that
+    stopping it can also reach descendants whose parent has already gone;
+    Ctrl-C goes to this script, which stops everything itself."""
+    p = subprocess.Popen(args, start_new_session=True, **kw)
     STARTED.append(p)
     return p
 
@@ -109,24 +112,20 @@ def tree(roots, table=None):
 
 
 def stop_pid_tree(p, timeout=15.0):
-    """SIGTERM a process we started (and, if need be, SIGKILL its tree,
-    collected before the TERM: only processes descended from ours)."""
-    if p.poll() is not None:
-        return
-    pids = tree([p.pid])
-    try:
-        p.send_signal(signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    for pid in pids:
+    """SIGTERM a process we started, wait, then SIGKILL what is left of
+    its process group."""
+    if p.poll() is None:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
+    # Whatever is left of it (children, CGI processes): its process group,
+    # made by spawn(), whose id is the pid we started.
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     try:
         p.wait(5)
     except subprocess.TimeoutExpired:
@@ -903,8 +902,8 @@ def slow_sweeps(env, results):
             quiet_gate(env, "%s/%s" % (wl, name))
             srv = make_server(env, name)
             log("%s / %s: starting" % (wl, srv.name))
-            srv.start()
             try:
+                srv.start()
                 idle = warm_up(env, srv, wl)
                 for n in points_for(env, wl):
                     r = run_point(env, srv, wl, n, idle)
@@ -969,10 +968,10 @@ def fast_clients(env):
             if not (port_free(srv.http) and port_free(srv.https)):
                 raise RuntimeError("port %d or %d is busy" % (srv.http,
                                                               srv.https))
+            servers.append(srv)
             srv.start()
             # one download first: page cache, worker threads, allocators
             fast_measure(env, srv, 1, 1)
-            servers.append(srv)
         for rnd in range(P["fast_rounds"]):
             quiet_gate(env, "fast round %d" % (rnd + 1))
             k = rnd % len(servers)
@@ -1098,6 +1097,7 @@ def machine_info(env):
         ("OpenSSL", cmd(["openssl", "version"]).strip()),
         ("gcc", cmd(["gcc", "-dumpfullversion"]).strip()),
         ("mod_bgdeliver", env.git_rev),
+        ("bench/bgdeliver", env.bench_rev),
     ]
 
 
@@ -1145,7 +1145,7 @@ set logscale y
 set yrange [0.1:%d]
 set ylabel "probe p99 (ms)"
 set xlabel "slow readers"
-set key top left
+set key right center
 set grid
 %s
 unset multiplot
@@ -1628,6 +1628,18 @@ def main():
              "mod_bgdeliver.c"], capture_output=True, text=True).stdout.strip()
     except Exception:
         env.git_rev = "?"
+    try:
+        env.bench_rev = subprocess.run(
+            ["git", "-C", TOP, "log", "-1", "--format=%h %s", "--",
+             "bench/bgdeliver"], capture_output=True,
+            text=True).stdout.strip()
+        if subprocess.run(["git", "-C", TOP, "diff", "--quiet", "HEAD", "--",
+                           "bench/bgdeliver/bench.py",
+                           "bench/bgdeliver/slowread.c",
+                           "bench/bgdeliver/run.sh"]).returncode:
+            env.bench_rev += " (with uncommitted changes)"
+    except Exception:
+        env.bench_rev = "?"
 
     for p in (env.port, env.port + 1):
         if not port_free(p):
@@ -1635,7 +1647,10 @@ def main():
 
     def on_signal(sig, frame):
         raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, on_signal)
+    # Explicitly: a background job of a non-interactive shell starts with
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     if args.serve:
         prepare(env)
