@@ -162,8 +162,12 @@ uninstall:
 	@sh t/demo/install.sh "$(APXS)" "$(DESTDIR)" "$(LIBEXECDIR)" \
 	    "$(SYSCONFDIR)" "$(DIALUP_INSTALL)" uninstall
 
+# The benchmarks are long, need root and load the machine: they are run
+# explicitly, never by `make test` (see README, "Benchmarks").
 bench:
-	@echo "Benchmarks live in bench/; see bench/README for the scripts."
+	@echo "sh bench/bgdeliver/run.sh [--quick]   background delivery vs stock Apache and nginx"
+	@echo "sh bench/dialup/run.sh                 mod_dialup vs Debian's mod_dialup, mod_ratelimit, nginx"
+	@echo "sh bench/conntimes/run.sh              mod_conntimes overhead (wrk)"
 
 # A running demo server keeps its pid file and runtime files in build/demo.
 clean:
