@@ -165,9 +165,9 @@ uninstall:
 # The benchmarks are long, need root and load the machine: they are run
 # explicitly, never by `make test` (see README, "Benchmarks").
 bench:
-	@echo "sh bench/bgdeliver/run.sh [--quick]   background delivery vs stock Apache and nginx"
-	@echo "sh bench/dialup/run.sh                 mod_dialup vs Debian's mod_dialup, mod_ratelimit, nginx"
-	@echo "sh bench/conntimes/run.sh              mod_conntimes overhead (wrk)"
+	@echo "bench/bgdeliver/run.sh [--quick]      background delivery vs stock Apache and nginx"
+	@echo "bench/dialup/run.sh                    mod_dialup vs Debian's mod_dialup, mod_ratelimit, nginx"
+	@echo "bench/conntimes/run.sh                 mod_conntimes overhead (wrk)"
 
 # A running demo server keeps its pid file and runtime files in build/demo.
 clean:

@@ -198,7 +198,8 @@ typedef struct bgd_conn_t bgd_conn_t;
  * delivery instead of sending wrong bytes.  Size and mtime only: a file
  * renamed over (ctime changes with the link count) still has its bytes. */
 typedef struct bgd_file_ref_t {
-    apr_file_t *fd;
+    apr_file_t *orig;                   /* the handler's handle */
+    apr_file_t *fd;                     /* ours, in c->pool (see below) */
     apr_off_t size;
     apr_time_t mtime;
 } bgd_file_ref_t;
@@ -240,7 +241,7 @@ typedef struct bgd_job_t {
     unsigned int started:1;             /* capture set up */
     unsigned int eos:1;
     unsigned int flush_hint:1;
-    unsigned int redirected:1;
+    unsigned int foreground:1;          /* the rest goes out normally */
     unsigned int background:1;          /* handed to the MPM */
     unsigned int in_worker:1;           /* paced inside the worker */
     unsigned int bodiless:1;
@@ -743,6 +744,12 @@ static void bgd_append_push(apr_bucket_brigade *bb)
 
 /* ----------------------------------------------------------- capturing */
 
+static apr_status_t bgd_close_file(void *data)
+{
+    apr_file_close(data);
+    return APR_SUCCESS;
+}
+
 static apr_status_t bgd_spool_open(bgd_job_t *job)
 {
     request_rec *r = job->r;
@@ -761,10 +768,12 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
     rv = apr_file_mktemp(&job->spool, tmpl,
                          APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE
                          | APR_FOPEN_EXCL | APR_FOPEN_SENDFILE_ENABLED,
-                         r->pool);
+                         job->c->pool);
     if (rv != APR_SUCCESS) {
         return rv;
     }
+    apr_pool_cleanup_register(r->pool, job->spool, bgd_close_file,
+                              apr_pool_cleanup_null);
     /* Unlinked at once: nothing is left behind, even by a crash. */
     apr_file_remove(tmpl, r->pool);
     return APR_SUCCESS;
@@ -835,29 +844,51 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
     return APR_SUCCESS;
 }
 
-static void bgd_remember_file(bgd_job_t *job, apr_bucket *b)
+/*
+ * Give a captured file bucket a handle of our own, allocated in c->pool.
+ * When the core output filter cannot write everything, it sets the rest
+ * aside in a pool of its own, a child of c->pool; a file bucket whose
+ * file lives in r->pool is then *moved* there (apr_file_setaside() leaves
+ * the old handle with descriptor -1), and closed when the core's buffer
+ * empties, while further slices of the same file still wait in our queue.
+ * A file in c->pool is never moved (the core's pool descends from it).
+ * Ours is closed with r->pool, after the last byte was written.
+ */
+static apr_status_t bgd_adopt_file(bgd_job_t *job, apr_bucket *b)
 {
-    apr_file_t *fd = ((apr_bucket_file *)b->data)->fd;
+    apr_bucket_file *a = b->data;
     apr_finfo_t finfo;
+    apr_file_t *mine;
     bgd_file_ref_t *ref;
+    apr_status_t rv;
     int i;
 
-    if (fd == job->spool) {
-        return;
+    if (a->fd == job->spool) {
+        return APR_SUCCESS;
     }
     for (i = 0; i < job->files->nelts; i++) {
-        if (APR_ARRAY_IDX(job->files, i, bgd_file_ref_t).fd == fd) {
-            return;
+        ref = &APR_ARRAY_IDX(job->files, i, bgd_file_ref_t);
+        if (ref->orig == a->fd || ref->fd == a->fd) {
+            a->fd = ref->fd;
+            return APR_SUCCESS;
         }
     }
-    if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME, fd)
-        != APR_SUCCESS) {
-        return;
+    rv = apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME, a->fd);
+    if (rv == APR_SUCCESS) {
+        rv = apr_file_dup(&mine, a->fd, job->c->pool);
     }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    apr_pool_cleanup_register(job->r->pool, mine, bgd_close_file,
+                              apr_pool_cleanup_null);
     ref = apr_array_push(job->files);
-    ref->fd = fd;
+    ref->orig = a->fd;
+    ref->fd = mine;
     ref->size = finfo.size;
     ref->mtime = finfo.mtime;
+    a->fd = mine;
+    return APR_SUCCESS;
 }
 
 /* Every file the next slice reads from must still be the file that was
@@ -1020,7 +1051,7 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
      * Location:) moves this protocol-level filter to the new request:
      * deliver in the foreground from here on. */
     if (r != job->r) {
-        job->redirected = 1;
+        job->foreground = 1;
         job->capturing = 0;
         if (!APR_BRIGADE_EMPTY(job->queue)) {
             APR_BRIGADE_PREPEND(bb, job->queue);
@@ -1072,7 +1103,17 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             /* Never mmap a file under delivery: a concurrent truncation
              * would turn into SIGBUS in whatever thread reads it. */
             apr_bucket_file_enable_mmap(b, 0);
-            bgd_remember_file(job, b);
+            rv = bgd_adopt_file(job, b);
+            if (rv != APR_SUCCESS) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r,
+                              "BGD021: cannot take a handle on %s; "
+                              "delivering it in the foreground",
+                              r->filename ? r->filename : "a file");
+                job->capturing = 0;
+                job->foreground = 1;
+                APR_BRIGADE_CONCAT(job->queue, bb);
+                return bgd_pass_foreground(job, job->queue);
+            }
         }
         else {
             job->mem_bytes += b->length;
@@ -1101,7 +1142,7 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
                           "(%" APR_OFF_T_FMT " bytes); delivering the rest "
                           "in the foreground", job->conf->spool_max);
             job->capturing = 0;
-            job->redirected = 1;
+            job->foreground = 1;
             return bgd_pass_foreground(job, job->queue);
         }
         bgd_spool_memory(job);
@@ -1670,13 +1711,13 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
      * produce it now, into the capture, as the core would right after
      * us.  (An ErrorDocument redirect leaves the capture, see above.) */
     if (rv != OK && ap_is_HTTP_VALID_RESPONSE(rv) && !job->captured
-        && !job->redirected && (job->pacing.rate > 0
+        && !job->foreground && (job->pacing.rate > 0
                                 || job->pacing.latency > 0)) {
         ap_die(rv, r);
         rv = OK;
     }
 
-    if (rv == OK && !job->eos && !job->producer && !job->redirected) {
+    if (rv == OK && !job->eos && !job->producer && !job->foreground) {
         /* Handlers may leave the EOS to the core; send it here so that it
          * is captured too (this also reads away any request body). */
         ap_finalize_request_protocol(r);
@@ -1684,7 +1725,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     job->capturing = 0;
     job->body_at_capture = r->bytes_sent;
 
-    if (rv != OK || job->redirected || c->aborted
+    if (rv != OK || job->foreground || c->aborted
         || (!job->eos && !job->producer)
         || (job->pacing.rate <= 0 && job->eos
             && job->captured - job->sent < job->conf->min_size)) {

@@ -13,11 +13,12 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md5
-                 http_connect http_send read_response access_log_lines wait_until);
+                 http_connect http_send read_response access_log_lines wait_until
+                 log_mark error_log_since);
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 14, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -48,10 +49,23 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "proxied: BusyWorkers at most 2 (saw $m
 ok t_cmp($ok, 8, 'flushing handler: exact bytes');
 ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 2 (saw $max)");
 
+# A static file sent with sendfile to slow readers: the core keeps what
+# the socket does not take as a file bucket and closes its file when its
+# buffer empties, while the next slices of that file wait in the engine.
+{
+    my $mark = log_mark();
+    my ($ok) = busy_run(path => '/sendfile/files/content-1m.bin', md5 => $want);
+    ok t_cmp($ok, 8, 'sendfile: every slow reader got the exact bytes');
+    ok t_cmp(error_log_since($mark) =~ /BGD020|Bad file descriptor/ ? 1 : 0, 0,
+             'sendfile: no delivery failed');
+}
+
 # Small flushed pieces of a response that spools (BgDeliverMemoryLimit
 # 16k) while earlier pieces are forwarded: reading spooled data must never
-# move where the next piece is appended (it once did: spliced bytes).
+# move where the next piece is appended (it once did: spliced bytes), and
+# the spool file must stay usable after the core set part of it aside.
 {
+    my $mark = log_mark();
     my $bad = 0;
     for (1 .. 2) {
         my ($res) = slow_clients(n => 8, rcvbuf => 4096, rate => 400_000, chunk => 4096,
@@ -59,6 +73,8 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 
         $bad += grep { $_->{md5} ne pattern_md5(1_000_000) } @$res;
     }
     ok t_cmp($bad, 0, 'spooling while forwarding: every byte in place');
+    ok t_cmp(error_log_since($mark) =~ /BGD01[01]/ ? 1 : 0, 0,
+             'spooling while forwarding: the spool file stayed usable');
 }
 
 # A streaming handler (1000 bytes every 200 ms, flushed): the client gets
