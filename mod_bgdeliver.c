@@ -80,6 +80,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
+#if defined(__linux__)
+#include <linux/sockios.h>
+#include <linux/sock_diag.h>
+#endif
 #if defined(__linux__)
 #include <sys/timerfd.h>
 #define BGD_HAVE_TIMED_WAIT 1
@@ -103,16 +108,24 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_DEFAULT_GRACE     apr_time_from_sec(30)
 #define BGD_DEFAULT_MAX_DELIVERIES 4096
 #define BGD_DEFAULT_PULSE     apr_time_from_msec(100)
-/* One pass of bytes that go through memory (generated data, a file read
- * without sendfile, anything under TLS): one bucket buffer.  While the
- * socket takes them, pass after pass reuses the buffer just freed, so a
- * delivery holds little more than this; and the core output filter never
- * blocks on it (it blocks past 64 KiB of set-aside memory). */
+/* The smallest pass: one bucket buffer (see bgd_slice_size()). */
 #define BGD_SLICE_BYTES       (8 * 1024)
-/* One pass of a file range the kernel sends by itself (sendfile, plain
- * HTTP): what the socket does not take, the core keeps as a reference to
- * the file, not as memory. */
+/* The largest pass of bytes in memory (generated data, anything under
+ * TLS).  The core output filter turns a pass holding FlushMaxThreshold
+ * (64 KiB by default) of memory buckets into a blocking write: stay well
+ * below it. */
+#define BGD_SLICE_MEM_MAX     (32 * 1024)
+/* The largest pass of a file range over plain HTTP.  With sendfile, what
+ * the socket does not take the core keeps as a reference to the file; read
+ * into memory (EnableSendfile Off), the core reads at most
+ * FlushMaxThreshold ahead of its writes, and file buckets do not count
+ * towards the blocking threshold. */
 #define BGD_SENDFILE_SLICE    (1024 * 1024)
+/* Free blocks a waiting delivery gives back (bgd_conn_release_free()):
+ * what the core reads ahead of its writes (FlushMaxThreshold, 64 KiB). */
+#define BGD_RELEASE_BLOCKS    8
+/* Less room than this in the socket's send buffer: wait for more. */
+#define BGD_ROOM_MIN          (4 * 1024)
 #define BGD_SPOOL_LIMIT_MIN   (32 * 1024)
 /* What one worker visit may send before it yields to other connections. */
 #define BGD_VISIT_BYTES       (4 * 1024 * 1024)
@@ -202,6 +215,7 @@ typedef struct bgd_file_ref_t {
     apr_file_t *fd;                     /* ours, in c->pool (see below) */
     apr_off_t size;
     apr_time_t mtime;
+    apr_time_t checked;                 /* pump visit that last checked it */
 } bgd_file_ref_t;
 
 typedef struct bgd_job_t {
@@ -892,8 +906,11 @@ static apr_status_t bgd_adopt_file(bgd_job_t *job, apr_bucket *b)
 }
 
 /* Every file the next slice reads from must still be the file that was
- * captured: same size, not modified since. */
-static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
+ * captured: same size, not modified since.  `visit` (the pump visit's start,
+ * or 0) spares a second fstat() of the same file in the same visit: the
+ * slices of one visit leave within BGD_VISIT_TIME. */
+static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb,
+                               apr_time_t visit)
 {
     apr_bucket *b;
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
@@ -909,7 +926,7 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
         for (i = 0; i < job->files->nelts; i++) {
             bgd_file_ref_t *ref = &APR_ARRAY_IDX(job->files, i,
                                                  bgd_file_ref_t);
-            if (ref->fd != fd) {
+            if (ref->fd != fd || (visit && ref->checked == visit)) {
                 continue;
             }
             if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME,
@@ -917,6 +934,7 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
                 || finfo.size != ref->size || finfo.mtime != ref->mtime) {
                 return 0;
             }
+            ref->checked = visit;
         }
     }
     return 1;
@@ -924,17 +942,21 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb)
 
 /* The same for every file of the response: used before the core is made to
  * write what it keeps (a sendfile remainder is a file reference). */
-static int bgd_all_files_unchanged(bgd_job_t *job)
+static int bgd_all_files_unchanged(bgd_job_t *job, apr_time_t visit)
 {
     int i;
     for (i = 0; i < job->files->nelts; i++) {
         bgd_file_ref_t *ref = &APR_ARRAY_IDX(job->files, i, bgd_file_ref_t);
         apr_finfo_t finfo;
+        if (visit && ref->checked == visit) {
+            continue;
+        }
         if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME,
                               ref->fd) != APR_SUCCESS
             || finfo.size != ref->size || finfo.mtime != ref->mtime) {
             return 0;
         }
+        ref->checked = visit;
     }
     return 1;
 }
@@ -964,21 +986,80 @@ static apr_status_t bgd_kick_core(conn_rec *c)
     return core->frec->filter_func.out_func(core, NULL);
 }
 
-/* How much of the queue one pass may take: a big piece of a file that
- * sendfile will carry, or one buffer of anything that passes through
- * memory. */
-static apr_off_t bgd_slice_size(const bgd_job_t *job)
+/* How many more payload bytes the socket's send buffer takes now, or -1
+ * when that is unknown.  The kernel counts the buffer in memory, segments
+ * with their overhead (SO_MEMINFO), against SO_SNDBUF; SIOCOUTQ tells how
+ * much of that is payload.  Filling it to the brim matters: the socket
+ * polls writable again only once a third of it has drained, so a reader
+ * takes few, big passes. */
+static apr_off_t bgd_socket_room(conn_rec *c)
+{
+#if defined(SO_MEMINFO) && defined(SIOCOUTQ)
+    apr_socket_t *csd = ap_get_conn_socket(c);
+    apr_os_sock_t fd;
+    apr_uint32_t mem[SK_MEMINFO_VARS];
+    socklen_t len = sizeof(mem);
+    apr_off_t sndbuf, queued, room;
+    int payload = 0;
+
+    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS
+        || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0
+        || len < sizeof(mem) || ioctl(fd, SIOCOUTQ, &payload) != 0) {
+        return -1;
+    }
+    sndbuf = mem[SK_MEMINFO_SNDBUF];
+    queued = mem[SK_MEMINFO_WMEM_QUEUED];
+    if (queued >= sndbuf) {
+        return 0;
+    }
+    room = sndbuf - queued;
+    /* Payload per byte of buffer as the queued segments show it; an empty
+     * queue is taken at the kernel's own guess of one half. */
+    return payload > 0 && queued > payload ? room * payload / queued
+                                           : room / 2;
+#else
+    (void)c;
+    return -1;
+#endif
+}
+
+/* Whether the next pass is a file range that sendfile carries: what the
+ * socket does not take of it, the core keeps as a reference to the file. */
+static int bgd_next_is_sendfile(const bgd_job_t *job)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
 
-    if (!job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
-        && APR_BUCKET_IS_FILE(b)
-        && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
-            & APR_SENDFILE_ENABLED)) {
+    return !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
+           && APR_BUCKET_IS_FILE(b)
+           && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
+               & APR_SENDFILE_ENABLED);
+}
+
+/* How much of the queue one pass may take.  A sendfile range can be big.
+ * Anything else the core copies first (reads the file, or mod_ssl
+ * encrypts), and whatever the socket does not take stays in memory with
+ * the connection: so the pass is what the socket has room for (`room`, as
+ * bgd_socket_room() tells), at least one bucket buffer, at most
+ * BGD_SENDFILE_SLICE of a file read into memory or BGD_SLICE_MEM_MAX of
+ * memory buckets.  Slow readers so leave next to nothing behind, and fast
+ * ones get passes as big as their send buffers. */
+static apr_off_t bgd_slice_size(const bgd_job_t *job, apr_off_t room)
+{
+    apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
+    apr_off_t cap = BGD_SLICE_MEM_MAX;
+
+    if (bgd_next_is_sendfile(job)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
-    return BGD_SLICE_BYTES;
+    if (!job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
+        && APR_BUCKET_IS_FILE(b)) {
+        cap = BGD_SENDFILE_SLICE;
+    }
+    if (room < BGD_SLICE_BYTES) {
+        return BGD_SLICE_BYTES;
+    }
+    return room < cap ? room : cap;
 }
 
 /* While the handler still runs, hand what is captured to the network if
@@ -997,7 +1078,8 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
-    rv = apr_brigade_partition(job->queue, bgd_slice_size(job), &e);
+    rv = apr_brigade_partition(job->queue,
+                               bgd_slice_size(job, bgd_socket_room(c)), &e);
     if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
         return;
     }
@@ -1008,7 +1090,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         job->queue = job->slice;
         job->slice = head;
     }
-    if (!bgd_files_unchanged(job, job->slice)) {
+    if (!bgd_files_unchanged(job, job->slice, 0)) {
         /* Leave it to the pump, which aborts and logs it. */
         APR_BRIGADE_PREPEND(job->queue, job->slice);
         return;
@@ -1133,7 +1215,14 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         job->flush_hint = 0;
         bgd_forward_opportunistic(job);
     }
-    if (job->mem_bytes > job->conf->mem_limit) {
+    /* The tail of a spooled response waits behind the whole spool: in the
+     * spool too (if it fits), not in memory for the length of the
+     * delivery. */
+    if (job->eos && job->spool && job->mem_bytes > 0
+        && job->spool_size + job->mem_bytes <= job->conf->spool_max) {
+        bgd_spool_memory(job);
+    }
+    else if (job->mem_bytes > job->conf->mem_limit) {
         if (job->spool_size + job->mem_bytes > job->conf->spool_max) {
             /* Endless stream and a slow client: stop buffering, deliver
              * the rest the ordinary way. */
@@ -1252,14 +1341,15 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
     apr_status_t rv;
 
     for (;;) {
-        apr_off_t allowed, want;
+        apr_off_t allowed, want, room;
         apr_bucket *e;
 
         if (c->aborted) {
             return bgd_pump_fail(job, APR_SUCCESS, "connection aborted");
         }
         if (c->data_in_output_filters) {
-            if (job->files->nelts && !bgd_all_files_unchanged(job)) {
+            if (job->files->nelts
+                && !bgd_all_files_unchanged(job, visit_start)) {
                 return bgd_file_changed(job);
             }
             rv = bgd_kick_core(c);
@@ -1309,7 +1399,14 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        want = bgd_slice_size(job);
+        room = bgd_next_is_sendfile(job) ? -1 : bgd_socket_room(c);
+        if (room >= 0 && room < BGD_ROOM_MIN && visit_bytes > 0) {
+            /* Wait until the socket has room rather than copy what it
+             * cannot take yet (the first pass of a visit goes anyway:
+             * the socket polled writable). */
+            return BGD_PUMP_WAIT_SOCKET;
+        }
+        want = bgd_slice_size(job, room);
         if (allowed < want) {
             want = allowed;
         }
@@ -1323,7 +1420,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             job->queue = job->slice;
             job->slice = head;
         }
-        if (!bgd_files_unchanged(job, job->slice)) {
+        if (!bgd_files_unchanged(job, job->slice, visit_start)) {
             apr_brigade_cleanup(job->slice);
             return bgd_file_changed(job);
         }
@@ -1453,6 +1550,34 @@ static void bgd_drop_log(bgd_job_t *job, const char *reason)
 
 /* -------------------------------------------------------- async driver */
 
+/* The event MPM gives each connection an allocator of its own that keeps
+ * up to MaxMemFree of freed blocks for the connection's next use: here the
+ * buffers that files were read into and captured output was kept in, all
+ * freed once written.  A delivery that now waits for its client may wait
+ * long; its free blocks had better serve other connections meanwhile.
+ * APR has no call that empties an allocator's free list, but blocks taken
+ * out of it and handed back while the limit is one page go to malloc. */
+static void bgd_conn_release_free(conn_rec *c)
+{
+    apr_allocator_t *allocator = apr_pool_allocator_get(c->pool);
+    apr_memnode_t *taken[BGD_RELEASE_BLOCKS];
+    int i;
+
+    if (!allocator) {
+        return;
+    }
+    for (i = 0; i < BGD_RELEASE_BLOCKS; i++) {
+        taken[i] = apr_allocator_alloc(allocator, APR_BUCKET_BUFF_SIZE);
+    }
+    apr_allocator_max_free_set(allocator, 1);
+    for (i = 0; i < BGD_RELEASE_BLOCKS; i++) {
+        if (taken[i]) {
+            apr_allocator_free(allocator, taken[i]);
+        }
+    }
+    apr_allocator_max_free_set(allocator, ap_max_mem_free);
+}
+
 static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
 {
     conn_rec *c = bc->c;
@@ -1462,6 +1587,11 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     apr_status_t rv;
 
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
+    if (what == BGD_PUMP_WAIT_SOCKET) {
+        /* A paced delivery's pulses are small and frequent: nothing to
+         * give back, and no reason to pay for it at every pulse. */
+        bgd_conn_release_free(c);
+    }
     if (what == BGD_PUMP_WAIT_TIMER) {
         apr_time_t due = job->next_tick;
         apr_interval_time_t max_wait = job->r->server->timeout / 2;

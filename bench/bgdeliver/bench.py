@@ -395,12 +395,14 @@ SSLSessionCache "shmcb:%(d)s/run/ssl_scache(512000)"
     SSLCertificateFile    "%(work)s/ssl/cert.pem"
     SSLCertificateKeyFile "%(work)s/ssl/key.pem"
 </VirtualHost>
-%(ours)s""" % dict(name=self.name, d=d, http=self.http, https=self.https,
+%(ours)s
+%(extra_conf)s""" % dict(name=self.name, d=d, http=self.http, https=self.https,
                    lib=lib, user=user, group=group,
                    sendfile="On" if self.sendfile else "Off",
                    threads=THREADS, factor=e.factor, nmax=e.nmax,
                    headroom=SLOT_HEADROOM, reserve=SLOT_RESERVE,
                    htdocs=e.htdocs, work=e.work, ours=ours,
+                   extra_conf=os.environ.get("BENCH_HTTPD_EXTRA", ""),
                    sndbuf=("# Same on all servers: the server, not the "
                            "kernel, holds what a slow\n# reader has not "
                            "taken (see results.md)\nSendBufferSize %d\n"

@@ -13,6 +13,8 @@
 #
 # Other options go to bench.py (--points 0,100,1000 --workloads static,tls
 # --servers stock,ours --no-fast --window S --port P --work DIR --out DIR).
+# BENCH_HTTPD_EXTRA="EnableMMAP Off" (say) adds directives to every Apache
+# config of the run, for what-if comparisons.
 # Private servers on 127.0.0.1:PORT and PORT+1 (default 18480), work files
 # in /tmp/bgd-bench (a 1 GB file is kept there between runs), raw data in
 # bench/results/raw/bgdeliver/.  Every process it starts is stopped by pid

@@ -15,7 +15,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name);
 
-plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -99,6 +99,21 @@ CONF
     ok t_cmp($spooled >= 1 ? 1 : 0, 1, 'the spool file is open and already unlinked');
     opendir my $d, "$srv->{dir}/spool";
     ok t_cmp(scalar(grep { !/^\./ } readdir $d), 0, 'nothing visible in the spool directory');
+    # The last piece (2000000 = 122 * 16384 + 1152) is under the memory
+    # limit, but it waits behind the spool: it goes there too, nothing of
+    # the response stays in memory for the length of the delivery.
+    my $biggest = 0;
+    for my $pid (@kids) {
+        opendir my $fdd, "/proc/$pid/fd" or next;
+        for (readdir $fdd) {
+            my $t = readlink "/proc/$pid/fd/$_" or next;
+            next unless $t =~ m{/spool/bgdeliver\.\w+ \(deleted\)$};
+            my $size = -s "/proc/$pid/fd/$_" // 0;
+            $biggest = $size if $size > $biggest;
+        }
+    }
+    ok t_cmp($biggest >= 2_000_000 ? 1 : 0, 1,
+             "the whole response is in the spool ($biggest bytes), its tail too");
     my $r = read_response($s, rate => 4_000_000);
     ok t_cmp($r->{body} eq pattern(2_000_000) ? 1 : 0, 1, 'spooled response: exact bytes');
     close $s;
