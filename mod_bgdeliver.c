@@ -121,11 +121,11 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
  * FlushMaxThreshold ahead of its writes, and file buckets do not count
  * towards the blocking threshold. */
 #define BGD_SENDFILE_SLICE    (1024 * 1024)
-/* Free blocks a waiting delivery gives back (bgd_conn_release_free()):
- * what the core reads ahead of its writes (FlushMaxThreshold, 64 KiB). */
-#define BGD_RELEASE_BLOCKS    8
-/* Less room than this in the socket's send buffer: wait for more. */
-#define BGD_ROOM_MIN          (4 * 1024)
+/* Free blocks given back at the hand-off (bgd_conn_release_free()). */
+#define BGD_RELEASE_BLOCKS    16
+/* A socket with this much room in its send buffer belongs to a fast
+ * client (see bgd_slice_size()). */
+#define BGD_ROOM_FAST         (256 * 1024)
 #define BGD_SPOOL_LIMIT_MIN   (32 * 1024)
 /* What one worker visit may send before it yields to other connections. */
 #define BGD_VISIT_BYTES       (4 * 1024 * 1024)
@@ -989,9 +989,7 @@ static apr_status_t bgd_kick_core(conn_rec *c)
 /* How many more payload bytes the socket's send buffer takes now, or -1
  * when that is unknown.  The kernel counts the buffer in memory, segments
  * with their overhead (SO_MEMINFO), against SO_SNDBUF; SIOCOUTQ tells how
- * much of that is payload.  Filling it to the brim matters: the socket
- * polls writable again only once a third of it has drained, so a reader
- * takes few, big passes. */
+ * much of that is payload. */
 static apr_off_t bgd_socket_room(conn_rec *c)
 {
 #if defined(SO_MEMINFO) && defined(SIOCOUTQ)
@@ -1037,29 +1035,29 @@ static int bgd_next_is_sendfile(const bgd_job_t *job)
 
 /* How much of the queue one pass may take.  A sendfile range can be big.
  * Anything else the core copies first (reads the file, or mod_ssl
- * encrypts), and whatever the socket does not take stays in memory with
- * the connection: so the pass is what the socket has room for (`room`, as
- * bgd_socket_room() tells), at least one bucket buffer, at most
- * BGD_SENDFILE_SLICE of a file read into memory or BGD_SLICE_MEM_MAX of
- * memory buckets.  Slow readers so leave next to nothing behind, and fast
- * ones get passes as big as their send buffers. */
+ * encrypts), and what the socket does not take stays in memory with the
+ * connection, as do the freed buffers in the connection's allocator: for a
+ * slow reader the pass is one bucket buffer.  A socket with BGD_ROOM_FAST
+ * of room (`room`, as bgd_socket_room() tells) is a fast client's: its
+ * pass is what the socket takes, up to BGD_SENDFILE_SLICE of a file read
+ * into memory or BGD_SLICE_MEM_MAX of memory buckets, few syscalls per
+ * megabyte as with stock Apache's blocking writes. */
 static apr_off_t bgd_slice_size(const bgd_job_t *job, apr_off_t room)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
-    apr_off_t cap = BGD_SLICE_MEM_MAX;
 
     if (bgd_next_is_sendfile(job)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
-    if (!job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
-        && APR_BUCKET_IS_FILE(b)) {
-        cap = BGD_SENDFILE_SLICE;
-    }
-    if (room < BGD_SLICE_BYTES) {
+    if (room < BGD_ROOM_FAST) {
         return BGD_SLICE_BYTES;
     }
-    return room < cap ? room : cap;
+    if (!job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
+        && APR_BUCKET_IS_FILE(b)) {
+        return room < BGD_SENDFILE_SLICE ? room : BGD_SENDFILE_SLICE;
+    }
+    return BGD_SLICE_MEM_MAX;
 }
 
 /* While the handler still runs, hand what is captured to the network if
@@ -1400,12 +1398,6 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         }
 
         room = bgd_next_is_sendfile(job) ? -1 : bgd_socket_room(c);
-        if (room >= 0 && room < BGD_ROOM_MIN && visit_bytes > 0) {
-            /* Wait until the socket has room rather than copy what it
-             * cannot take yet (the first pass of a visit goes anyway:
-             * the socket polled writable). */
-            return BGD_PUMP_WAIT_SOCKET;
-        }
         want = bgd_slice_size(job, room);
         if (allowed < want) {
             want = allowed;
@@ -1550,34 +1542,6 @@ static void bgd_drop_log(bgd_job_t *job, const char *reason)
 
 /* -------------------------------------------------------- async driver */
 
-/* The event MPM gives each connection an allocator of its own that keeps
- * up to MaxMemFree of freed blocks for the connection's next use: here the
- * buffers that files were read into and captured output was kept in, all
- * freed once written.  A delivery that now waits for its client may wait
- * long; its free blocks had better serve other connections meanwhile.
- * APR has no call that empties an allocator's free list, but blocks taken
- * out of it and handed back while the limit is one page go to malloc. */
-static void bgd_conn_release_free(conn_rec *c)
-{
-    apr_allocator_t *allocator = apr_pool_allocator_get(c->pool);
-    apr_memnode_t *taken[BGD_RELEASE_BLOCKS];
-    int i;
-
-    if (!allocator) {
-        return;
-    }
-    for (i = 0; i < BGD_RELEASE_BLOCKS; i++) {
-        taken[i] = apr_allocator_alloc(allocator, APR_BUCKET_BUFF_SIZE);
-    }
-    apr_allocator_max_free_set(allocator, 1);
-    for (i = 0; i < BGD_RELEASE_BLOCKS; i++) {
-        if (taken[i]) {
-            apr_allocator_free(allocator, taken[i]);
-        }
-    }
-    apr_allocator_max_free_set(allocator, ap_max_mem_free);
-}
-
 static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
 {
     conn_rec *c = bc->c;
@@ -1587,11 +1551,6 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     apr_status_t rv;
 
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
-    if (what == BGD_PUMP_WAIT_SOCKET) {
-        /* A paced delivery's pulses are small and frequent: nothing to
-         * give back, and no reason to pay for it at every pulse. */
-        bgd_conn_release_free(c);
-    }
     if (what == BGD_PUMP_WAIT_TIMER) {
         apr_time_t due = job->next_tick;
         apr_interval_time_t max_wait = job->r->server->timeout / 2;
@@ -1792,6 +1751,41 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
     return DECLINED;
 }
 
+/* The event MPM gives each connection an allocator of its own that keeps
+ * up to MaxMemFree of freed blocks for the connection's next request.  A
+ * handler whose output is captured frees buffer after buffer (a CGI's pipe
+ * reads, memory moved to the spool); the delivery that follows may last
+ * long, and reuses a buffer or two.  At the hand-off, the rest goes back to
+ * malloc, for whichever connection a worker serves next.  APR has no call
+ * that empties an allocator's free list, but blocks taken out of it and
+ * handed back while the limit is one page go to malloc. */
+static void bgd_conn_release_free(conn_rec *c)
+{
+    apr_allocator_t *allocator = apr_pool_allocator_get(c->pool);
+    apr_memnode_t *taken[BGD_RELEASE_BLOCKS];
+    int i;
+
+    if (!allocator) {
+        return;
+    }
+    for (i = 0; i < BGD_RELEASE_BLOCKS; i++) {
+        taken[i] = apr_allocator_alloc(allocator, APR_BUCKET_BUFF_SIZE);
+    }
+    apr_allocator_max_free_set(allocator, 1);
+    for (i = BGD_RELEASE_BLOCKS - 1; i >= 2; i--) {
+        if (taken[i]) {
+            apr_allocator_free(allocator, taken[i]);
+        }
+    }
+    /* The delivery's own passes reuse these two. */
+    apr_allocator_max_free_set(allocator, ap_max_mem_free);
+    for (i = 1; i >= 0; i--) {
+        if (taken[i]) {
+            apr_allocator_free(allocator, taken[i]);
+        }
+    }
+}
+
 /* Start capturing r's response.  Returns OK when capturing, DECLINED to
  * let the response go the ordinary way, or an HTTP status. */
 static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
@@ -1814,6 +1808,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     }
     job->started = 1;
     job->in_worker = !async;
+
     job->tls = ap_ssl_conn_is_ssl(r->connection) ? 1 : 0;
     job->queue = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     job->slice = apr_brigade_create(r->pool, r->connection->bucket_alloc);
@@ -1888,6 +1883,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 
     bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->background = 1;
+    bgd_conn_release_free(c);
     if (job->pacing.rate > 0) {
         job->counted_paced = 1;
         apr_atomic_inc32(&bgd_paced_jobs);
