@@ -1755,8 +1755,9 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
  * up to MaxMemFree of freed blocks for the connection's next request.  A
  * handler whose output is captured frees buffer after buffer (a CGI's pipe
  * reads, memory moved to the spool); the delivery that follows may last
- * long, and reuses a buffer or two.  At the hand-off, the rest goes back to
- * malloc, for whichever connection a worker serves next.  APR has no call
+ * long, and needs a buffer or two at most.  At the hand-off, the free
+ * blocks go back to malloc, for whichever connection a worker serves next
+ * (the delivery's passes get theirs there, too).  APR has no call
  * that empties an allocator's free list, but blocks taken out of it and
  * handed back while the limit is one page go to malloc. */
 static void bgd_conn_release_free(conn_rec *c)
@@ -1772,18 +1773,12 @@ static void bgd_conn_release_free(conn_rec *c)
         taken[i] = apr_allocator_alloc(allocator, APR_BUCKET_BUFF_SIZE);
     }
     apr_allocator_max_free_set(allocator, 1);
-    for (i = BGD_RELEASE_BLOCKS - 1; i >= 2; i--) {
+    for (i = 0; i < BGD_RELEASE_BLOCKS; i++) {
         if (taken[i]) {
             apr_allocator_free(allocator, taken[i]);
         }
     }
-    /* The delivery's own passes reuse these two. */
     apr_allocator_max_free_set(allocator, ap_max_mem_free);
-    for (i = 1; i >= 0; i--) {
-        if (taken[i]) {
-            apr_allocator_free(allocator, taken[i]);
-        }
-    }
 }
 
 /* Start capturing r's response.  Returns OK when capturing, DECLINED to

@@ -113,6 +113,13 @@ SYSTEMS = {
         location='    SetOutputFilter RATE_LIMIT\n    SetEnv rate-limit 7',
         label='mod_ratelimit (7 KiB/s)'),
     'nginx': dict(label='nginx limit_rate 7000'),
+    # The same with 100 ms pulses whatever the load (no wake-up budget).
+    'ours-fixed': dict(
+        modules='LoadModule bgdeliver_module "{top}/build/mod_bgdeliver.so"\n'
+                'LoadModule dialup_module "{top}/build/mod_dialup.so"\n'
+                'BgDeliverMaxWakeups 0',
+        location='    ModemStandard V.92',
+        label='ours, BgDeliverMaxWakeups 0 (100 ms pulses at any load)'),
     # Not in the default run: how the engine's CPU scales with the pulse.
     'ours500': dict(
         modules='LoadModule bgdeliver_module "{top}/build/mod_bgdeliver.so"\n'
@@ -120,7 +127,7 @@ SYSTEMS = {
         location='    ModemStandard V.92\n    DialupPulse 500ms',
         label='ours, DialupPulse 500ms'),
 }
-DEFAULT_SYSTEMS = ['ours', 'debian', 'ratelimit', 'nginx']
+DEFAULT_SYSTEMS = ['ours', 'ours-fixed', 'debian', 'ratelimit', 'nginx']
 
 NGINX_CONF = """
 user nobody nogroup;
@@ -417,7 +424,8 @@ def plot(results, outdir, levels):
     """Arrival curves at 1 client (WORK/plot/curve-*.dat), and per level:
     server CPU, BusyWorkers, downloads completed within the deadline."""
     dat = os.path.join(WORK, 'plot')
-    names = [s for s in DEFAULT_SYSTEMS if any(r['system'] == s for r in results)]
+    names = [s for s in DEFAULT_SYSTEMS if s != 'ours-fixed'
+             and any(r['system'] == s for r in results)]
     if len(names) < 4:
         return
     with open(os.path.join(dat, 'levels.dat'), 'w') as f:
