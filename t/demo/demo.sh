@@ -167,17 +167,20 @@ start() {
     fi
     mv "$conf.tmp" "$conf"
 
+    # `make SANITIZE=1 test` runs this with the sanitizer runtime to preload
+    # into apache2, and into nothing else (curl hangs with it).
+    preload=
     if [ -n "${BGD_SANITIZE_PRELOAD:-}" ]; then
-        LD_PRELOAD=$BGD_SANITIZE_PRELOAD
+        preload=LD_PRELOAD=$BGD_SANITIZE_PRELOAD
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:log_path=$demo/logs/asan}
-        export LD_PRELOAD ASAN_OPTIONS
+        export ASAN_OPTIONS
     fi
-
-    out=$("$httpd" -t -f "$conf" 2>&1) || {
+    unset LD_PRELOAD
+    out=$(env $preload "$httpd" -t -f "$conf" 2>&1) || {
         echo "$out" >&2
         die "the configuration test failed: $conf"
     }
-    out=$("$httpd" -f "$conf" -k start 2>&1) || {
+    out=$(env $preload "$httpd" -f "$conf" -k start 2>&1) || {
         echo "$out" >&2
         die "$httpd did not start; see $demo/logs/error_log"
     }
