@@ -84,8 +84,6 @@
 #if defined(__linux__)
 #include <linux/sockios.h>
 #include <linux/sock_diag.h>
-#endif
-#if defined(__linux__)
 #include <sys/timerfd.h>
 #define BGD_HAVE_TIMED_WAIT 1
 #else
@@ -905,10 +903,27 @@ static apr_status_t bgd_adopt_file(bgd_job_t *job, apr_bucket *b)
     return APR_SUCCESS;
 }
 
-/* Every file the next slice reads from must still be the file that was
- * captured: same size, not modified since.  `visit` (the pump visit's start,
- * or 0) spares a second fstat() of the same file in the same visit: the
- * slices of one visit leave within BGD_VISIT_TIME. */
+/* A file of the response must still be the file that was captured: same
+ * size, not modified since.  `visit` (the pump visit's start, or 0) spares a
+ * second fstat() of the same file in the same visit: the slices of one
+ * visit leave within BGD_VISIT_TIME. */
+static int bgd_file_ref_unchanged(bgd_file_ref_t *ref, apr_time_t visit)
+{
+    apr_finfo_t finfo;
+
+    if (visit && ref->checked == visit) {
+        return 1;
+    }
+    if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME, ref->fd)
+            != APR_SUCCESS
+        || finfo.size != ref->size || finfo.mtime != ref->mtime) {
+        return 0;
+    }
+    ref->checked = visit;
+    return 1;
+}
+
+/* The files the next slice reads from. */
 static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb,
                                apr_time_t visit)
 {
@@ -916,7 +931,6 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb,
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
          b = APR_BUCKET_NEXT(b)) {
         apr_file_t *fd;
-        apr_finfo_t finfo;
         int i;
 
         if (!APR_BUCKET_IS_FILE(b)) {
@@ -926,15 +940,9 @@ static int bgd_files_unchanged(bgd_job_t *job, apr_bucket_brigade *bb,
         for (i = 0; i < job->files->nelts; i++) {
             bgd_file_ref_t *ref = &APR_ARRAY_IDX(job->files, i,
                                                  bgd_file_ref_t);
-            if (ref->fd != fd || (visit && ref->checked == visit)) {
-                continue;
-            }
-            if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME,
-                                  fd) != APR_SUCCESS
-                || finfo.size != ref->size || finfo.mtime != ref->mtime) {
+            if (ref->fd == fd && !bgd_file_ref_unchanged(ref, visit)) {
                 return 0;
             }
-            ref->checked = visit;
         }
     }
     return 1;
@@ -946,17 +954,10 @@ static int bgd_all_files_unchanged(bgd_job_t *job, apr_time_t visit)
 {
     int i;
     for (i = 0; i < job->files->nelts; i++) {
-        bgd_file_ref_t *ref = &APR_ARRAY_IDX(job->files, i, bgd_file_ref_t);
-        apr_finfo_t finfo;
-        if (visit && ref->checked == visit) {
-            continue;
-        }
-        if (apr_file_info_get(&finfo, APR_FINFO_SIZE | APR_FINFO_MTIME,
-                              ref->fd) != APR_SUCCESS
-            || finfo.size != ref->size || finfo.mtime != ref->mtime) {
+        if (!bgd_file_ref_unchanged(&APR_ARRAY_IDX(job->files, i,
+                                                   bgd_file_ref_t), visit)) {
             return 0;
         }
-        ref->checked = visit;
     }
     return 1;
 }
@@ -1021,40 +1022,33 @@ static apr_off_t bgd_socket_room(conn_rec *c)
 #endif
 }
 
-/* Whether the next pass is a file range that sendfile carries: what the
- * socket does not take of it, the core keeps as a reference to the file. */
-static int bgd_next_is_sendfile(const bgd_job_t *job)
+/* How much of the queue one pass may take.  A file range that sendfile
+ * carries can be big: what the socket does not take of it, the core keeps
+ * as a reference to the file.  Anything else the core copies first (reads
+ * the file, or mod_ssl encrypts), and what the socket does not take stays
+ * in memory with the connection, as do the freed buffers in the
+ * connection's allocator: for a slow reader the pass is one bucket buffer.
+ * A socket with BGD_ROOM_FAST of room (bgd_socket_room()) is a fast
+ * client's: its pass is what the socket takes, up to BGD_SENDFILE_SLICE of
+ * a file read into memory or BGD_SLICE_MEM_MAX of memory buckets, few
+ * syscalls per megabyte as with stock Apache's blocking writes. */
+static apr_off_t bgd_slice_size(const bgd_job_t *job)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
+    int plain_file = !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
+                     && APR_BUCKET_IS_FILE(b);
+    apr_off_t room;
 
-    return !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
-           && APR_BUCKET_IS_FILE(b)
-           && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
-               & APR_SENDFILE_ENABLED);
-}
-
-/* How much of the queue one pass may take.  A sendfile range can be big.
- * Anything else the core copies first (reads the file, or mod_ssl
- * encrypts), and what the socket does not take stays in memory with the
- * connection, as do the freed buffers in the connection's allocator: for a
- * slow reader the pass is one bucket buffer.  A socket with BGD_ROOM_FAST
- * of room (`room`, as bgd_socket_room() tells) is a fast client's: its
- * pass is what the socket takes, up to BGD_SENDFILE_SLICE of a file read
- * into memory or BGD_SLICE_MEM_MAX of memory buckets, few syscalls per
- * megabyte as with stock Apache's blocking writes. */
-static apr_off_t bgd_slice_size(const bgd_job_t *job, apr_off_t room)
-{
-    apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
-
-    if (bgd_next_is_sendfile(job)) {
+    if (plain_file && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
+                       & APR_SENDFILE_ENABLED)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
+    room = bgd_socket_room(job->c);
     if (room < BGD_ROOM_FAST) {
         return BGD_SLICE_BYTES;
     }
-    if (!job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
-        && APR_BUCKET_IS_FILE(b)) {
+    if (plain_file) {
         return room < BGD_SENDFILE_SLICE ? room : BGD_SENDFILE_SLICE;
     }
     return BGD_SLICE_MEM_MAX;
@@ -1076,8 +1070,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
-    rv = apr_brigade_partition(job->queue,
-                               bgd_slice_size(job, bgd_socket_room(c)), &e);
+    rv = apr_brigade_partition(job->queue, bgd_slice_size(job), &e);
     if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
         return;
     }
@@ -1339,7 +1332,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
     apr_status_t rv;
 
     for (;;) {
-        apr_off_t allowed, want, room;
+        apr_off_t allowed, want;
         apr_bucket *e;
 
         if (c->aborted) {
@@ -1397,8 +1390,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        room = bgd_next_is_sendfile(job) ? -1 : bgd_socket_room(c);
-        want = bgd_slice_size(job, room);
+        want = bgd_slice_size(job);
         if (allowed < want) {
             want = allowed;
         }
@@ -1803,7 +1795,6 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     }
     job->started = 1;
     job->in_worker = !async;
-
     job->tls = ap_ssl_conn_is_ssl(r->connection) ? 1 : 0;
     job->queue = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     job->slice = apr_brigade_create(r->pool, r->connection->bucket_alloc);
