@@ -295,6 +295,22 @@ class Server:
         return True
 
 
+def write_checked_config(name, d, logs, conf, text, check):
+    """Start a server's run afresh: remove its old logs (error_summary()
+    counts the lines of this run only), write its configuration and have
+    the server check it (`check`, a command)."""
+    for log in logs:
+        try:
+            os.unlink(os.path.join(d, "logs", log))
+        except FileNotFoundError:
+            pass
+    with open(conf, "w") as f:
+        f.write(text)
+    chk = subprocess.run(check, capture_output=True, text=True)
+    if chk.returncode != 0:
+        raise RuntimeError("%s: config test failed:\n%s" % (name, chk.stderr))
+
+
 class Apache(Server):
     def __init__(self, env, name, bgdeliver, sendfile=False):
         super().__init__(env, name)
@@ -417,20 +433,10 @@ SSLSessionCache "shmcb:%(d)s/run/ssl_scache(512000)"
             shutil.chown(os.path.join(d, "run"), user, group)
         with open(os.path.join(d, "conf", "mime.types"), "w") as f:
             f.write("text/plain txt\napplication/octet-stream bin\n")
-        # Logs of this run only (error_summary() counts its lines).
-        for name in ("error_log", "access_log"):
-            try:
-                os.unlink(os.path.join(d, "logs", name))
-            except FileNotFoundError:
-                pass
         conf = os.path.join(d, "conf", "httpd.conf")
-        with open(conf, "w") as f:
-            f.write(self.config())
-        chk = subprocess.run([self.env.httpd, "-t", "-f", conf],
-                             capture_output=True, text=True)
-        if chk.returncode != 0:
-            raise RuntimeError("%s: config test failed:\n%s"
-                               % (self.name, chk.stderr))
+        write_checked_config(self.name, d, ("error_log", "access_log"), conf,
+                             self.config(),
+                             [self.env.httpd, "-t", "-f", conf])
         self.proc = spawn([self.env.httpd, "-f", conf, "-DFOREGROUND"],
                           stdout=subprocess.DEVNULL,
                           stderr=open(os.path.join(d, "logs", "stderr"), "a"))
@@ -575,18 +581,10 @@ http {
             if os.path.exists(sock):
                 break
             time.sleep(0.05)
-        for name in ("error.log", "access.log"):
-            try:
-                os.unlink(os.path.join(d, "logs", name))
-            except FileNotFoundError:
-                pass
         conf = os.path.join(d, "conf", "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(self.config())
-        chk = subprocess.run([self.env.nginx, "-t", "-q", "-p", d, "-c", conf],
-                             capture_output=True, text=True)
-        if chk.returncode != 0:
-            raise RuntimeError("nginx: config test failed:\n" + chk.stderr)
+        write_checked_config("nginx", d, ("error.log", "access.log"), conf,
+                             self.config(),
+                             [self.env.nginx, "-t", "-q", "-p", d, "-c", conf])
         self.proc = spawn([self.env.nginx, "-p", d, "-c", conf,
                            "-g", "daemon off;"], stdout=subprocess.DEVNULL,
                           stderr=open(os.path.join(d, "logs", "stderr"), "a"))

@@ -371,6 +371,11 @@ def fmt(v, spec, none='n/a'):
     return none if v is None else format(v, spec)
 
 
+def scaled(v, factor, spec, unit):
+    """v * factor formatted with its unit, or n/a."""
+    return 'n/a' if v is None else format(v * factor, spec) + unit
+
+
 def write_results(results, outdir, levels):
     with open(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump([{k: v for k, v in r.items() if k != 'curve'}
@@ -384,20 +389,13 @@ def write_results(results, outdir, levels):
     for r in results:
         lines.append('| %s | %d | %d/%d | %s / %s | %s / %s | %s | %s | %s | %s | %s | %.1f / %.1f |' % (
             SYSTEMS[r['system']]['label'], r['n'], r['completed'], r['n'],
-            fmt(r['rate_err_median'] and r['rate_err_median'] * 100, '+.2f') + '%'
-            if r['rate_err_median'] is not None else 'n/a',
-            fmt(r['rate_err_p99_abs'] and r['rate_err_p99_abs'] * 100, '.2f') + '%'
-            if r['rate_err_p99_abs'] is not None else 'n/a',
-            fmt(r['ttfb_median'] and r['ttfb_median'] * 1000, '.1f') + ' ms'
-            if r['ttfb_median'] is not None else 'n/a',
-            fmt(r['ttfb_p99'] and r['ttfb_p99'] * 1000, '.1f') + ' ms'
-            if r['ttfb_p99'] is not None else 'n/a',
-            fmt(r['pulse_median'] and r['pulse_median'] * 1000, '.0f') + ' ms'
-            if r['pulse_median'] is not None else 'n/a',
-            fmt(r['jitter_p99'] and r['jitter_p99'] * 1000, '.1f') + ' ms'
-            if r['jitter_p99'] is not None else 'n/a',
-            fmt(r['lateness_p99'] and r['lateness_p99'] * 1000, '.1f') + ' ms'
-            if r['lateness_p99'] is not None else 'n/a',
+            scaled(r['rate_err_median'], 100, '+.2f', '%'),
+            scaled(r['rate_err_p99_abs'], 100, '.2f', '%'),
+            scaled(r['ttfb_median'], 1000, '.1f', ' ms'),
+            scaled(r['ttfb_p99'], 1000, '.1f', ' ms'),
+            scaled(r['pulse_median'], 1000, '.0f', ' ms'),
+            scaled(r['jitter_p99'], 1000, '.1f', ' ms'),
+            scaled(r['lateness_p99'], 1000, '.1f', ' ms'),
             (('%.2f (%d)' % (r['busy_avg'], r['busy_max']))
              if r['busy_avg'] is not None else
              ('n/a' if r['system'] == 'nginx' else '?'))
