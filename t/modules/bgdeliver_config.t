@@ -29,6 +29,9 @@ my @bad = (
     [ 'BgDeliverMaxDeliveries 0',         qr/BgDeliverMaxDeliveries: '0' is not valid; expected a whole number from 1 to 1000000/ ],
     [ "<VirtualHost 127.0.0.1:1>\nBgDeliverMaxDeliveries 10\n</VirtualHost>",
                                           qr/BgDeliverMaxDeliveries cannot occur within <VirtualHost> section/ ],
+    [ 'BgDeliverMaxWakeups -1',           qr/BgDeliverMaxWakeups: '-1' is not valid; expected a whole number from 0 to 1000000/ ],
+    [ "<VirtualHost 127.0.0.1:1>\nBgDeliverMaxWakeups 100\n</VirtualHost>",
+                                          qr/BgDeliverMaxWakeups cannot occur within <VirtualHost> section/ ],
     [ "<Location />\nBgDeliverSpoolDir /tmp\n</Location>",
                                           qr/BgDeliverSpoolDir not allowed in <Location> context/ ],
 );
