@@ -21,7 +21,8 @@
  *
  *  arrival   the kernel's receive time stamp of the request's first bytes
  *            (SO_TIMESTAMPNS on the listening sockets is inherited by the
- *            accepted ones; a non-destructive recvmsg(MSG_PEEK) returns it),
+ *            accepted ones; the core reads the socket through our bucket,
+ *            whose recvmsg() returns it with the bytes),
  *            else the moment a worker saw the bytes come in; for an HTTP/2
  *            stream the moment mod_http2 had its headers.
  *  pickup    a worker took the connection (pre_connection) or, on a
@@ -51,7 +52,8 @@
  *
  * Hooks: pre_config (log tags, LogFormat nickname), post_config (shared
  * memory, time stamps on the listeners), optional_fn_retrieve
- * (mod_bgdeliver), pre_connection (connection filters), pre_read_request,
+ * (mod_bgdeliver), pre_connection (connection filters),
+ * insert_network_bucket (the socket bucket), pre_read_request,
  * post_read_request, handler (start of the run phase and the status page),
  * suspend/resume_connection, log_transaction (close and record), and
  * mod_status's status_hook.
@@ -82,6 +84,7 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -262,6 +265,11 @@ typedef struct {
     int stamps;                         /* SO_TIMESTAMPNS known on fd */
     int requests;                       /* requests started so far */
     apr_time_t pickup;
+    /* Kept by our network bucket, where the kernel stamps arrivals: */
+    int net_bucket;                     /* the core reads through it */
+    apr_time_t last_stamp;              /* the newest read's arrival */
+    apr_time_t armed_stamp;             /* the first read's since armed */
+    int armed;                          /* the in filter waits for a read */
     apr_time_t next_arrival;            /* first bytes of the next request */
     int next_source;
     conntimes_req_t *reading;           /* waiting for its first bytes */
@@ -855,79 +863,195 @@ static int conntimes_request_phases(request_rec *r, conntimes_phases_t *out)
 /* ------------------------------------------------------------ arrival */
 
 #if defined(__linux__) && defined(SO_TIMESTAMPNS)
-/* The kernel's receive time of the bytes waiting on @fd, or 0 when none
- * are waiting or the socket carries no time stamps (then asks for them,
- * so that later requests on the connection get one). */
-static apr_time_t conntimes_peek_arrival(conntimes_conn_t *cc)
-{
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(struct timespec))];
-    } ctl;
-    struct msghdr msg;
-    struct cmsghdr *cm;
-    struct iovec iov;
-    char byte;
-    ssize_t n;
+/* The core input filter reads the client socket through one bucket that it
+ * asks the insert_network_bucket hook for.  Ours reads exactly like APR's
+ * socket bucket (8000-byte heap buckets, the socket's timeout, EOF as an
+ * empty bucket) but with recvmsg(), so that the kernel's receive time stamp
+ * comes with the bytes: no system call is added to a request. */
 
-    if (cc->fd < 0) {
-        return 0;
-    }
-    memset(&msg, 0, sizeof(msg));
-    iov.iov_base = &byte;
-    iov.iov_len = 1;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof(ctl.buf);
-    do {
-        n = recvmsg(cc->fd, &msg, MSG_PEEK | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) {
-        return 0;
-    }
-    for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+typedef struct {
+    apr_socket_t *sock;
+    conntimes_conn_t *cc;
+} conntimes_net_t;
+
+static apr_bucket *conntimes_net_bucket_create(conntimes_net_t *net,
+                                               apr_bucket_alloc_t *list);
+
+/* The stamp of what one recvmsg() returned (TCP gives the newest packet's),
+ * or 0 when it carries none or the clock was stepped since. */
+static apr_time_t conntimes_cmsg_stamp(struct msghdr *msg)
+{
+    struct cmsghdr *cm;
+
+    for (cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
             struct timespec ts;
             apr_time_t t, now = apr_time_now();
             memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
             t = apr_time_from_sec(ts.tv_sec) + ts.tv_nsec / 1000;
-            /* A stamp from the future or older than a day means the
-             * clock was stepped: no honest arrival then. */
             if (t > now || now - t > apr_time_from_sec(86400)) {
                 return 0;
             }
-            cc->stamps = 1;
             return t;
         }
     }
-    if (!cc->stamps) {
+    return 0;
+}
+
+/* One recvmsg() that honours the socket's timeout the way apr_socket_recv()
+ * does (mod_reqtimeout and the core set it): try, then poll and retry. */
+static apr_status_t conntimes_net_recv(conntimes_net_t *net, char *buf,
+                                       apr_size_t *len, apr_time_t *stamp,
+                                       apr_read_type_e block)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+    } ctl;
+    apr_interval_time_t timeout = 0;
+    apr_os_sock_t fd;
+    struct msghdr msg;
+    struct iovec iov;
+    ssize_t n;
+
+    if (apr_os_sock_get(&fd, net->sock) != APR_SUCCESS) {
+        return APR_ENOTSOCK;
+    }
+    if (block == APR_BLOCK_READ) {
+        apr_socket_timeout_get(net->sock, &timeout);
+    }
+    for (;;) {
+        memset(&msg, 0, sizeof(msg));
+        iov.iov_base = buf;
+        iov.iov_len = *len;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof(ctl.buf);
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+        if (n >= 0) {
+            break;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && timeout != 0) {
+            struct pollfd pfd;
+            int rc;
+            pfd.fd = fd;
+            pfd.events = POLLIN;
+            pfd.revents = 0;
+            do {
+                rc = poll(&pfd, 1, timeout < 0 ? -1
+                                   : (int)((timeout + 999) / 1000));
+            } while (rc < 0 && errno == EINTR);
+            if (rc == 0) {
+                return APR_TIMEUP;
+            }
+            if (rc < 0) {
+                return apr_get_netos_error();
+            }
+            continue;
+        }
+        return apr_get_netos_error();
+    }
+    *len = (apr_size_t)n;
+    *stamp = n > 0 ? conntimes_cmsg_stamp(&msg) : 0;
+    return APR_SUCCESS;
+}
+
+static apr_status_t conntimes_net_bucket_read(apr_bucket *b, const char **str,
+                                              apr_size_t *len,
+                                              apr_read_type_e block)
+{
+    conntimes_net_t *net = b->data;
+    conntimes_conn_t *cc = net->cc;
+    apr_time_t stamp = 0;
+    apr_status_t rv;
+    char *buf;
+
+    *str = NULL;
+    *len = APR_BUCKET_BUFF_SIZE;
+    buf = apr_bucket_alloc(*len, b->list);
+    rv = conntimes_net_recv(net, buf, len, &stamp, block);
+    if (rv != APR_SUCCESS) {
+        apr_bucket_free(buf);
+        *len = 0;
+        return rv;
+    }
+    if (*len == 0) {
+        /* EOF: the socket stays open for the response. */
+        apr_bucket_free(buf);
+        b = apr_bucket_immortal_make(b, "", 0);
+        *str = b->data;
+        return APR_SUCCESS;
+    }
+
+    cc->last_stamp = stamp;
+    if (cc->armed) {
+        cc->armed_stamp = stamp;
+        cc->armed = 0;
+    }
+    if (!stamp && !cc->stamps) {
+        /* The listener's option did not reach this socket (a listener
+         * opened by someone else): ask again, for the next reads. */
         int one = 1;
+        apr_os_sock_t fd;
         cc->stamps = 1;
-        if (setsockopt(cc->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
-                       sizeof(one)) < 0) {
+        if (apr_os_sock_get(&fd, net->sock) == APR_SUCCESS
+            && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+                          sizeof(one)) < 0) {
             ap_log_cerror(APLOG_MARK, APLOG_DEBUG, errno, cc->c,
                           "CT0001: cannot enable SO_TIMESTAMPNS on the "
                           "connection; arrival times fall back to the worker");
         }
     }
-    return 0;
+    else if (stamp) {
+        cc->stamps = 1;
+    }
+
+    b = apr_bucket_heap_make(b, buf, *len, apr_bucket_free);
+    ((apr_bucket_heap *)b->data)->alloc_len = APR_BUCKET_BUFF_SIZE;
+    *str = buf;
+    APR_BUCKET_INSERT_AFTER(b, conntimes_net_bucket_create(net, b->list));
+    return APR_SUCCESS;
 }
-#else
-static apr_time_t conntimes_peek_arrival(conntimes_conn_t *cc)
+
+static const apr_bucket_type_t conntimes_net_bucket_type = {
+    "CONNTIMES_SOCKET", 5, APR_BUCKET_DATA,
+    apr_bucket_destroy_noop,
+    conntimes_net_bucket_read,
+    apr_bucket_setaside_notimpl,
+    apr_bucket_split_notimpl,
+    apr_bucket_copy_notimpl
+};
+
+static apr_bucket *conntimes_net_bucket_create(conntimes_net_t *net,
+                                               apr_bucket_alloc_t *list)
 {
-    (void)cc;
-    return 0;
+    apr_bucket *b = apr_bucket_alloc(sizeof(*b), list);
+
+    APR_BUCKET_INIT(b);
+    b->free = apr_bucket_free;
+    b->list = list;
+    b->type = &conntimes_net_bucket_type;
+    b->length = (apr_size_t)-1;
+    b->start = -1;
+    b->data = net;
+    return b;
 }
+
 #endif
 
 /* ------------------------------------------------------------ filters */
 
 
 /* Connection input filter, above mod_ssl: notes when the first bytes of a
- * request reach the HTTP parser, and before the first read of a request
- * asks the kernel when those bytes arrived.  Once a request has its bytes
- * (body reads) it only passes through. */
+ * request reach the HTTP parser, and when they arrived: the kernel's stamp
+ * of the first socket read made for them (for a new TLS connection, the
+ * ClientHello), or of the read that brought them when they were already
+ * buffered (pipelined requests).  Once a request has its bytes (body reads)
+ * it only passes through. */
 static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
                                         ap_input_mode_t mode,
                                         apr_read_type_e block,
@@ -936,6 +1060,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
     conntimes_conn_t *cc = f->ctx;
     conntimes_req_t *rs = cc->reading;
     apr_status_t rv;
+    int got;
 
     /* A request that has its first bytes reads the rest (headers, body);
      * between requests the first bytes of the next one may already have
@@ -943,38 +1068,45 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
     if ((cc->current && !rs) || (!cc->current && cc->next_arrival)) {
         return ap_get_brigade(f->next, bb, mode, block, readbytes);
     }
-    /* Between requests only a blocking read (a TLS handshake, mod_http2's
-     * look for a preface) is worth a system call: the non-blocking pipeline
-     * check after each response finds bytes only when a client pipelines,
-     * and then a worker sees them at once. */
-    if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)
-        && conntimes_global && conntimes_global->kernel_stamps) {
-        cc->next_arrival = conntimes_peek_arrival(cc);
-        cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
-    }
+    /* Armed even before the core's first read has put our bucket in. */
+    cc->armed = 1;
     rv = ap_get_brigade(f->next, bb, mode, block, readbytes);
+    got = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb);
+    /* Between requests only a blocking read starts the next request: a TLS
+     * handshake or mod_http2's look for a preface, whose first bytes are
+     * the first request's.  The non-blocking pipeline check after a
+     * response may read a pipelined request (the stamp of that read is
+     * found again below when the request asks for its bytes) or only
+     * trailing CRLFs, which start nothing. */
+    if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)) {
+        if (cc->net_bucket) {
+            cc->next_arrival = !cc->armed ? cc->armed_stamp
+                               : got ? cc->last_stamp : 0;
+            cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
+        }
+        if (!cc->next_arrival && got) {
+            cc->next_arrival = apr_time_now();
+            cc->next_source = CONNTIMES_ARRIVAL_WORKER;
+        }
+    }
+    if (got && rs) {
+        rs->arrival = cc->next_arrival;
+        rs->source = cc->next_source;
+        rs->ready = apr_time_now();
+        cc->next_arrival = 0;
+        cc->reading = NULL;
+    }
     if (APLOGctrace4(cc->c)) {
         ap_log_cerror(APLOG_MARK, APLOG_TRACE4, rv, cc->c, "CT0012: read "
                       "mode %d%s for %s: %s, arrival %" APR_TIME_T_FMT " (%s)",
                       (int)mode, block == APR_BLOCK_READ ? "" : " nonblocking",
                       rs ? "a request" : "between requests",
                       APR_BRIGADE_EMPTY(bb) ? "no data" : "data",
-                      cc->next_arrival, cc->next_source ? "worker" : "kernel");
+                      rs ? rs->arrival : cc->next_arrival,
+                      (rs ? rs->source : cc->next_source)
+                      == CONNTIMES_ARRIVAL_KERNEL ? "kernel" : "worker");
     }
-    if (rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb)) {
-        apr_time_t now = apr_time_now();
-        if (!cc->next_arrival) {
-            cc->next_arrival = now;
-            cc->next_source = CONNTIMES_ARRIVAL_WORKER;
-        }
-        if (rs) {
-            rs->arrival = cc->next_arrival;
-            rs->source = cc->next_source;
-            rs->ready = now;
-            cc->next_arrival = 0;
-            cc->reading = NULL;
-        }
-    }
+    cc->armed = 0;
     return rv;
 }
 
@@ -2218,6 +2350,30 @@ static int conntimes_pre_connection(conn_rec *c, void *csd)
     return DECLINED;
 }
 
+#if defined(__linux__) && defined(SO_TIMESTAMPNS)
+/* insert_network_bucket: seeds the core input filter with our socket bucket
+ * on the connections we watch, when kernel stamps are wanted. */
+static apr_status_t conntimes_insert_network_bucket(conn_rec *c,
+                                                    apr_bucket_brigade *bb,
+                                                    apr_socket_t *sock)
+{
+    conntimes_conn_t *cc;
+    conntimes_net_t *net;
+
+    if (!conntimes_global || !conntimes_global->kernel_stamps || c->master
+        || !(cc = conntimes_conn_of(c)) || cc->fd < 0) {
+        return AP_DECLINED;
+    }
+    net = apr_palloc(c->pool, sizeof(*net));
+    net->sock = sock;
+    net->cc = cc;
+    cc->net_bucket = 1;
+    APR_BRIGADE_INSERT_TAIL(bb, conntimes_net_bucket_create(net,
+                                                            c->bucket_alloc));
+    return APR_SUCCESS;
+}
+#endif
+
 /* pre_read_request: a new request begins on the connection.  The first one
  * was picked up with the connection; a later one when its read starts (on
  * the event MPM right after the listener handed the connection over, on
@@ -2722,6 +2878,12 @@ static void conntimes_register_hooks(apr_pool_t *p)
      * moment a worker holds the connection, before mod_ssl's set-up. */
     ap_hook_pre_connection(conntimes_pre_connection, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);
+#if defined(__linux__) && defined(SO_TIMESTAMPNS)
+    /* The core's own socket bucket runs REALLY_LAST; an MPM or protocol
+     * module that brings its own runs before us and keeps it. */
+    ap_hook_insert_network_bucket(conntimes_insert_network_bucket, NULL, NULL,
+                                  APR_HOOK_LAST);
+#endif
     ap_hook_pre_read_request(conntimes_pre_read_request, NULL, NULL,
                              APR_HOOK_REALLY_FIRST);
     /* First: other modules' post_read_request work is filter time. */

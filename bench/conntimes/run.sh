@@ -12,6 +12,11 @@
 #
 #   bench/conntimes/run.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #
+# What-ifs for the module's side only: BENCH_CT_FORMAT names its LogFormat
+# (default conntimes; "combined" isolates the cost of the longer log line)
+# and BENCH_CT_EXTRA is appended to its configuration (for example
+# "ConntimesKernelTimestamps Off").
+#
 # Needs: apache2 (apache2-bin), wrk, the module built (make).  Writes
 # bench/results/conntimes-bench.txt and raw wrk output under
 # bench/results/raw/conntimes/.
@@ -54,10 +59,12 @@ write_conf() { # name port with_module
     [ "$(id -u)" = 0 ] && user="User nobody
 Group nogroup"
     mod=""
+    extra=""
     fmt=combined
     if [ "$3" = 1 ]; then
         mod="LoadModule conntimes_module $top/build/mod_conntimes.so"
-        fmt=conntimes
+        fmt=${BENCH_CT_FORMAT:-conntimes}
+        extra=${BENCH_CT_EXTRA:-}
     fi
     cat > "$d/httpd.conf" <<CONF
 ServerRoot "$d"
@@ -87,6 +94,7 @@ DocumentRoot "$raw/htdocs"
 </Directory>
 LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" combined
 CustomLog "$d/access_log" $fmt
+$extra
 CONF
 }
 
@@ -143,12 +151,28 @@ while [ $r -le "$ROUNDS" ]; do
     r=$((r + 1))
 done
 
+# Where the module's own code stands in the server's CPU profile: steadier
+# than wall-clock ratios on a shared machine.  Needs perf and root; the
+# server is pinned, so CPU 0 is the server.
+profile=""
+if command -v perf >/dev/null && [ "$(id -u)" = 0 ] && [ -n "$pin_srv" ]; then
+    $pin_wrk wrk -t1 -c"$CONNS" -d8s "http://127.0.0.1:$pb/small.txt" \
+        > "$raw/conntimes.perf-load.txt" 2>&1 &
+    sleep 2
+    perf record -q -C 0 -o "$raw/perf.data" -- sleep 5 >/dev/null 2>&1 || true
+    wait
+    profile=$(perf report -i "$raw/perf.data" --no-children --sort dso -q \
+                  -g none 2>/dev/null \
+              | awk '/mod_conntimes.so/ { print $1 }')
+fi
+
 shm=$(sed -n 's/.*CT0008: shared memory \([0-9]*\) bytes (\([^)]*\)).*/\1 bytes (\2)/p' \
       "$raw/conntimes/error_log" | head -1)
 lines=$(wc -l < "$raw/conntimes/access_log")
 
-perl - "$raw" "$ROUNDS" "$DURATION" "$CONNS" "$shm" "$lines" > "$out" <<'PERL'
-my ($raw, $rounds, $dur, $conns, $shm, $lines) = @ARGV;
+perl - "$raw" "$ROUNDS" "$DURATION" "$CONNS" "$shm" "$lines" "$profile" \
+    > "$out" <<'PERL'
+my ($raw, $rounds, $dur, $conns, $shm, $lines, $profile) = @ARGV;
 sub us { my ($v, $u) = @_; $v * ($u eq 's' ? 1e6 : $u eq 'ms' ? 1e3 : 1) }
 my %r;
 for my $n (qw(plain conntimes)) {
@@ -170,6 +194,8 @@ sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2]
 printf "mod_conntimes overhead: wrk -t1 -c%d -d%ds, 1 KB static file, event MPM,\n"
      . "%d interleaved rounds; server on CPU 0, wrk on CPU 1 when pinned.\n\n",
        $conns, $dur, $rounds;
+printf "module side: LogFormat %s%s\n\n", $ENV{BENCH_CT_FORMAT} || 'conntimes',
+       $ENV{BENCH_CT_EXTRA} ? ", with \"$ENV{BENCH_CT_EXTRA}\"" : '';
 printf "%-10s %5s %12s %10s %10s %12s\n", 'server', 'round', 'req/s', 'p50 us',
        'p99 us', 'cpu us/req';
 for my $n (qw(plain conntimes)) {
@@ -190,6 +216,16 @@ printf "\nrequests/s ratio (conntimes / plain, medians): %.4f (%+.2f%%)\n",
 printf "p99 latency: plain %.0f us, conntimes %.0f us\n", $m{plain}[2], $m{conntimes}[2];
 my @pr = map { $r{conntimes}[$_][0] / $r{plain}[$_][0] } 0 .. $rounds - 1;
 printf "per-round ratios: %s\n", join ' ', map { sprintf '%.4f', $_ } @pr;
+# How far the median of the paired ratios can be trusted: a bootstrap 95 %
+# interval (fixed seed, so the same raw files give the same interval).
+srand(1);
+my @boot = sort { $a <=> $b } map {
+    median(map { $pr[int rand @pr] } 1 .. @pr)
+} 1 .. 2000;
+printf "median per-round ratio %.4f (%+.2f%%), bootstrap 95%% interval %.4f .. %.4f\n",
+       median(@pr), 100 * (median(@pr) - 1), $boot[49], $boot[1949];
+print "mod_conntimes.so in the server's CPU profile (perf, 5 s under load): ",
+      ($profile || 'not measured (needs perf and root)'), "\n";
 print "shared memory (defaults): $shm\n";
 print "access log lines written by the conntimes server: $lines\n";
 PERL

@@ -14,7 +14,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Time::HiRes qw(time sleep);
 
-plan tests => 26, need_module('conntimes', 'ct_test');
+plan tests => 32, need_module('conntimes', 'ct_test');
 
 my $mpm = ct_mpm();
 t_debug("MPM $mpm");
@@ -50,6 +50,32 @@ t_debug("MPM $mpm");
     ok $h->{read} >= 590_000 && $h->{read} < 800_000;
     ok $h->{filter} < 50_000 && $h->{run} < 50_000 && $h->{queue} < 100_000;
     ok ct_check_sums($h);
+}
+
+# Two pipelined requests in one packet arrive together: both carry the
+# kernel's stamp of that packet, and the second waited in queue while the
+# first one's 200 ms handler ran.
+{
+    my $tag = ct_tag();
+    my $resp = ct_raw("GET /conntimes/sleep?ms=200 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      . "X-CT-Tag: $tag\r\n\r\n"
+                      . "GET /conntimes/sleep?ms=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      . "X-CT-Tag: $tag\r\nConnection: close\r\n\r\n");
+    my @ok = $resp =~ m{^HTTP/1\.1 200}mg;
+    ok t_cmp(scalar(@ok), 2, 'two pipelined responses');
+    my @h = sort { $a->{start} <=> $b->{start} || $a->{queue} <=> $b->{queue} }
+            ct_wait_lines($tag, 2);
+    t_debug($_->{line}) for @h;
+    ok t_cmp(scalar(@h), 2, 'two log lines');
+    if ($^O eq 'linux' && @h == 2) {
+        ok t_cmp("$h[0]{arrival} $h[1]{arrival}", 'kernel kernel');
+        ok t_cmp($h[1]{start}, $h[0]{start}, 'one packet, one arrival');
+        ok $h[1]{queue} >= 190_000 && $h[1]{queue} < 600_000;
+    }
+    else {
+        skip('kernel arrival stamps are Linux only', 1) for 1 .. 3;
+    }
+    ok !grep { !ct_check_sums($_) } @h;
 }
 
 # A slow reader of a sendfile'd 2 MB file: the handler returns at once, the
