@@ -13,8 +13,8 @@
 #   bench/conntimes/run.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #
 # What-ifs for the module's side only: BENCH_CT_FORMAT names its LogFormat
-# (default conntimes; "combined" isolates the cost of the longer log line)
-# and BENCH_CT_EXTRA is appended to its configuration (for example
+# (default conntimes; "combined" isolates the cost of the longer log line;
+# the results then go to conntimes-bench-<format>.txt) and BENCH_CT_EXTRA is appended to its configuration (for example
 # "ConntimesKernelTimestamps Off").
 #
 # Needs: apache2 (apache2-bin), wrk, the module built (make).  Writes
@@ -27,7 +27,7 @@ DURATION=${2:-10}
 CONNS=${3:-16}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 raw=$top/bench/results/raw/conntimes
-out=$top/bench/results/conntimes-bench.txt
+out=$top/bench/results/conntimes-bench${BENCH_CT_FORMAT:+-$BENCH_CT_FORMAT}.txt
 httpd=$(apxs -q SBINDIR)/$(apxs -q TARGET)
 libexec=$(apxs -q LIBEXECDIR)
 
