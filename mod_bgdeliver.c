@@ -106,8 +106,11 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_DEFAULT_GRACE     apr_time_from_sec(30)
 #define BGD_DEFAULT_MAX_DELIVERIES 4096
 #define BGD_DEFAULT_PULSE     apr_time_from_msec(100)
-/* The smallest pass: one bucket buffer (see bgd_slice_size()). */
-#define BGD_SLICE_BYTES       (8 * 1024)
+/* The smallest pass: one bucket buffer (see bgd_slice_size()).  Exactly
+ * APR_BUCKET_BUFF_SIZE, not 8 KiB: a file range read into memory comes in
+ * reads of that size, and the 192 bytes left over by an 8 KiB pass would
+ * take an 8 KiB allocator block of their own. */
+#define BGD_SLICE_BYTES       APR_BUCKET_BUFF_SIZE
 /* The largest pass of bytes in memory (generated data, anything under
  * TLS).  The core output filter turns a pass holding FlushMaxThreshold
  * (64 KiB by default) of memory buckets into a blocking write: stay well
