@@ -111,6 +111,8 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
  * reads of that size, and the 192 bytes left over by an 8 KiB pass would
  * take an 8 KiB allocator block of their own. */
 #define BGD_SLICE_BYTES       APR_BUCKET_BUFF_SIZE
+/* The smallest pass to a socket that is writable but nearly full. */
+#define BGD_SLICE_MIN         1024
 /* The largest pass of bytes in memory (generated data, anything under
  * TLS).  The core output filter turns a pass holding FlushMaxThreshold
  * (64 KiB by default) of memory buckets into a blocking write: stay well
@@ -122,6 +124,8 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
  * FlushMaxThreshold ahead of its writes, and file buckets do not count
  * towards the blocking threshold. */
 #define BGD_SENDFILE_SLICE    (1024 * 1024)
+/* What the child's pass-block allocator keeps for reuse: 128 blocks. */
+#define BGD_BLOCKS_KEEP       (128 * 8192)
 /* Free blocks given back at the hand-off (bgd_conn_release_free()). */
 #define BGD_RELEASE_BLOCKS    16
 /* A socket with this much room in its send buffer belongs to a fast
@@ -263,6 +267,7 @@ typedef struct bgd_job_t {
     unsigned int drain:1;               /* ignore pacing (child stopping) */
     unsigned int counted_paced:1;       /* in bgd_paced_jobs */
     unsigned int tls:1;                 /* writes go through mod_ssl */
+    unsigned int read_pass:1;           /* this pass is read into a block */
     const char *outcome;
     const char *kill_reason;            /* set by the watchdog */
 } bgd_job_t;
@@ -994,7 +999,7 @@ static apr_status_t bgd_kick_core(conn_rec *c)
  * when that is unknown.  The kernel counts the buffer in memory, segments
  * with their overhead (SO_MEMINFO), against SO_SNDBUF; SIOCOUTQ tells how
  * much of that is payload. */
-static apr_off_t bgd_socket_room(conn_rec *c)
+static apr_off_t bgd_socket_room(conn_rec *c, int *low)
 {
 #if defined(SO_MEMINFO) && defined(SIOCOUTQ)
     apr_socket_t *csd = ap_get_conn_socket(c);
@@ -1004,6 +1009,7 @@ static apr_off_t bgd_socket_room(conn_rec *c)
     apr_off_t sndbuf, queued, room;
     int payload = 0;
 
+    *low = 0;
     if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS
         || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0
         || len < sizeof(mem) || ioctl(fd, SIOCOUTQ, &payload) != 0) {
@@ -1011,6 +1017,10 @@ static apr_off_t bgd_socket_room(conn_rec *c)
     }
     sndbuf = mem[SK_MEMINFO_SNDBUF];
     queued = mem[SK_MEMINFO_WMEM_QUEUED];
+    /* TCP reports a socket writable once a third of its buffer is free:
+     * with less than a sixteenth free, a wait for writability cannot
+     * return at once, and the wait lets the client drain the most. */
+    *low = 16 * (sndbuf - queued) < sndbuf;
     if (queued >= sndbuf) {
         return 0;
     }
@@ -1021,35 +1031,107 @@ static apr_off_t bgd_socket_room(conn_rec *c)
                                            : room / 2;
 #else
     (void)c;
+    *low = 0;
     return -1;
 #endif
 }
 
-/* How much of the queue one pass may take.  A file range that sendfile
- * carries can be big: what the socket does not take of it, the core keeps
- * as a reference to the file.  Anything else the core copies first (reads
- * the file, or mod_ssl encrypts), and what the socket does not take stays
- * in memory with the connection, as do the freed buffers in the
- * connection's allocator: for a slow reader the pass is one bucket buffer.
- * A socket with BGD_ROOM_FAST of room (bgd_socket_room()) is a fast
- * client's: its pass is what the socket takes, up to BGD_SENDFILE_SLICE of
- * a file read into memory or BGD_SLICE_MEM_MAX of memory buckets, few
- * syscalls per megabyte as with stock Apache's blocking writes. */
-static apr_off_t bgd_slice_size(const bgd_job_t *job)
+/* A slow reader's pass that must go through memory (a file without
+ * sendfile, anything under TLS) is read here into a block of a child-wide
+ * allocator instead of by the core into one of the connection's: the
+ * socket takes the whole pass (see bgd_slice_size()), the block goes back
+ * at once, and the next pass of any connection reuses it.  Read by the
+ * core, every waiting delivery would keep an idle block of 8 KiB in its
+ * connection's allocator. */
+static apr_allocator_t *bgd_blocks;
+
+static void bgd_block_free(void *data)
+{
+    apr_allocator_free(bgd_blocks, (apr_memnode_t *)((char *)data
+                                                     - APR_MEMNODE_T_SIZE));
+}
+
+/* Replaces the file buckets of a pass by blocks read from the engine's own
+ * handles; APR_EOF when the file has become shorter than its bucket. */
+static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
+{
+    apr_bucket *b;
+
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        apr_bucket_file *f = b->data;
+        apr_memnode_t *node;
+        apr_os_file_t fd;
+        apr_size_t done = 0;
+        apr_bucket *h;
+
+        if (!APR_BUCKET_IS_FILE(b) || b->length == 0
+            || b->length > BGD_SLICE_BYTES) {
+            continue;
+        }
+        if (apr_os_file_get(&fd, f->fd) != APR_SUCCESS
+            || !(node = apr_allocator_alloc(bgd_blocks, b->length))) {
+            return APR_ENOMEM;
+        }
+        while (done < b->length) {
+            ssize_t n = pread(fd, node->first_avail + done, b->length - done,
+                              (off_t)(b->start + (apr_off_t)done));
+            if (n <= 0 && !(n < 0 && errno == EINTR)) {
+                apr_status_t rv = n == 0 ? APR_EOF : errno;
+                apr_allocator_free(bgd_blocks, node);
+                return rv;
+            }
+            if (n > 0) {
+                done += (apr_size_t)n;
+            }
+        }
+        h = apr_bucket_heap_create(node->first_avail, done, bgd_block_free,
+                                   b->list);
+        APR_BUCKET_INSERT_BEFORE(b, h);
+        apr_bucket_delete(b);
+        b = h;
+    }
+    return APR_SUCCESS;
+}
+
+/* How much of the queue one pass may take; 0 to wait for the socket.  A
+ * file range that sendfile carries can be big: what the socket does not
+ * take of it, the core keeps as a reference to the file.  Anything else is
+ * copied first (the file read, or encrypted by mod_ssl), and what the
+ * socket does not take would wait in memory with the connection: a slow
+ * reader's pass is at most one block (bgd_read_pass()) and no more than
+ * its socket has room for, so that a waiting delivery normally holds no
+ * buffer.  A socket with BGD_ROOM_FAST of room (bgd_socket_room()) is a
+ * fast client's: its pass is what the socket takes, up to
+ * BGD_SENDFILE_SLICE of a file read into memory or BGD_SLICE_MEM_MAX of
+ * memory buckets, few syscalls per megabyte as with stock Apache's
+ * blocking writes. */
+static apr_off_t bgd_slice_size(bgd_job_t *job)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
     int plain_file = !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
                      && APR_BUCKET_IS_FILE(b);
     apr_off_t room;
+    int low;
 
+    job->read_pass = 0;
     if (plain_file && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
                        & APR_SENDFILE_ENABLED)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
-    room = bgd_socket_room(job->c);
+    room = bgd_socket_room(job->c, &low);
     if (room < BGD_ROOM_FAST) {
-        return BGD_SLICE_BYTES;
+        job->read_pass = bgd_blocks != NULL;
+        /* Nearly full: the wait for writability lets the client drain
+         * a third of the buffer before the next pass. */
+        if (low) {
+            return 0;
+        }
+        if (room < 0 || room >= BGD_SLICE_BYTES) {
+            return BGD_SLICE_BYTES;
+        }
+        return room > BGD_SLICE_MIN ? room : BGD_SLICE_MIN;
     }
     if (plain_file) {
         return room < BGD_SENDFILE_SLICE ? room : BGD_SENDFILE_SLICE;
@@ -1064,6 +1146,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
 {
     conn_rec *c = job->c;
     apr_bucket *e;
+    apr_off_t want;
     apr_status_t rv;
 
     if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)) {
@@ -1073,7 +1156,11 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
-    rv = apr_brigade_partition(job->queue, bgd_slice_size(job), &e);
+    want = bgd_slice_size(job);
+    if (want == 0) {
+        return;
+    }
+    rv = apr_brigade_partition(job->queue, want, &e);
     if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
         return;
     }
@@ -1084,24 +1171,26 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         job->queue = job->slice;
         job->slice = head;
     }
-    if (!bgd_files_unchanged(job, job->slice, 0)) {
-        /* Leave it to the pump, which aborts and logs it. */
-        APR_BRIGADE_PREPEND(job->queue, job->slice);
-        return;
-    }
     {
-        apr_off_t len = 0;
+        apr_off_t len = 0, mem = 0;
         apr_bucket *b;
         for (b = APR_BRIGADE_FIRST(job->slice);
              b != APR_BRIGADE_SENTINEL(job->slice); b = APR_BUCKET_NEXT(b)) {
             if (!APR_BUCKET_IS_METADATA(b)) {
                 len += b->length;
                 if (!APR_BUCKET_IS_FILE(b)) {
-                    job->mem_bytes -= b->length;
+                    mem += b->length;
                 }
             }
         }
+        if (!bgd_files_unchanged(job, job->slice, 0)
+            || (job->read_pass && bgd_read_pass(job->slice) != APR_SUCCESS)) {
+            /* Leave it to the pump, which aborts and logs it. */
+            APR_BRIGADE_PREPEND(job->queue, job->slice);
+            return;
+        }
         job->sent += len;
+        job->mem_bytes -= mem;
     }
     bgd_append_push(job->slice);
     ap_pass_brigade(job->capture->next, job->slice);
@@ -1394,6 +1483,9 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         }
 
         want = bgd_slice_size(job);
+        if (want == 0) {
+            return BGD_PUMP_WAIT_SOCKET;
+        }
         if (allowed < want) {
             want = allowed;
         }
@@ -1410,6 +1502,11 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         if (!bgd_files_unchanged(job, job->slice, visit_start)) {
             apr_brigade_cleanup(job->slice);
             return bgd_file_changed(job);
+        }
+        if (job->read_pass && (rv = bgd_read_pass(job->slice))) {
+            apr_brigade_cleanup(job->slice);
+            return rv == APR_EOF ? bgd_file_changed(job)
+                   : bgd_pump_fail(job, rv, "reading the file failed");
         }
         {
             apr_off_t len = 0;
@@ -2520,6 +2617,45 @@ static int bgd_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
+static apr_status_t bgd_blocks_destroy(void *data)
+{
+    (void)data;
+    apr_allocator_destroy(bgd_blocks);
+    bgd_blocks = NULL;
+    return APR_SUCCESS;
+}
+
+/* The child-wide allocator of pass blocks (bgd_read_pass()): workers take
+ * and give back blocks concurrently, so it has a mutex; it keeps what 128
+ * passes in flight need and gives the rest back to malloc.  Without it the
+ * core reads passes into the connections' own allocators. */
+static void bgd_blocks_create(apr_pool_t *pchild, server_rec *s)
+{
+    apr_thread_mutex_t *mutex;
+    apr_status_t rv;
+
+    if ((rv = apr_allocator_create(&bgd_blocks)) != APR_SUCCESS) {
+        bgd_blocks = NULL;
+    }
+    else if ((rv = apr_thread_mutex_create(&mutex, APR_THREAD_MUTEX_DEFAULT,
+                                           pchild)) != APR_SUCCESS) {
+        apr_allocator_destroy(bgd_blocks);
+        bgd_blocks = NULL;
+    }
+    if (!bgd_blocks) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, "BGD022: cannot "
+                     "create the pass buffers; slow readers' passes are "
+                     "read by the core");
+        return;
+    }
+    apr_allocator_mutex_set(bgd_blocks, mutex);
+    apr_allocator_max_free_set(bgd_blocks, BGD_BLOCKS_KEEP);
+    /* Registered after the mutex: runs before the mutex goes, and after
+     * the connections' pools (sub-pools of pchild) gave their blocks back. */
+    apr_pool_cleanup_register(pchild, NULL, bgd_blocks_destroy,
+                              apr_pool_cleanup_null);
+}
+
 static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_status_t rv;
@@ -2529,6 +2665,7 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
     if (!bgd_mpm_can_waitio) {
         return;
     }
+    bgd_blocks_create(pchild, s);
     bgd_wd_exit = 0;
     bgd_wd_head = NULL;
     if ((rv = apr_thread_mutex_create(&bgd_wd_mutex,
