@@ -111,8 +111,10 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
  * reads of that size, and the 192 bytes left over by an 8 KiB pass would
  * take an 8 KiB allocator block of their own. */
 #define BGD_SLICE_BYTES       APR_BUCKET_BUFF_SIZE
-/* The smallest pass to a socket that is writable but nearly full. */
-#define BGD_SLICE_MIN         1024
+/* The smallest pass to a socket with less room than BGD_SLICE_BYTES but
+ * not nearly full: a client that drains while a worker fills its socket is
+ * not chased with tiny writes. */
+#define BGD_SLICE_MIN         4000
 /* The largest pass of bytes in memory (generated data, anything under
  * TLS).  The core output filter turns a pass holding FlushMaxThreshold
  * (64 KiB by default) of memory buckets into a blocking write: stay well
@@ -1059,7 +1061,6 @@ static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
 
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
          b = APR_BUCKET_NEXT(b)) {
-        apr_bucket_file *f = b->data;
         apr_memnode_t *node;
         apr_os_file_t fd;
         apr_size_t done = 0;
@@ -1069,7 +1070,8 @@ static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
             || b->length > BGD_SLICE_BYTES) {
             continue;
         }
-        if (apr_os_file_get(&fd, f->fd) != APR_SUCCESS
+        if (apr_os_file_get(&fd, ((apr_bucket_file *)b->data)->fd)
+            != APR_SUCCESS
             || !(node = apr_allocator_alloc(bgd_blocks, b->length))) {
             return APR_ENOMEM;
         }
@@ -1122,9 +1124,14 @@ static apr_off_t bgd_slice_size(bgd_job_t *job)
     }
     room = bgd_socket_room(job->c, &low);
     if (room < BGD_ROOM_FAST) {
+        /* A delivery paced in the worker waits in the core's blocking
+         * write, which needs something the socket cannot take at once. */
+        if (job->in_worker) {
+            return BGD_SLICE_BYTES;
+        }
         job->read_pass = bgd_blocks != NULL;
-        /* Nearly full: the wait for writability lets the client drain
-         * a third of the buffer before the next pass. */
+        /* Nearly full: the MPM's wait for writability lets the client
+         * drain a third of the buffer before the next pass. */
         if (low) {
             return 0;
         }

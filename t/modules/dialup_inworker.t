@@ -1,0 +1,72 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# Where pacing runs inside a worker (prefork here; worker MPM and HTTP/2
+# streams alike), a client that reads slower than the paced rate fills the
+# socket: the worker must then wait for it in the core's blocking write,
+# not spin.  The child's CPU time over the transfer tells the two apart
+# (a spinning worker burns the whole wall-clock time).
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Digest::MD5 qw(md5_hex);
+use Time::HiRes qw(time);
+use Bgd::Test qw(private_server gen_file http_connect http_send
+                 read_response);
+
+plan tests => 4, need need_module('mod_dialup.c'), need_module('mod_bgdeliver.c');
+
+my $file = gen_file('bgdeliver/files/dialup-inworker-1m.bin', 1_000_000);
+my $want = do { open my $fh, '<', $file or die $!; binmode $fh; local $/; md5_hex(<$fh>) };
+
+my $srv = private_server(<<'CONF', mpm => 'prefork', modules => ['bgdeliver', 'dialup']);
+EnableSendfile Off
+<Location /bgdeliver/files/dialup-inworker-1m.bin>
+    DialupRate 4M
+    DialupLatency 0
+</Location>
+CONF
+
+# CPU seconds (user + system) of the server's processes.
+my $tick = eval { require POSIX; POSIX::sysconf(POSIX::_SC_CLK_TCK()) } || 100;
+sub server_cpu {
+    my $sum = 0;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh> // next;
+        $line =~ s/^.*\) //;            # the command may contain spaces
+        my @f = split ' ', $line;
+        # fields after "(comm) ": state ppid ... utime(12) stime(13)
+        next unless $f[1] == $srv->{pid} || $stat eq "/proc/$srv->{pid}/stat";
+        $sum += ($f[11] + $f[12]) / $tick;
+    }
+    return $sum;
+}
+
+# 500 KB/s paced, read at 100 KB/s through a 4 KB receive buffer: the
+# 32 KB send buffer is full for almost all of the 3 s of this read.
+my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+my $cpu0 = server_cpu();
+my $t0 = time;
+http_send($s, 'GET', '/bgdeliver/files/dialup-inworker-1m.bin', Connection => 'close');
+my $r = read_response($s, rate => 100_000, max_body => 300_000, timeout => 20);
+my $wall = time - $t0;
+my $cpu = server_cpu() - $cpu0;
+t_debug(sprintf 'read %d bytes in %.2f s, server CPU %.2f s',
+                length($r->{body} // ''), $wall, $cpu);
+ok t_cmp($r->{status}, 200, 'paced response in a prefork child');
+ok t_cmp(length($r->{body} // '') >= 290_000 ? 1 : 0, 1, 'the slow client got its bytes');
+ok t_cmp($cpu < 0.3 * $wall ? 1 : 0, 1,
+         sprintf('the worker waited, it did not spin (%.2f s CPU in %.2f s)', $cpu, $wall));
+
+close $s;
+
+# Paced in the worker at full client speed: the bytes are exact.
+my $s2 = http_connect(port => $srv->{port});
+http_send($s2, 'GET', '/bgdeliver/files/dialup-inworker-1m.bin', Connection => 'close');
+my $full = read_response($s2, timeout => 20);
+close $s2;
+ok t_cmp(md5_hex($full->{body} // ''), $want, 'paced in the worker: exact bytes');
