@@ -269,7 +269,6 @@ typedef struct bgd_job_t {
     unsigned int drain:1;               /* ignore pacing (child stopping) */
     unsigned int counted_paced:1;       /* in bgd_paced_jobs */
     unsigned int tls:1;                 /* writes go through mod_ssl */
-    unsigned int read_pass:1;           /* this pass is read into a block */
     const char *outcome;
     const char *kill_reason;            /* set by the watchdog */
 } bgd_job_t;
@@ -1096,7 +1095,8 @@ static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
     return APR_SUCCESS;
 }
 
-/* How much of the queue one pass may take; 0 to wait for the socket.  A
+/* How much of the queue one pass may take; 0 to wait for the socket.
+ * *read_pass tells whether the pass is to be read into a block.  A
  * file range that sendfile carries can be big: what the socket does not
  * take of it, the core keeps as a reference to the file.  Anything else is
  * copied first (the file read, or encrypted by mod_ssl), and what the
@@ -1108,7 +1108,7 @@ static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
  * BGD_SENDFILE_SLICE of a file read into memory or BGD_SLICE_MEM_MAX of
  * memory buckets, few syscalls per megabyte as with stock Apache's
  * blocking writes. */
-static apr_off_t bgd_slice_size(bgd_job_t *job)
+static apr_off_t bgd_slice_size(const bgd_job_t *job, int *read_pass)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
     int plain_file = !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
@@ -1116,7 +1116,7 @@ static apr_off_t bgd_slice_size(bgd_job_t *job)
     apr_off_t room;
     int low;
 
-    job->read_pass = 0;
+    *read_pass = 0;
     if (plain_file && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
                        & APR_SENDFILE_ENABLED)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
@@ -1129,7 +1129,7 @@ static apr_off_t bgd_slice_size(bgd_job_t *job)
         if (job->in_worker) {
             return BGD_SLICE_BYTES;
         }
-        job->read_pass = bgd_blocks != NULL;
+        *read_pass = bgd_blocks != NULL;
         /* Nearly full: the MPM's wait for writability lets the client
          * drain a third of the buffer before the next pass. */
         if (low) {
@@ -1146,30 +1146,21 @@ static apr_off_t bgd_slice_size(bgd_job_t *job)
     return BGD_SLICE_MEM_MAX;
 }
 
-/* While the handler still runs, hand what is captured to the network if
- * that cannot block: the client sees streamed content at once and the
- * spool stays small.  Paced deliveries wait for their schedule instead. */
-static void bgd_forward_opportunistic(bgd_job_t *job)
+/* Moves the first `want` bytes of the queue to job->slice, ready to go:
+ * the files they come from checked (`visit` as for bgd_files_unchanged())
+ * and, for a pass through memory, read into a block.  *len is the pass's
+ * length, *mem the part of it that was in memory buckets.  On failure the
+ * bytes are back at the head of the queue; APR_EOF means a file changed. */
+static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
+                                  int read_pass, apr_time_t visit,
+                                  apr_off_t *len, apr_off_t *mem)
 {
-    conn_rec *c = job->c;
     apr_bucket *e;
-    apr_off_t want;
     apr_status_t rv;
 
-    if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)) {
-        return;
-    }
-    if (c->data_in_output_filters
-        && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
-        return;
-    }
-    want = bgd_slice_size(job);
-    if (want == 0) {
-        return;
-    }
     rv = apr_brigade_partition(job->queue, want, &e);
     if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
-        return;
+        return rv;
     }
     apr_brigade_split_ex(job->queue, e, job->slice);
     /* job->slice now holds the rest: swap so that the head goes out. */
@@ -1178,27 +1169,49 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         job->queue = job->slice;
         job->slice = head;
     }
-    {
-        apr_off_t len = 0, mem = 0;
-        apr_bucket *b;
-        for (b = APR_BRIGADE_FIRST(job->slice);
-             b != APR_BRIGADE_SENTINEL(job->slice); b = APR_BUCKET_NEXT(b)) {
-            if (!APR_BUCKET_IS_METADATA(b)) {
-                len += b->length;
-                if (!APR_BUCKET_IS_FILE(b)) {
-                    mem += b->length;
-                }
+    *len = *mem = 0;
+    for (e = APR_BRIGADE_FIRST(job->slice);
+         e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
+        if (!APR_BUCKET_IS_METADATA(e)) {
+            *len += e->length;
+            if (!APR_BUCKET_IS_FILE(e)) {
+                *mem += e->length;
             }
         }
-        if (!bgd_files_unchanged(job, job->slice, 0)
-            || (job->read_pass && bgd_read_pass(job->slice) != APR_SUCCESS)) {
-            /* Leave it to the pump, which aborts and logs it. */
-            APR_BRIGADE_PREPEND(job->queue, job->slice);
-            return;
-        }
-        job->sent += len;
-        job->mem_bytes -= mem;
     }
+    rv = !bgd_files_unchanged(job, job->slice, visit) ? APR_EOF
+         : read_pass ? bgd_read_pass(job->slice) : APR_SUCCESS;
+    if (rv != APR_SUCCESS) {
+        APR_BRIGADE_PREPEND(job->queue, job->slice);
+    }
+    return rv;
+}
+
+/* While the handler still runs, hand what is captured to the network if
+ * that cannot block: the client sees streamed content at once and the
+ * spool stays small.  Paced deliveries wait for their schedule instead. */
+static void bgd_forward_opportunistic(bgd_job_t *job)
+{
+    conn_rec *c = job->c;
+    apr_off_t want, len, mem;
+    int read_pass;
+
+    if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)) {
+        return;
+    }
+    if (c->data_in_output_filters
+        && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
+        return;
+    }
+    want = bgd_slice_size(job, &read_pass);
+    /* On a failure the pump, which sees it next, aborts and logs it. */
+    if (want == 0
+        || bgd_take_pass(job, want, read_pass, 0, &len, &mem)
+           != APR_SUCCESS) {
+        return;
+    }
+    job->sent += len;
+    job->mem_bytes -= mem;
     bgd_append_push(job->slice);
     ap_pass_brigade(job->capture->next, job->slice);
     apr_brigade_cleanup(job->slice);
@@ -1431,8 +1444,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
     apr_status_t rv;
 
     for (;;) {
-        apr_off_t allowed, want;
-        apr_bucket *e;
+        apr_off_t allowed, want, len, mem;
+        int read_pass;
 
         if (c->aborted) {
             return bgd_pump_fail(job, APR_SUCCESS, "connection aborted");
@@ -1489,38 +1502,22 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        want = bgd_slice_size(job);
+        want = bgd_slice_size(job, &read_pass);
         if (want == 0) {
             return BGD_PUMP_WAIT_SOCKET;
         }
         if (allowed < want) {
             want = allowed;
         }
-        rv = apr_brigade_partition(job->queue, want, &e);
-        if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
-            return bgd_pump_fail(job, rv, "reading the response failed");
-        }
-        apr_brigade_split_ex(job->queue, e, job->slice);
-        {
-            apr_bucket_brigade *head = job->queue;
-            job->queue = job->slice;
-            job->slice = head;
-        }
-        if (!bgd_files_unchanged(job, job->slice, visit_start)) {
-            apr_brigade_cleanup(job->slice);
+        rv = bgd_take_pass(job, want, read_pass, visit_start, &len, &mem);
+        if (rv == APR_EOF) {
             return bgd_file_changed(job);
         }
-        if (job->read_pass && (rv = bgd_read_pass(job->slice))) {
-            apr_brigade_cleanup(job->slice);
-            return rv == APR_EOF ? bgd_file_changed(job)
-                   : bgd_pump_fail(job, rv, "reading the file failed");
+        if (rv != APR_SUCCESS) {
+            return bgd_pump_fail(job, rv, "reading the response failed");
         }
-        {
-            apr_off_t len = 0;
-            apr_brigade_length(job->slice, 0, &len);
-            job->sent += len;
-            visit_bytes += len;
-        }
+        job->sent += len;
+        visit_bytes += len;
         bgd_append_push(job->slice);
         rv = ap_pass_brigade(job->capture->next, job->slice);
         apr_brigade_cleanup(job->slice);
