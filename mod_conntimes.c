@@ -266,7 +266,7 @@ typedef struct {
     int requests;                       /* requests started so far */
     apr_time_t pickup;
     /* Kept by our network bucket, where the kernel stamps arrivals: */
-    int net_bucket;                     /* the core reads through it */
+    apr_socket_t *bucket_sock;          /* read through our bucket, or NULL */
     apr_time_t last_stamp;              /* the newest read's arrival */
     apr_time_t armed_stamp;             /* the first read's since armed */
     int armed;                          /* the in filter waits for a read */
@@ -869,12 +869,7 @@ static int conntimes_request_phases(request_rec *r, conntimes_phases_t *out)
  * empty bucket) but with recvmsg(), so that the kernel's receive time stamp
  * comes with the bytes: no system call is added to a request. */
 
-typedef struct {
-    apr_socket_t *sock;
-    conntimes_conn_t *cc;
-} conntimes_net_t;
-
-static apr_bucket *conntimes_net_bucket_create(conntimes_net_t *net,
+static apr_bucket *conntimes_net_bucket_create(conntimes_conn_t *cc,
                                                apr_bucket_alloc_t *list);
 
 /* The stamp of what one recvmsg() returned (TCP gives the newest packet's),
@@ -900,7 +895,7 @@ static apr_time_t conntimes_cmsg_stamp(struct msghdr *msg)
 
 /* One recvmsg() that honours the socket's timeout the way apr_socket_recv()
  * does (mod_reqtimeout and the core set it): try, then poll and retry. */
-static apr_status_t conntimes_net_recv(conntimes_net_t *net, char *buf,
+static apr_status_t conntimes_net_recv(conntimes_conn_t *cc, char *buf,
                                        apr_size_t *len, apr_time_t *stamp,
                                        apr_read_type_e block)
 {
@@ -909,16 +904,12 @@ static apr_status_t conntimes_net_recv(conntimes_net_t *net, char *buf,
         char buf[CMSG_SPACE(sizeof(struct timespec))];
     } ctl;
     apr_interval_time_t timeout = 0;
-    apr_os_sock_t fd;
     struct msghdr msg;
     struct iovec iov;
     ssize_t n;
 
-    if (apr_os_sock_get(&fd, net->sock) != APR_SUCCESS) {
-        return APR_ENOTSOCK;
-    }
     if (block == APR_BLOCK_READ) {
-        apr_socket_timeout_get(net->sock, &timeout);
+        apr_socket_timeout_get(cc->bucket_sock, &timeout);
     }
     for (;;) {
         memset(&msg, 0, sizeof(msg));
@@ -928,7 +919,7 @@ static apr_status_t conntimes_net_recv(conntimes_net_t *net, char *buf,
         msg.msg_iovlen = 1;
         msg.msg_control = ctl.buf;
         msg.msg_controllen = sizeof(ctl.buf);
-        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+        n = recvmsg(cc->fd, &msg, MSG_DONTWAIT);
         if (n >= 0) {
             break;
         }
@@ -938,7 +929,7 @@ static apr_status_t conntimes_net_recv(conntimes_net_t *net, char *buf,
         if ((errno == EAGAIN || errno == EWOULDBLOCK) && timeout != 0) {
             struct pollfd pfd;
             int rc;
-            pfd.fd = fd;
+            pfd.fd = cc->fd;
             pfd.events = POLLIN;
             pfd.revents = 0;
             do {
@@ -964,8 +955,7 @@ static apr_status_t conntimes_net_bucket_read(apr_bucket *b, const char **str,
                                               apr_size_t *len,
                                               apr_read_type_e block)
 {
-    conntimes_net_t *net = b->data;
-    conntimes_conn_t *cc = net->cc;
+    conntimes_conn_t *cc = b->data;
     apr_time_t stamp = 0;
     apr_status_t rv;
     char *buf;
@@ -973,7 +963,7 @@ static apr_status_t conntimes_net_bucket_read(apr_bucket *b, const char **str,
     *str = NULL;
     *len = APR_BUCKET_BUFF_SIZE;
     buf = apr_bucket_alloc(*len, b->list);
-    rv = conntimes_net_recv(net, buf, len, &stamp, block);
+    rv = conntimes_net_recv(cc, buf, len, &stamp, block);
     if (rv != APR_SUCCESS) {
         apr_bucket_free(buf);
         *len = 0;
@@ -996,11 +986,9 @@ static apr_status_t conntimes_net_bucket_read(apr_bucket *b, const char **str,
         /* The listener's option did not reach this socket (a listener
          * opened by someone else): ask again, for the next reads. */
         int one = 1;
-        apr_os_sock_t fd;
         cc->stamps = 1;
-        if (apr_os_sock_get(&fd, net->sock) == APR_SUCCESS
-            && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
-                          sizeof(one)) < 0) {
+        if (setsockopt(cc->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one,
+                       sizeof(one)) < 0) {
             ap_log_cerror(APLOG_MARK, APLOG_DEBUG, errno, cc->c,
                           "CT0001: cannot enable SO_TIMESTAMPNS on the "
                           "connection; arrival times fall back to the worker");
@@ -1013,7 +1001,7 @@ static apr_status_t conntimes_net_bucket_read(apr_bucket *b, const char **str,
     b = apr_bucket_heap_make(b, buf, *len, apr_bucket_free);
     ((apr_bucket_heap *)b->data)->alloc_len = APR_BUCKET_BUFF_SIZE;
     *str = buf;
-    APR_BUCKET_INSERT_AFTER(b, conntimes_net_bucket_create(net, b->list));
+    APR_BUCKET_INSERT_AFTER(b, conntimes_net_bucket_create(cc, b->list));
     return APR_SUCCESS;
 }
 
@@ -1026,7 +1014,7 @@ static const apr_bucket_type_t conntimes_net_bucket_type = {
     apr_bucket_copy_notimpl
 };
 
-static apr_bucket *conntimes_net_bucket_create(conntimes_net_t *net,
+static apr_bucket *conntimes_net_bucket_create(conntimes_conn_t *cc,
                                                apr_bucket_alloc_t *list)
 {
     apr_bucket *b = apr_bucket_alloc(sizeof(*b), list);
@@ -1037,7 +1025,7 @@ static apr_bucket *conntimes_net_bucket_create(conntimes_net_t *net,
     b->type = &conntimes_net_bucket_type;
     b->length = (apr_size_t)-1;
     b->start = -1;
-    b->data = net;
+    b->data = cc;
     return b;
 }
 
@@ -1079,7 +1067,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
      * found again below when the request asks for its bytes) or only
      * trailing CRLFs, which start nothing. */
     if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)) {
-        if (cc->net_bucket) {
+        if (cc->bucket_sock) {
             cc->next_arrival = !cc->armed ? cc->armed_stamp
                                : got ? cc->last_stamp : 0;
             cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
@@ -2358,17 +2346,13 @@ static apr_status_t conntimes_insert_network_bucket(conn_rec *c,
                                                     apr_socket_t *sock)
 {
     conntimes_conn_t *cc;
-    conntimes_net_t *net;
 
     if (!conntimes_global || !conntimes_global->kernel_stamps || c->master
         || !(cc = conntimes_conn_of(c)) || cc->fd < 0) {
         return AP_DECLINED;
     }
-    net = apr_palloc(c->pool, sizeof(*net));
-    net->sock = sock;
-    net->cc = cc;
-    cc->net_bucket = 1;
-    APR_BRIGADE_INSERT_TAIL(bb, conntimes_net_bucket_create(net,
+    cc->bucket_sock = sock;
+    APR_BRIGADE_INSERT_TAIL(bb, conntimes_net_bucket_create(cc,
                                                             c->bucket_alloc));
     return APR_SUCCESS;
 }
