@@ -13,7 +13,7 @@ use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
-                 request wait_until pattern mpm_name);
+                 request wait_until pattern mpm_name server_pids);
 
 plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
@@ -39,17 +39,6 @@ sub proc_fds_matching {
         }
     }
     return $n;
-}
-
-sub children_of {
-    my ($ppid) = @_;
-    my @kids;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my @f = split ' ', (<$fh> // '');
-        push @kids, $f[0] if @f > 3 && $f[3] == $ppid;
-    }
-    return @kids;
 }
 
 # 1. The server-wide cap: two deliveries at once, then 503 + Retry-After.
@@ -89,7 +78,7 @@ BgDeliverSpoolDir @DIR@/spool
     BgDeliverMemoryLimit 16k
 </Location>
 CONF
-    my @kids = children_of($srv->{pid});
+    my @kids = server_pids($srv->{pid});
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
     http_send($s, 'GET', '/gen?size=2000000&chunk=16384');
     sleep 0.5;      # the handler has run; the client has read nothing yet
@@ -129,7 +118,7 @@ CONF
     BgDeliver On
 </Location>
 CONF
-    my @kids = children_of($srv->{pid});
+    my @kids = server_pids($srv->{pid});
     my @held = map { hold($srv->{port}, '/bgdeliver/files/srv-1m.bin') } 1 .. 5;
     my $t0 = time;
     kill 'TERM', $srv->{pid};

@@ -14,8 +14,8 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time);
-use Bgd::Test qw(private_server gen_file http_connect http_send
-                 read_response);
+use Bgd::Test qw(private_server server_pids gen_file http_connect
+                 http_send read_response);
 
 plan tests => 4, need need_module('mod_dialup.c'), need_module('mod_bgdeliver.c');
 
@@ -34,14 +34,11 @@ CONF
 my $tick = eval { require POSIX; POSIX::sysconf(POSIX::_SC_CLK_TCK()) } || 100;
 sub server_cpu {
     my $sum = 0;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my $line = <$fh> // next;
-        $line =~ s/^.*\) //;            # the command may contain spaces
-        my @f = split ' ', $line;
-        # fields after "(comm) ": state ppid ... utime(12) stime(13)
-        next unless $f[1] == $srv->{pid} || $stat eq "/proc/$srv->{pid}/stat";
-        $sum += ($f[11] + $f[12]) / $tick;
+    for my $pid ($srv->{pid}, server_pids($srv->{pid})) {
+        open my $fh, '<', "/proc/$pid/stat" or next;
+        # after "pid (comm) ": state ppid ... utime (12th) stime (13th)
+        my @f = split ' ', ((<$fh> // '') =~ s/^.*\) //r);
+        $sum += ($f[11] + $f[12]) / $tick if @f > 12;
     }
     return $sum;
 }

@@ -279,10 +279,15 @@ sub bgd_status {
 }
 
 # Children of the test server (workers and the cgid daemon).
+# The child processes of the test server, or of the server whose parent
+# process is $ppid (a private_server's pid).
 sub server_pids {
-    my $pidfile = Apache::Test::vars('t_pid_file');
-    open my $fh, '<', $pidfile or return ();
-    chomp(my $ppid = <$fh>);
+    my ($ppid) = @_;
+    unless ($ppid) {
+        open my $fh, '<', Apache::Test::vars('t_pid_file') or return ();
+        chomp($ppid = <$fh> // '');
+        return () unless $ppid;
+    }
     my @kids;
     for my $stat (glob '/proc/[0-9]*/stat') {
         open my $sf, '<', $stat or next;
