@@ -288,6 +288,7 @@ struct conntimes_req_t {
     apr_time_t hstart;
     apr_time_t hend;
     apr_time_t released;                /* the MPM let its worker go */
+    apr_time_t logged;                  /* end of the phases, when final */
     const char *handler;
     int source;                         /* conntimes_arrival_e */
     int suspended;
@@ -706,7 +707,9 @@ static void conntimes_record(request_rec *r, conntimes_req_t *rs)
     conntimes_agg_add(conntimes_agg_at(m, conntimes_stripe(m), cls, slot), us);
     apr_atomic_inc64(&m->hdr->arrivals[ph->arrival]);
 
-    open = conntimes_open_for(m, apr_time_now());
+    /* The interval is the one in which the request ended: the instant the
+     * phases were closed at serves, no need to ask the clock again. */
+    open = conntimes_open_for(m, rs->logged);
     if (open) {
         conntimes_agg_add(open, us);
     }
@@ -839,7 +842,8 @@ static void conntimes_finalize(request_rec *r, conntimes_req_t *rs)
     if (rs->done) {
         return;
     }
-    conntimes_compute(r, rs, apr_time_now(), 1, &rs->ph);
+    rs->logged = apr_time_now();
+    conntimes_compute(r, rs, rs->logged, 1, &rs->ph);
     rs->done = 1;
     conntimes_req_cleanup(rs);
 }
@@ -873,7 +877,9 @@ static apr_bucket *conntimes_net_bucket_create(conntimes_conn_t *cc,
                                                apr_bucket_alloc_t *list);
 
 /* The stamp of what one recvmsg() returned (TCP gives the newest packet's),
- * or 0 when it carries none or the clock was stepped since. */
+ * or 0 when it carries none.  It is checked against the clock only where it
+ * is taken as an arrival (conntimes_stamp_ok()), with the clock reading the
+ * request needs there anyway. */
 static apr_time_t conntimes_cmsg_stamp(struct msghdr *msg)
 {
     struct cmsghdr *cm;
@@ -881,13 +887,8 @@ static apr_time_t conntimes_cmsg_stamp(struct msghdr *msg)
     for (cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
             struct timespec ts;
-            apr_time_t t, now = apr_time_now();
             memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
-            t = apr_time_from_sec(ts.tv_sec) + ts.tv_nsec / 1000;
-            if (t > now || now - t > apr_time_from_sec(86400)) {
-                return 0;
-            }
-            return t;
+            return apr_time_from_sec(ts.tv_sec) + ts.tv_nsec / 1000;
         }
     }
     return 0;
@@ -1033,6 +1034,12 @@ static apr_bucket *conntimes_net_bucket_create(conntimes_conn_t *cc,
 
 /* ------------------------------------------------------------ filters */
 
+/* A kernel stamp from the future, or more than a day old, means the clock
+ * was stepped since: the worker's view is taken instead. */
+static int conntimes_stamp_ok(apr_time_t stamp, apr_time_t now)
+{
+    return stamp <= now && now - stamp <= apr_time_from_sec(86400);
+}
 
 /* Connection input filter, above mod_ssl: notes when the first bytes of a
  * request reach the HTTP parser, and when they arrived: the kernel's stamp
@@ -1047,6 +1054,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
 {
     conntimes_conn_t *cc = f->ctx;
     conntimes_req_t *rs = cc->reading;
+    apr_time_t now = 0;
     apr_status_t rv;
     int got;
 
@@ -1068,19 +1076,30 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
      * trailing CRLFs, which start nothing. */
     if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)) {
         if (cc->bucket_sock) {
-            cc->next_arrival = !cc->armed ? cc->armed_stamp
+            apr_time_t stamp = !cc->armed ? cc->armed_stamp
                                : got ? cc->last_stamp : 0;
+            if (stamp) {
+                now = apr_time_now();
+                if (conntimes_stamp_ok(stamp, now)) {
+                    cc->next_arrival = stamp;
+                }
+            }
             cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
         }
         if (!cc->next_arrival && got) {
-            cc->next_arrival = apr_time_now();
+            if (!now) {
+                now = apr_time_now();
+            }
+            cc->next_arrival = now;
             cc->next_source = CONNTIMES_ARRIVAL_WORKER;
         }
     }
     if (got && rs) {
         rs->arrival = cc->next_arrival;
         rs->source = cc->next_source;
-        rs->ready = apr_time_now();
+        /* The bytes are here: the reading taken for the arrival just above
+         * is this instant as well. */
+        rs->ready = now ? now : apr_time_now();
         cc->next_arrival = 0;
         cc->reading = NULL;
     }
@@ -2437,20 +2456,23 @@ static int conntimes_handler_start(request_rec *r)
 static void conntimes_suspend_connection(conn_rec *c, request_rec *r)
 {
     conntimes_conn_t *cc = conntimes_conn_of(c);
-    apr_time_t now;
+    apr_time_t now = 0;
 
     (void)r;
     if (!cc) {
         return;
     }
-    now = apr_time_now();
+    /* Most hand-offs are keep-alive waits with nothing to note: the clock
+     * is read only for a response still being written or a handler that
+     * returned SUSPENDED. */
     if (cc->setaside && !cc->setaside->released) {
+        now = apr_time_now();
         cc->setaside->released = now;
     }
     if (c->cs && c->cs->state == CONN_STATE_SUSPENDED) {
         conntimes_req_t *rs = cc->current;
         if (rs && !rs->hend) {
-            rs->hend = now;
+            rs->hend = now ? now : apr_time_now();
             rs->suspended = 1;
         }
         if (!cc->suspended && conntimes_shm) {
