@@ -103,7 +103,7 @@ module AP_MODULE_DECLARE_DATA conntimes_module;
 #define CONNTIMES_FILTER_OUT     "CONNTIMES_OUT"
 #define CONNTIMES_RETAINED_KEY   "mod_conntimes-retained"
 #define CONNTIMES_SHM_MAGIC      0x43544d31u   /* "CTM1" */
-#define CONNTIMES_LAYOUT_VERSION 1u
+#define CONNTIMES_LAYOUT_VERSION 2u
 #define CONNTIMES_NICKNAME       "conntimes"
 
 /* Phases, in the order every output lists them. */
@@ -144,11 +144,11 @@ static const apr_uint64_t conntimes_bounds[] = {
 #define CT_NBOUND  (sizeof(conntimes_bounds) / sizeof(conntimes_bounds[0]))
 #define CT_NBUCKET (CT_NBOUND + 1)
 
-/* Time series: open intervals keep full histograms in a small ring; an
- * interval that leaves the ring is condensed into a closed slot. */
-#define CT_NOPEN         4
-#define CT_SLOT_BUSY     (APR_UINT64_C(1) << 63)
+/* Slow requests listed. */
 #define CT_NSLOW         32
+
+/* Yields a rare path waits for a lock held by another (see conntimes_lock). */
+#define CT_LOCK_SPINS    1000
 
 /* Handler name slots. */
 #define CT_HANDLER_FREE  0
@@ -170,7 +170,8 @@ static const apr_uint64_t conntimes_bounds[] = {
 /* ------------------------------------------------------------ types */
 
 /* Shared memory: everything is made of 64-bit counters updated with
- * atomics, so that no lock is ever taken on the request path. */
+ * atomics, so that a request takes no lock; only the rare first request of
+ * a handler name or of a time-series interval takes a tiny one. */
 typedef struct {
     apr_uint64_t sum;                   /* microseconds */
     apr_uint64_t max;
@@ -183,10 +184,12 @@ typedef struct {
     conntimes_hist_t phase[CT_NPHASE];
 } conntimes_agg_t;
 
+/* The open interval of the time series (see conntimes_series_turn()). */
 typedef struct {
-    volatile apr_uint64_t tag;          /* interval number, CT_SLOT_BUSY */
-    conntimes_agg_t agg;
-} conntimes_open_t;
+    volatile apr_uint64_t tag;          /* its number: seconds / interval */
+    apr_uint64_t max[CT_NPHASE];        /* its maxima, which do not subtract */
+    conntimes_agg_t base;               /* the stripes' totals when it opened */
+} conntimes_series_t;
 
 typedef struct {
     apr_uint64_t sum;
@@ -232,7 +235,7 @@ typedef struct {
     volatile apr_uint32_t handler_lock;
     volatile apr_uint32_t suspended;
     volatile apr_uint32_t slow_next;
-    apr_uint32_t spare;
+    volatile apr_uint32_t series_lock;
     volatile apr_uint64_t arrivals[3];  /* by conntimes_arrival_e */
     char token[40];
 } conntimes_shm_hdr_t;
@@ -244,7 +247,7 @@ typedef struct {
     conntimes_handler_t *handlers;
     char *stripes;
     apr_size_t stripe_size;
-    conntimes_open_t *open;
+    conntimes_series_t *series;
     conntimes_closed_t *closed;
     conntimes_slow_t *slow;
 } conntimes_shm_t;
@@ -471,16 +474,15 @@ static apr_size_t conntimes_align(apr_size_t n)
 static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
                                    int nstripes, int nhandlers, int nslots)
 {
-    apr_size_t off_handlers, off_stripes, off_open, off_closed, off_slow, end;
+    apr_size_t off_handlers, off_stripes, off_series, off_closed, off_slow, end;
     apr_size_t stripe = conntimes_align(sizeof(conntimes_agg_t) * CT_NCLASS
                                         * (nhandlers + 1));
 
     off_handlers = conntimes_align(sizeof(conntimes_shm_hdr_t));
     off_stripes = off_handlers
                   + conntimes_align(sizeof(conntimes_handler_t) * nhandlers);
-    off_open = off_stripes + stripe * nstripes;
-    off_closed = off_open
-                 + conntimes_align(sizeof(conntimes_open_t) * CT_NOPEN);
+    off_series = off_stripes + stripe * nstripes;
+    off_closed = off_series + conntimes_align(sizeof(conntimes_series_t));
     off_slow = off_closed
                + conntimes_align(sizeof(conntimes_closed_t) * nslots);
     end = off_slow + conntimes_align(sizeof(conntimes_slow_t) * CT_NSLOW);
@@ -489,7 +491,7 @@ static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
         m->hdr = (conntimes_shm_hdr_t *)base;
         m->handlers = (conntimes_handler_t *)(base + off_handlers);
         m->stripes = base + off_stripes;
-        m->open = (conntimes_open_t *)(base + off_open);
+        m->series = (conntimes_series_t *)(base + off_series);
         m->closed = (conntimes_closed_t *)(base + off_closed);
         m->slow = (conntimes_slow_t *)(base + off_slow);
     }
@@ -533,16 +535,48 @@ static void conntimes_new_token(conntimes_shm_hdr_t *hdr)
     }
 }
 
+/* A tiny lock for the rare paths (claiming a handler slot, turning the
+ * time series, a reset), held for microseconds.  It holds the taker's
+ * clock in ms, so that a lock whose holder seems dead (held for over a
+ * second) is taken over.  Waits up to @spins yields (for ever when
+ * negative, which the take-over bounds); 0 when it could not be had. */
+static int conntimes_lock(volatile apr_uint32_t *lock, int spins)
+{
+    int i;
+
+    for (i = 0; ; i++) {
+        apr_uint32_t now_ms = (apr_uint32_t)(apr_time_as_msec(apr_time_now())
+                                             | 1);
+        apr_uint32_t held = apr_atomic_cas32(lock, now_ms, 0);
+        if (held == 0) {
+            return 1;
+        }
+        /* Signed: a holder that came after us is younger, not stale. */
+        if ((apr_int32_t)(now_ms - held) > 1000
+            && apr_atomic_cas32(lock, now_ms, held) == held) {
+            return 1;
+        }
+        if (spins >= 0 && i >= spins) {
+            return 0;
+        }
+        apr_thread_yield();
+    }
+}
+
+static void conntimes_unlock(volatile apr_uint32_t *lock)
+{
+    apr_atomic_set32(lock, 0);
+}
+
 /* ------------------------------------------------------------ handler slots */
 
 /* Slot of a handler name: named slots are claimed once, under a tiny lock
  * that only this rare path takes; when the table is full, or the lock
- * holder seems dead, the request goes to the overflow slot. */
+ * cannot be had, the request goes to the overflow slot. */
 static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
-    int n = (int)hdr->nhandlers, i, spins;
-    apr_uint32_t now_ms, held;
+    int n = (int)hdr->nhandlers, i;
 
     for (i = 0; i < n; i++) {
         apr_uint32_t st = apr_atomic_read32(&m->handlers[i].state);
@@ -555,24 +589,8 @@ static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
             return i;
         }
     }
-    if (i == n) {
+    if (i == n || !conntimes_lock(&hdr->handler_lock, CT_LOCK_SPINS)) {
         return n;
-    }
-
-    now_ms = (apr_uint32_t)(apr_time_as_msec(apr_time_now()) | 1);
-    for (spins = 0; ; spins++) {
-        held = apr_atomic_cas32(&hdr->handler_lock, now_ms, 0);
-        if (held == 0) {
-            break;
-        }
-        if (now_ms - held > 1000
-            && apr_atomic_cas32(&hdr->handler_lock, now_ms, held) == held) {
-            break;
-        }
-        if (spins > 1000) {
-            return n;
-        }
-        apr_thread_yield();
     }
     for (i = 0; i < n; i++) {
         conntimes_handler_t *h = &m->handlers[i];
@@ -585,7 +603,7 @@ static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
             break;
         }
     }
-    apr_atomic_set32(&hdr->handler_lock, 0);
+    conntimes_unlock(&hdr->handler_lock);
     return i;
 }
 
@@ -615,36 +633,95 @@ static void conntimes_close_interval(conntimes_shm_t *m, apr_uint64_t tag,
     apr_atomic_set64(&cl->tag, tag + 1);
 }
 
-/* The open interval for @now, rotating the ring when a new interval starts;
- * NULL when this sample is too late for the ring or it is being rotated. */
-static conntimes_agg_t *conntimes_open_for(conntimes_shm_t *m, apr_time_t now)
+static apr_uint64_t conntimes_interval_of(const conntimes_shm_t *m,
+                                          apr_time_t t)
 {
-    apr_uint64_t tag = (apr_uint64_t)(apr_time_sec(now) / m->hdr->interval);
-    conntimes_open_t *o = &m->open[tag % CT_NOPEN];
-    int spins;
+    return (apr_uint64_t)(apr_time_sec(t) / m->hdr->interval);
+}
 
-    for (spins = 0; spins < 100; spins++) {
-        apr_uint64_t cur = apr_atomic_read64(&o->tag);
-        if (cur == tag) {
-            return &o->agg;
-        }
-        if (cur & CT_SLOT_BUSY) {
-            apr_thread_yield();
-            continue;
-        }
-        if (cur > tag) {
-            return NULL;
-        }
-        if (apr_atomic_cas64(&o->tag, tag | CT_SLOT_BUSY, cur) == cur) {
-            if (cur && o->agg.count) {
-                conntimes_close_interval(m, cur, &o->agg);
+/* All stripes, classes and handler slots in one aggregate. */
+static void conntimes_sum_all(conntimes_shm_t *m, conntimes_agg_t *into)
+{
+    int st, cls, slot, nh = (int)m->hdr->nhandlers + 1;
+
+    memset(into, 0, sizeof(*into));
+    for (st = 0; st < (int)m->hdr->nstripes; st++) {
+        for (cls = 0; cls < CT_NCLASS; cls++) {
+            for (slot = 0; slot < nh; slot++) {
+                conntimes_agg_sum(into, conntimes_agg_at(m, st, cls, slot));
             }
-            memset(&o->agg, 0, sizeof(o->agg));
-            apr_atomic_set64(&o->tag, tag);
-            return &o->agg;
         }
     }
-    return NULL;
+}
+
+/* The counters of @to less those of @from, into @d (which may be either);
+ * unsigned, so exact even from a base that a reset took "below zero". */
+static void conntimes_agg_diff(conntimes_agg_t *d, const conntimes_agg_t *to,
+                               const conntimes_agg_t *from)
+{
+    int i;
+    apr_size_t b;
+
+    d->count = to->count - from->count;
+    for (i = 0; i < CT_NPHASE; i++) {
+        d->phase[i].sum = to->phase[i].sum - from->phase[i].sum;
+        d->phase[i].max = 0;
+        for (b = 0; b < CT_NBUCKET; b++) {
+            d->phase[i].bucket[b] = to->phase[i].bucket[b]
+                                    - from->phase[i].bucket[b];
+        }
+    }
+}
+
+/* The time series costs the request path no second aggregate: the open
+ * interval is what the stripes gained since it opened, so only their
+ * totals at that moment (the base) are kept, with its maxima, which do not
+ * subtract.  The first request (or status page) that belongs to a newer
+ * interval closes the open one as that difference, once, and makes the
+ * current totals the next base.  It does so before the request is added,
+ * which therefore counts in its own interval only; other requests of the
+ * new interval wait for the lock meanwhile (tens of microseconds), and a
+ * request whose interval is already closed counts in the open one.  After
+ * a gap without requests the old interval is closed late with all that
+ * came since its base, which is exactly its own.  A request recorded while
+ * the stripes are being summed may land in either interval, as it may be
+ * half counted on the status page. */
+static void conntimes_series_close(conntimes_shm_t *m, apr_uint64_t tag)
+{
+    conntimes_series_t *se = m->series;
+    conntimes_agg_t sum, d;
+    int i;
+
+    conntimes_sum_all(m, &sum);
+    conntimes_agg_diff(&d, &sum, &se->base);
+    for (i = 0; i < CT_NPHASE; i++) {
+        d.phase[i].max = apr_atomic_read64(&se->max[i]);
+        apr_atomic_set64(&se->max[i], 0);
+    }
+    if (tag && d.count) {
+        conntimes_close_interval(m, tag, &d);
+    }
+    memcpy(&se->base, &sum, sizeof(sum));
+}
+
+/* Turn the series to @tag, the interval of a request about to be recorded
+ * or of a status page, when it is newer than the open one.  Without the
+ * lock (held for over CT_LOCK_SPINS yields) the request counts in the open
+ * interval. */
+static void conntimes_series_turn(conntimes_shm_t *m, apr_uint64_t tag)
+{
+    conntimes_series_t *se = m->series;
+    apr_uint64_t open = apr_atomic_read64(&se->tag);
+
+    if (open >= tag || !conntimes_lock(&m->hdr->series_lock, CT_LOCK_SPINS)) {
+        return;
+    }
+    open = apr_atomic_read64(&se->tag);
+    if (open < tag) {
+        conntimes_series_close(m, open);
+        apr_atomic_set64(&se->tag, tag);
+    }
+    conntimes_unlock(&m->hdr->series_lock);
 }
 
 /* ------------------------------------------------------------ recording */
@@ -686,8 +763,7 @@ static void conntimes_record(request_rec *r, conntimes_req_t *rs)
     conntimes_shm_t *m = conntimes_shm;
     apr_uint64_t us[CT_NPHASE];
     const conntimes_phases_t *ph = &rs->ph;
-    conntimes_agg_t *open;
-    int cls = ph->background ? CT_BG : CT_FG, slot;
+    int cls = ph->background ? CT_BG : CT_FG, slot, i;
 
     if (!m) {
         return;
@@ -702,17 +778,18 @@ static void conntimes_record(request_rec *r, conntimes_req_t *rs)
     us[CT_WORKER] = (apr_uint64_t)ph->worker;
     us[CT_OFFWORKER] = (apr_uint64_t)ph->offworker;
 
+    /* The interval is the one in which the request ended, the instant its
+     * phases were closed at; a new one is opened before the request counts
+     * (see conntimes_series_turn()). */
+    conntimes_series_turn(m, conntimes_interval_of(m, rs->logged));
     slot = conntimes_handler_slot(m, rs->handler ? rs->handler
                                                  : CT_NO_HANDLER);
     conntimes_agg_add(conntimes_agg_at(m, conntimes_stripe(m), cls, slot), us);
+    for (i = 0; i < CT_NPHASE; i++) {
+        conntimes_max64(&m->series->max[i], us[i]);
+    }
     apr_atomic_inc64(&m->hdr->arrivals[ph->arrival]);
 
-    /* The interval is the one in which the request ended: the instant the
-     * phases were closed at serves, no need to ask the clock again. */
-    open = conntimes_open_for(m, rs->logged);
-    if (open) {
-        conntimes_agg_add(open, us);
-    }
     if (conntimes_global && conntimes_global->slow > 0
         && ph->total >= conntimes_global->slow) {
         conntimes_record_slow(m, r, rs, us, cls);
@@ -1273,12 +1350,19 @@ typedef struct {
     conntimes_agg_t cls[CT_NCLASS];
     conntimes_agg_t *by;                /* [cls * nh + slot] */
     conntimes_agg_t *handler;           /* [slot], both classes */
+    apr_uint64_t open_tag;              /* the series' open interval or 0 */
+    conntimes_agg_t open;               /* its requests: all - base */
 } conntimes_snap_t;
 
-static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m)
+/* The sums for the status page.  With a non-zero @tag (the interval of
+ * now) the time series is turned first if need be, and its open interval
+ * is taken from these very sums: under the series lock, so that neither a
+ * new interval nor a reset moves the base in between. */
+static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m,
+                                            apr_uint64_t tag)
 {
     conntimes_snap_t *s = apr_pcalloc(p, sizeof(*s));
-    int st, cls, slot;
+    int st, cls, slot, locked = 0;
 
     s->nh = (int)m->hdr->nhandlers + 1;
     s->names = apr_pcalloc(p, sizeof(*s->names) * s->nh);
@@ -1290,6 +1374,10 @@ static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m)
         }
     }
     s->names[s->nh - 1] = CT_OVERFLOW_NAME;
+    if (tag) {
+        conntimes_series_turn(m, tag);
+        locked = conntimes_lock(&m->hdr->series_lock, CT_LOCK_SPINS);
+    }
     for (st = 0; st < (int)m->hdr->nstripes; st++) {
         for (cls = 0; cls < CT_NCLASS; cls++) {
             for (slot = 0; slot < s->nh; slot++) {
@@ -1306,33 +1394,41 @@ static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m)
             conntimes_agg_sum(&s->all, a);
         }
     }
+    if (locked) {
+        conntimes_series_t *se = m->series;
+        int i;
+        s->open_tag = apr_atomic_read64(&se->tag);
+        conntimes_agg_diff(&s->open, &s->all, &se->base);
+        for (i = 0; i < CT_NPHASE; i++) {
+            s->open.phase[i].max = apr_atomic_read64(&se->max[i]);
+        }
+        conntimes_unlock(&m->hdr->series_lock);
+    }
     return s;
 }
 
-/* One point of the time series, from the ring when the interval is still
- * there, else from its closed slot; 0 when nothing was recorded. */
+/* One point of the time series: the open interval from the snapshot, an
+ * earlier one from its closed slot; 0 when nothing was recorded. */
 typedef struct {
     apr_uint64_t count;
     double avg[CT_NPHASE];
     double p99[CT_NPHASE];
 } conntimes_pt_t;
 
-static int conntimes_series_point(conntimes_shm_t *m, apr_uint64_t tag,
+static int conntimes_series_point(conntimes_shm_t *m,
+                                  const conntimes_snap_t *s, apr_uint64_t tag,
                                   conntimes_pt_t *pt)
 {
-    conntimes_open_t *o = &m->open[tag % CT_NOPEN];
     conntimes_closed_t *cl = &m->closed[tag % m->hdr->nslots];
     int i;
 
     memset(pt, 0, sizeof(*pt));
-    if (apr_atomic_read64(&o->tag) == tag && o->agg.count) {
-        conntimes_agg_t a;
-        memset(&a, 0, sizeof(a));
-        conntimes_agg_sum(&a, &o->agg);
-        pt->count = a.count;
+    if (tag == s->open_tag) {
+        const conntimes_agg_t *a = &s->open;
+        pt->count = a->count;
         for (i = 0; i < CT_NPHASE; i++) {
-            pt->avg[i] = a.count ? (double)a.phase[i].sum / a.count : 0;
-            pt->p99[i] = conntimes_quantile(&a.phase[i], a.count, 0.99);
+            pt->avg[i] = a->count ? (double)a->phase[i].sum / a->count : 0;
+            pt->p99[i] = conntimes_quantile(&a->phase[i], a->count, 0.99);
         }
         return pt->count > 0;
     }
@@ -1525,13 +1621,13 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
         conntimes_json_phases(r, &s->handler[slot]);
         ap_rputs("}", r);
     }
-    tag = (apr_uint64_t)(apr_time_sec(now) / hdr->interval);
+    tag = conntimes_interval_of(m, now);
     first = tag >= hdr->nslots ? tag - hdr->nslots + 1 : 0;
     ap_rprintf(r, "],\"series\":{\"interval\":%u,\"slots\":%u,\"points\":[",
                hdr->interval, hdr->nslots);
     for (n = 0; first <= tag; first++) {
         conntimes_pt_t pt;
-        if (!conntimes_series_point(m, first, &pt)) {
+        if (!conntimes_series_point(m, s, first, &pt)) {
             continue;
         }
         ap_rprintf(r, "%s{\"t\":%" APR_UINT64_T_FMT ",\"count\":%"
@@ -2035,13 +2131,13 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     }
     ap_rputs("</table>\n", r);
 
-    tag = (apr_uint64_t)(apr_time_sec(now) / hdr->interval);
+    tag = conntimes_interval_of(m, now);
     npts = (int)hdr->nslots;
     first = tag + 1 >= (apr_uint64_t)npts ? tag + 1 - npts : 0;
     npts = (int)(tag - first + 1);
     pts = apr_pcalloc(r->pool, sizeof(*pts) * npts);
     for (i = 0; i < npts; i++) {
-        conntimes_series_point(m, first + i, &pts[i]);
+        conntimes_series_point(m, s, first + i, &pts[i]);
     }
     ap_rprintf(r, "<h2>Last %s</h2>\n<p><span class=\"k\">&#9473; average"
                "</span> &#160; <span class=\"q\">&#9476; p99</span> per %u s, "
@@ -2123,12 +2219,22 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
 static void conntimes_reset(conntimes_shm_t *m)
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
+    conntimes_agg_t sum;
     int i;
 
     /* Counters are zeroed in place: a request recorded at this very moment
      * may keep a part of its sample, which is the price of never locking
-     * the request path.  The time series is history and stays. */
+     * the request path.  The time series is history and stays: its open
+     * interval is what the stripes gained since its base, so what is
+     * zeroed here is taken off the base too.  The base may go "below
+     * zero"; the counters are unsigned and every later difference (stripes
+     * - base) still comes out right, modulo 2^64.  Under the series lock,
+     * so that no new interval and no status page sees half of it. */
+    conntimes_lock(&hdr->series_lock, -1);
+    conntimes_sum_all(m, &sum);
+    conntimes_agg_diff(&m->series->base, &m->series->base, &sum);
     memset(m->stripes, 0, m->stripe_size * hdr->nstripes);
+    conntimes_unlock(&hdr->series_lock);
     for (i = 0; i < (int)hdr->nhandlers; i++) {
         apr_atomic_set32(&m->handlers[i].state, CT_HANDLER_FREE);
         memset(m->handlers[i].name, 0, sizeof(m->handlers[i].name));
@@ -2270,7 +2376,12 @@ static int conntimes_status_handler(request_rec *r)
     if (r->header_only) {
         return OK;
     }
-    s = conntimes_snapshot(r->pool, conntimes_shm);
+    /* Only the page and JSON show the time series. */
+    s = conntimes_snapshot(r->pool, conntimes_shm,
+                           !strcmp(fmt, "json") || !strcmp(fmt, "html")
+                           ? conntimes_interval_of(conntimes_shm,
+                                                   apr_time_now())
+                           : 0);
     if (!strcmp(fmt, "json")) {
         conntimes_put_json(r, conntimes_shm, s, allow_reset);
     }
@@ -2295,7 +2406,7 @@ static int conntimes_status_hook(request_rec *r, int flags)
     if (!conntimes_shm) {
         return OK;
     }
-    s = conntimes_snapshot(r->pool, conntimes_shm);
+    s = conntimes_snapshot(r->pool, conntimes_shm, 0);
     if (flags & AP_STATUS_SHORT) {
         conntimes_put_auto(r, conntimes_shm, s);
         return OK;
@@ -2558,7 +2669,9 @@ static int conntimes_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
 /* Map (or create) the segment.  It lives in the process pool so that it
  * survives restarts: a graceful restart finds it in the retained data and
  * new children go on counting where the old ones were; only a change of
- * its layout (handler slots, series size, CPU count) starts a new one. */
+ * its layout (handler slots, series size, CPU count, or a module whose
+ * CONNTIMES_LAYOUT_VERSION differs: the retained data outlives the DSO)
+ * starts a new one. */
 static apr_status_t conntimes_shm_attach(server_rec *s,
                                          conntimes_srv_conf_t *g)
 {
@@ -2580,7 +2693,9 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
                             g->slots);
     if (ret->valid) {
         conntimes_shm_hdr_t *h = ret->map.hdr;
-        if (h->nstripes == (apr_uint32_t)nstripes
+        if (h->magic == CONNTIMES_SHM_MAGIC
+            && h->layout == CONNTIMES_LAYOUT_VERSION
+            && h->nstripes == (apr_uint32_t)nstripes
             && h->nhandlers == (apr_uint32_t)g->max_handlers
             && h->nslots == (apr_uint32_t)g->slots
             && h->interval == (apr_uint32_t)g->interval) {
@@ -2588,8 +2703,9 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
             return APR_SUCCESS;
         }
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "CT0006: layout changed "
-                     "(handler slots, series or CPUs): starting a new shared "
-                     "memory segment; earlier aggregates are dropped");
+                     "(handler slots, series, CPUs or module version): "
+                     "starting a new shared memory segment; earlier "
+                     "aggregates are dropped");
     }
     rv = apr_shm_create(&ret->map.shm, size, NULL, pproc);
     if (rv != APR_SUCCESS) {

@@ -4,7 +4,9 @@
 #
 # The status handler: protected reset, aggregates equal to the sum of what
 # was logged, every format parses (Prometheus by a strict parser of the text
-# exposition format), content negotiation, escaping, mod_status section.
+# exposition format), content negotiation, escaping, mod_status section, and
+# the time series across a new interval and a reset (a private server with
+# 10 s intervals).
 use strict;
 use warnings FATAL => 'all';
 
@@ -12,12 +14,14 @@ use Apache::Test;
 use Apache::TestRequest;
 use Apache::TestUtil;
 use FindBin;
+use HTTP::Tiny;
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use lib $FindBin::Bin;
 use conntimes_util;
+use Bgd::Test qw(private_server);
 
-plan tests => 45, need_module('conntimes', 'ct_test', 'status');
+plan tests => 52, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -274,4 +278,101 @@ if (have_module('rewrite')) {
 }
 else {
     skip('mod_rewrite', 1) for 1 .. 3;
+}
+
+# --- the time series across a new interval and a reset.  The series is
+# derived from the aggregates, so each point must hold exactly the requests
+# that ended in its interval (as logged: start + total): the first request
+# of an interval must not count in the previous one, a reset must not take
+# the open interval's requests away, and an interval's p99 is bounded by
+# its own maximum, not by an earlier interval's.
+{
+    my $iv = 10;
+    my $mpm = ct_mpm();
+    $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
+    my $srv = private_server(<<'CONF', mpm => $mpm, modules => ['conntimes'],
+ConntimesSeriesInterval 10
+LogFormat "tag=%{X-CT-Tag}i start=%{us}^CS total=%{total}^CT run=%{run}^CT" ct
+CustomLog "@DIR@/access_log" ct
+<Location /sleep>
+    SetHandler ct-sleep
+</Location>
+<Location /status>
+    SetHandler conntimes-status
+    ConntimesRecord Off
+    ConntimesAllowReset On
+</Location>
+CONF
+                             test_modules => ['ct_test']);
+    my $url = "http://127.0.0.1:$srv->{port}";
+    my $http = HTTP::Tiny->new(timeout => 10, max_redirect => 0);
+    my $tag = ct_tag();
+    my @codes;
+    my $get = sub {
+        push @codes, $http->get("$url/sleep?ms=$_[0]",
+                                { headers => { 'X-CT-Tag' => $tag } })->{status};
+    };
+    my $json = sub {
+        my $r = $http->get("$url/status?json");
+        return $r->{success} ? decode_json($r->{content}) : {};
+    };
+    my $sleep_until = sub { my $d = $_[0] - time; sleep $d if $d > 0 };
+
+    # Three requests in one interval (half a second to spare), the next
+    # interval: two, a reset, two more.  At most one interval's wait.
+    my $next = (int(time / $iv) + 1) * $iv;
+    if ($next - time < 0.5) {
+        $sleep_until->($next + 0.2);
+        $next += $iv;
+    }
+    $get->($_) for 10, 20, 42;
+    $sleep_until->($next + 0.2);
+    $get->($_) for 5, 5;
+    push @codes, $http->post_form("$url/status",
+                                  { reset => $json->()->{reset_token} // '' })->{status};
+    $get->($_) for 5, 10;
+    my $j = $json->();
+    ok t_cmp("@codes", '200 200 200 200 200 303 200 200', 'requests and reset');
+
+    my @lines;
+    for (1 .. 100) {
+        open my $log, '<', "$srv->{dir}/access_log" or die $!;
+        @lines = grep { /tag=\Q$tag\E / } <$log>;
+        last if @lines >= 7;
+        sleep 0.05;
+    }
+    my %by;
+    for (@lines) {
+        my %h = /(\w+)=(\S+)/g;
+        my $i = int(($h{start} + $h{total}) / 1e6 / $iv);
+        push @{ $by{$i} }, \%h;
+    }
+    my @iv = sort { $a <=> $b } keys %by;
+    ok t_cmp(join(' ', map { scalar @{ $by{$_} } } @iv), '3 4',
+             'logged: three requests in one interval, four in the next');
+
+    my %pt = map { $_->{t} / $iv => $_ } @{ $j->{series}{points} || [] };
+    t_debug(encode_json($j->{series}));
+    ok t_cmp(join(' ', sort { $a <=> $b } keys %pt), "@iv",
+             'a point for each of the two intervals, no other');
+    my ($bad_count, $bad_sum, $bad_p99) = (0, 0, 0);
+    for my $i (@iv) {
+        my $p = $pt{$i} or next;
+        my @h = @{ $by{$i} };
+        $bad_count++ if $p->{count} != @h;
+        for my $ph (qw(total run)) {
+            my $sum = 0;
+            $sum += $_->{$ph} for @h;
+            $bad_sum++, t_debug("$i $ph: avg $p->{avg}{$ph} x $p->{count}, logged $sum")
+                if abs($p->{avg}{$ph} * 1e6 * $p->{count} - $sum) > @h;
+        }
+        my @t = sort { $a <=> $b } map { $_->{total} } @h;
+        my $p99 = $p->{p99}{total} * 1e6;
+        $bad_p99++, t_debug("$i: p99 $p99 outside the logged $t[0] .. $t[-1]")
+            if $p99 < $t[0] - 1 || $p99 > $t[-1] + 1;
+    }
+    ok t_cmp($bad_count, 0, 'each point counts the requests that ended in it');
+    ok t_cmp($bad_sum, 0, 'averages equal the logged ones');
+    ok t_cmp($bad_p99, 0, "p99 within the interval's own range");
+    ok t_cmp($j->{requests}, 2, 'aggregates: the two requests since the reset');
 }
