@@ -103,7 +103,7 @@ module AP_MODULE_DECLARE_DATA conntimes_module;
 #define CONNTIMES_FILTER_OUT     "CONNTIMES_OUT"
 #define CONNTIMES_RETAINED_KEY   "mod_conntimes-retained"
 #define CONNTIMES_SHM_MAGIC      0x43544d31u   /* "CTM1" */
-#define CONNTIMES_LAYOUT_VERSION 2u
+#define CONNTIMES_LAYOUT_VERSION 3u
 #define CONNTIMES_NICKNAME       "conntimes"
 
 /* Phases, in the order every output lists them. */
@@ -179,7 +179,7 @@ typedef struct {
 } conntimes_hist_t;
 
 typedef struct {
-    apr_uint64_t count;
+    apr_uint64_t count;                 /* by readers, see conntimes_agg_sum */
     apr_uint64_t spare;
     conntimes_hist_t phase[CT_NPHASE];
 } conntimes_agg_t;
@@ -369,7 +369,6 @@ static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us)
 {
     int i;
 
-    apr_atomic_add64(&agg->count, 1);
     for (i = 0; i < CT_NPHASE; i++) {
         conntimes_hist_t *h = &agg->phase[i];
         apr_atomic_add64(&h->sum, us[i]);
@@ -379,13 +378,14 @@ static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us)
 }
 
 /* Readers sum stripes with plain atomic reads: a request being recorded
- * at that moment may be half counted, which the page can live with. */
+ * at that moment may be half counted, which the page can live with.  Every
+ * request adds one to one bucket of each phase, so the count is that of
+ * the total's histogram: the request path does not keep it. */
 static void conntimes_agg_sum(conntimes_agg_t *into, conntimes_agg_t *from)
 {
     int i;
     apr_size_t b;
 
-    into->count += apr_atomic_read64(&from->count);
     for (i = 0; i < CT_NPHASE; i++) {
         conntimes_hist_t *d = &into->phase[i], *s = &from->phase[i];
         apr_uint64_t m = apr_atomic_read64(&s->max);
@@ -394,7 +394,11 @@ static void conntimes_agg_sum(conntimes_agg_t *into, conntimes_agg_t *from)
             d->max = m;
         }
         for (b = 0; b < CT_NBUCKET; b++) {
-            d->bucket[b] += apr_atomic_read64(&s->bucket[b]);
+            apr_uint64_t n = apr_atomic_read64(&s->bucket[b]);
+            d->bucket[b] += n;
+            if (i == CT_TOTAL) {
+                into->count += n;
+            }
         }
     }
 }
