@@ -34,6 +34,9 @@
  *     parks the connection again: on socket writability when the client is
  *     slow, or until a time (pacing) by briefly putting a Linux timerfd
  *     under the socket's descriptor number (see bgd_timed_wait_arm()).
+ *     The pulses of paced plain-HTTP deliveries are written by the child's
+ *     engine thread instead, without a trip through the MPM each (see
+ *     "engine thread" below).
  *  4. After the last byte, ap_process_request_after_handler() logs the
  *     request (true bytes, true duration) and hands the connection back to
  *     the MPM for keep-alive.
@@ -43,11 +46,11 @@
  * normally; paced responses are then paced inside the worker, the way
  * mod_ratelimit does, and the documentation says so.
  *
- * Slow-read defence: a watchdog thread per child shuts down the socket of a
- * delivery that sits parked past its deadline (idle timeout, minimum read
- * rate, maximum time); the MPM then wakes the connection and the pump ends
- * it.  Caps per client address and server-wide are checked before the
- * handler runs.  In-flight deliveries of all children are kept in a shared
+ * Slow-read defence: the engine thread, as a watchdog, shuts down the
+ * socket of a delivery that sits parked past its deadline (idle timeout,
+ * minimum read rate, maximum time); the MPM then wakes the connection and
+ * the pump ends it.  Caps per client address and server-wide are checked
+ * before the handler runs.  In-flight deliveries of all children are kept in a shared
  * memory table for the bgdeliver-status handler and mod_status.
  */
 
@@ -84,6 +87,7 @@
 #if defined(__linux__)
 #include <linux/sockios.h>
 #include <linux/sock_diag.h>
+#include <sys/sendfile.h>
 #include <sys/timerfd.h>
 #define BGD_HAVE_TIMED_WAIT 1
 #else
@@ -286,7 +290,16 @@ struct bgd_conn_t {
     int wd_listed;
     apr_time_t wd_deadline;
     const char *wd_reason;
+    /* pace heap of the engine thread, protected by bgd_wd_mutex */
+    int pace_index;                     /* in bgd_pace_heap, or -1 */
 };
+
+/* The due time is kept in the heap itself: sifting then reads one array,
+ * not the connections. */
+typedef struct {
+    apr_time_t due;                     /* the next pulse */
+    bgd_conn_t *bc;
+} bgd_pace_entry_t;
 
 /* What one pump visit ends with. */
 typedef enum {
@@ -314,6 +327,14 @@ static apr_thread_cond_t *bgd_wd_cond;
 static apr_thread_t *bgd_wd_thread;
 static bgd_conn_t *bgd_wd_head;
 static volatile int bgd_wd_exit;
+/* Paced plain-HTTP deliveries whose pulses the engine thread writes: a
+ * binary min-heap on the due time of their next pulse, under bgd_wd_mutex. */
+static bgd_pace_entry_t *bgd_pace_heap;
+static int bgd_pace_count;
+static int bgd_pace_size;
+static apr_thread_cond_t *bgd_pace_cond; /* a pulse ended (BGD_PACE_BUSY) */
+#define BGD_PACE_BUSY  (-2)             /* pace_index: a pulse is running */
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
 
 
 /* ------------------------------------------------------------- helpers */
@@ -590,7 +611,67 @@ static void bgd_wd_list(bgd_conn_t *bc, apr_time_t deadline,
     apr_thread_mutex_unlock(bgd_wd_mutex);
 }
 
-/* Returns the reason when the watchdog ended the wait, else NULL. */
+static void bgd_pace_place(int i, bgd_pace_entry_t e)
+{
+    bgd_pace_heap[i] = e;
+    e.bc->pace_index = i;
+}
+
+/* Restores the heap order around index i, whose entry has changed. */
+static void bgd_pace_fix(int i)
+{
+    bgd_pace_entry_t e = bgd_pace_heap[i];
+
+    while (i > 0 && bgd_pace_heap[(i - 1) / 2].due > e.due) {
+        bgd_pace_place(i, bgd_pace_heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        int child = 2 * i + 1;
+        if (child >= bgd_pace_count) {
+            break;
+        }
+        if (child + 1 < bgd_pace_count
+            && bgd_pace_heap[child + 1].due < bgd_pace_heap[child].due) {
+            child++;
+        }
+        if (bgd_pace_heap[child].due >= e.due) {
+            break;
+        }
+        bgd_pace_place(i, bgd_pace_heap[child]);
+        i = child;
+    }
+    bgd_pace_place(i, e);
+}
+
+static void bgd_pace_insert_locked(bgd_conn_t *bc, apr_time_t due)
+{
+    bgd_pace_entry_t e;
+
+    e.due = due;
+    e.bc = bc;
+    bgd_pace_place(bgd_pace_count++, e);
+    bgd_pace_fix(bc->pace_index);
+}
+
+static void bgd_pace_remove_locked(bgd_conn_t *bc)
+{
+    int i = bc->pace_index;
+
+    if (i < 0) {
+        return;
+    }
+    bc->pace_index = -1;
+    if (i != --bgd_pace_count) {
+        bgd_pace_place(i, bgd_pace_heap[bgd_pace_count]);
+        bgd_pace_fix(i);
+    }
+}
+
+/* Takes the connection back from the engine thread: off the watchdog's
+ * list and out of the pace heap.  Once this returns, the thread no longer
+ * touches the connection (it works on it only under the mutex).  Returns
+ * the reason when the watchdog ended the wait, else NULL. */
 static const char *bgd_wd_unlist(bgd_conn_t *bc)
 {
     const char *reason;
@@ -599,48 +680,13 @@ static const char *bgd_wd_unlist(bgd_conn_t *bc)
     }
     apr_thread_mutex_lock(bgd_wd_mutex);
     bgd_wd_unlist_locked(bc);
+    while (bc->pace_index == BGD_PACE_BUSY) {
+        apr_thread_cond_wait(bgd_pace_cond, bgd_wd_mutex);
+    }
+    bgd_pace_remove_locked(bc);
     reason = bc->job ? bc->job->kill_reason : NULL;
     apr_thread_mutex_unlock(bgd_wd_mutex);
     return reason;
-}
-
-static void *APR_THREAD_FUNC bgd_watchdog(apr_thread_t *thd, void *data)
-{
-    (void)data;
-    apr_thread_mutex_lock(bgd_wd_mutex);
-    while (!bgd_wd_exit) {
-        apr_time_t now = apr_time_now();
-        bgd_conn_t *bc = bgd_wd_head;
-        while (bc) {
-            bgd_conn_t *next = bc->wd_next;
-            if (bc->wd_deadline && now >= bc->wd_deadline && bc->job) {
-                bc->job->kill_reason = bc->wd_reason;
-                bgd_wd_unlist_locked(bc);
-                shutdown(bc->fd, SHUT_RDWR);
-            }
-            bc = next;
-        }
-        apr_thread_cond_timedwait(bgd_wd_cond, bgd_wd_mutex,
-                                  BGD_WATCHDOG_PERIOD);
-    }
-    apr_thread_mutex_unlock(bgd_wd_mutex);
-    apr_thread_exit(thd, APR_SUCCESS);
-    return NULL;
-}
-
-static apr_status_t bgd_watchdog_stop(void *data)
-{
-    apr_status_t rv;
-    (void)data;
-    if (bgd_wd_thread) {
-        apr_thread_mutex_lock(bgd_wd_mutex);
-        bgd_wd_exit = 1;
-        apr_thread_cond_signal(bgd_wd_cond);
-        apr_thread_mutex_unlock(bgd_wd_mutex);
-        apr_thread_join(&rv, bgd_wd_thread);
-        bgd_wd_thread = NULL;
-    }
-    return APR_SUCCESS;
 }
 
 /* ---------------------------------------------------------- timed waits */
@@ -1349,12 +1395,14 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
  * byte leaves when the latency has elapsed, and each wake-up sends what
  * the line would have carried by then, so the client is never ahead of
  * the emulated line and at most one pulse behind it. */
-static apr_interval_time_t bgd_effective_pulse(const bgdeliver_pacing_t *p)
+static apr_interval_time_t bgd_effective_pulse(const bgd_job_t *job)
 {
+    const bgdeliver_pacing_t *p = &job->pacing;
     apr_interval_time_t pulse = p->pulse > 0 ? p->pulse : BGD_DEFAULT_PULSE;
     int budget = bgd_max_wakeups == BGD_UNSET ? BGD_DEFAULT_WAKEUPS
                                               : bgd_max_wakeups;
-    if (budget > 0) {
+    /* Pulses the engine thread writes are not wake-ups. */
+    if (budget > 0 && job->counted_paced) {
         /* n deliveries waking every pulse cost n / pulse wake-ups a
          * second: stretch the pulse so that the child stays in budget. */
         apr_interval_time_t floor = (apr_interval_time_t)
@@ -1369,7 +1417,7 @@ static apr_interval_time_t bgd_effective_pulse(const bgdeliver_pacing_t *p)
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
-    apr_interval_time_t pulse = bgd_effective_pulse(p);
+    apr_interval_time_t pulse = bgd_effective_pulse(job);
     double rate = p->rate;
     apr_off_t allowed;
     apr_time_t next_byte, due;
@@ -1527,6 +1575,341 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
     }
 }
 
+/* -------------------------------------------------------- engine thread */
+
+/*
+ * Each child has one engine thread: the watchdog, and the writer of the
+ * pulses of paced plain-HTTP deliveries.  A timed wake-up through the MPM
+ * costs about 50 us of CPU (listener, worker queue, futexes, re-arming),
+ * which 2,000 modem clients at ten pulses a second cannot afford; the
+ * thread wakes when the earliest pulse is due and writes every pulse due
+ * by then with one send() each.
+ *
+ * Such a connection stays parked in WAITIO on its timed wait, armed for a
+ * bound (Timeout / 2) rather than for its next pulse.  The thread writes
+ * to the duplicate of the socket that the timed wait keeps, and hands the
+ * connection back to the MPM by making that timer expire now: whenever a
+ * pulse cannot be written whole (the socket is full: the MPM's wait for
+ * writability then paces the client), on any error, when the response is
+ * complete, and when the child stops.  The worker that gets it back
+ * repeats the step that stopped the thread, so every outcome is handled
+ * and logged in one place, the pump.  Only connections whose filters below
+ * ours are the core's and observers (no TLS, no filter that changes bytes)
+ * are written around the filter chain; the bytes go to mod_logio as the
+ * core output filter would count them.
+ */
+#define BGD_PACE_IOVS  16
+/* Pulses due this close to a wake-up of the thread are written with it, a
+ * little early, instead of costing a wake-up (a context switch) each: the
+ * schedule stays anchored, no pulse is more than this early. */
+#define BGD_PACE_SLACK apr_time_from_msec(2)
+/* How often the thread re-checks the files a paced response comes from
+ * (size and mtime, one fstat() each): a pulse is a few hundred bytes, and
+ * a truncated file is caught by the read itself (bgd_read_pass()). */
+#define BGD_PACE_CHECK apr_time_from_msec(250)
+
+/* Connection filters that only watch the buckets going by. */
+static const char *const bgd_observer_filters[] = { "CONNTIMES_OUT", NULL };
+
+static int bgd_pace_can_take(const bgd_job_t *job)
+{
+    apr_socket_t *csd = ap_get_conn_socket(job->c);
+    apr_int32_t nonblocking = 0;
+    ap_filter_t *f;
+
+    if (!bgd_pace_heap || job->producer || job->drain || job->tls) {
+        return 0;
+    }
+    /* The thread must never block on a socket (sendfile() has no
+     * MSG_DONTWAIT); the event MPM's sockets have a timeout, hence
+     * O_NONBLOCK. */
+    if (!csd || apr_socket_opt_get(csd, APR_SO_NONBLOCK, &nonblocking)
+                != APR_SUCCESS || !nonblocking) {
+        return 0;
+    }
+    for (f = job->capture->next; f; f = f->next) {
+        const char *const *name;
+        if (f->frec->ftype >= AP_FTYPE_NETWORK) {
+            return f->next == NULL;
+        }
+        for (name = bgd_observer_filters; *name; name++) {
+            if (!strcasecmp(f->frec->name, *name)) {
+                break;
+            }
+        }
+        if (!*name) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Makes the timed wait expire now: the MPM gives the connection to a
+ * worker.  The descriptor number is the timer's while the connection is
+ * listed here (workers put the socket back only after bgd_wd_unlist()). */
+static void bgd_pace_hand_back(bgd_conn_t *bc)
+{
+#if BGD_HAVE_TIMED_WAIT
+    struct itimerspec its;
+
+    memset(&its, 0, sizeof(its));
+    its.it_value.tv_nsec = 1;
+    if (timerfd_settime(bc->fd, 0, &its, NULL) < 0) {
+        /* The wait still ends at its bound (Timeout / 2). */
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, errno, bc->c,
+                      "BGD023: cannot wake a paced connection early");
+    }
+#else
+    (void)bc;
+#endif
+}
+
+static int bgd_pace_add(bgd_conn_t *bc, apr_time_t due)
+{
+    if (!bgd_wd_mutex) {
+        return 0;
+    }
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    if (bgd_pace_count >= bgd_pace_size) {
+        apr_thread_mutex_unlock(bgd_wd_mutex);
+        return 0;
+    }
+    bgd_pace_insert_locked(bc, due);
+    if (bc->pace_index == 0) {
+        apr_thread_cond_signal(bgd_wd_cond);
+    }
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+    return 1;
+}
+
+/* A pass of `want` bytes from the head of the queue is one range of a file
+ * that may go by sendfile (EnableSendfile): no read, no buffer. */
+static int bgd_pace_by_sendfile(const bgd_job_t *job, apr_off_t want)
+{
+    apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
+
+    return b != APR_BRIGADE_SENTINEL(job->queue) && APR_BUCKET_IS_FILE(b)
+           && (apr_off_t)b->length >= want
+           && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
+               & APR_SENDFILE_ENABLED);
+}
+
+/* Writes the pass in job->slice to the socket without blocking; what the
+ * socket does not take goes back to the head of the queue. */
+static apr_size_t bgd_pace_send(bgd_conn_t *bc, bgd_job_t *job)
+{
+    struct iovec iov[BGD_PACE_IOVS];
+    struct msghdr msg;
+    apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
+    apr_size_t total = 0, left;
+    ssize_t n = 0;
+    int niov = 0;
+
+#if defined(__linux__)
+    if (e != APR_BRIGADE_SENTINEL(job->slice) && APR_BUCKET_IS_FILE(e)
+        && APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(job->slice)
+        && (apr_file_flags_get(((apr_bucket_file *)e->data)->fd)
+            & APR_SENDFILE_ENABLED)) {
+        apr_os_file_t fd;
+        off_t off = (off_t)e->start;
+
+        if (apr_os_file_get(&fd, ((apr_bucket_file *)e->data)->fd)
+            == APR_SUCCESS) {
+            /* A file that became shorter sends less (or 0): the worker
+             * that gets the connection back finds out why. */
+            do {
+                n = sendfile(bc->sock_dup, fd, &off, e->length);
+            } while (n < 0 && errno == EINTR);
+        }
+        e = APR_BRIGADE_SENTINEL(job->slice);
+        n = n < 0 ? 0 : n;
+    }
+#endif
+    for (; e != APR_BRIGADE_SENTINEL(job->slice) && niov < BGD_PACE_IOVS;
+         e = APR_BUCKET_NEXT(e)) {
+        const char *data;
+        apr_size_t len;
+
+        if (APR_BUCKET_IS_METADATA(e)) {
+            continue;
+        }
+        if (apr_bucket_read(e, &data, &len, APR_NONBLOCK_READ)
+            != APR_SUCCESS) {
+            break;
+        }
+        if (len) {
+            iov[niov].iov_base = (void *)data;
+            iov[niov++].iov_len = len;
+            total += len;
+        }
+    }
+    if (total) {
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)niov;
+        do {
+            n = sendmsg(bc->sock_dup, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            n = 0;
+        }
+    }
+    for (left = (apr_size_t)n; !APR_BRIGADE_EMPTY(job->slice); ) {
+        e = APR_BRIGADE_FIRST(job->slice);
+        if (!APR_BUCKET_IS_METADATA(e)) {
+            if (!left) {
+                break;
+            }
+            if (e->length > left) {
+                apr_bucket_split(e, left);
+            }
+            left -= e->length;
+        }
+        apr_bucket_delete(e);
+    }
+    if (!APR_BRIGADE_EMPTY(job->slice)) {
+        APR_BRIGADE_PREPEND(job->queue, job->slice);
+    }
+    if (n > 0 && bgd_logio_add_bytes_out) {
+        bgd_logio_add_bytes_out(bc->c, (apr_off_t)n);
+    }
+    return (apr_size_t)n;
+}
+
+/* The pulse of one connection due at `at` (the clock, or up to
+ * BGD_PACE_SLACK ahead of it): the pump's pacing, file checks and passes,
+ * written by bgd_pace_send().  BGD_PUMP_WAIT_TIMER keeps it here; anything
+ * else hands it back for a worker to repeat. */
+static bgd_pump_e bgd_pace_pulse(bgd_conn_t *bc, apr_time_t at)
+{
+    bgd_job_t *job = bc->job;
+
+    for (;;) {
+        apr_off_t allowed, want, len, mem;
+        apr_size_t sent;
+
+        if (bc->c->aborted || APR_BRIGADE_EMPTY(job->queue)) {
+            return BGD_PUMP_DONE;
+        }
+        allowed = bgd_pacing_allowance(job, at);
+        if (allowed <= 0) {
+            return BGD_PUMP_WAIT_TIMER;
+        }
+        want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
+        if (bgd_take_pass(job, want, bgd_blocks != NULL
+                                     && !bgd_pace_by_sendfile(job, want),
+                          at - at % BGD_PACE_CHECK, &len, &mem)
+            != APR_SUCCESS) {
+            return BGD_PUMP_ERROR;
+        }
+        sent = bgd_pace_send(bc, job);
+        job->sent += (apr_off_t)sent;
+        if (sent) {
+            job->last_progress = at;
+        }
+        if ((apr_off_t)sent < len) {
+            return BGD_PUMP_WAIT_SOCKET;
+        }
+    }
+}
+
+static void bgd_pace_run_locked(void)
+{
+    int stopping = apr_atomic_read32(&bgd_child_stopping_flag) != 0;
+
+    while (bgd_pace_count) {
+        bgd_pace_entry_t top = bgd_pace_heap[0];
+        bgd_conn_t *bc = top.bc;
+        apr_time_t now = apr_time_now();
+        bgd_pump_e what = BGD_PUMP_DONE;
+
+        if (!stopping && top.due > now + BGD_PACE_SLACK) {
+            break;
+        }
+        bgd_pace_remove_locked(bc);
+        if (!stopping && bc->job) {
+            /* The pulse runs unlocked: workers park and wake others
+             * meanwhile; one that wants this connection back waits. */
+            bc->pace_index = BGD_PACE_BUSY;
+            apr_thread_mutex_unlock(bgd_wd_mutex);
+            what = bgd_pace_pulse(bc, top.due > now ? top.due : now);
+            bgd_slot_update(bc->job, now);
+            apr_thread_mutex_lock(bgd_wd_mutex);
+            bc->pace_index = -1;
+        }
+        if (what == BGD_PUMP_WAIT_TIMER) {
+            bgd_pace_insert_locked(bc, bc->job->next_tick);
+        }
+        else {
+            bgd_pace_hand_back(bc);
+        }
+        apr_thread_cond_broadcast(bgd_pace_cond);
+    }
+}
+
+static void bgd_watchdog_scan_locked(apr_time_t now)
+{
+    bgd_conn_t *bc = bgd_wd_head;
+
+    while (bc) {
+        bgd_conn_t *next = bc->wd_next;
+        if (bc->wd_deadline && now >= bc->wd_deadline && bc->job) {
+            bc->job->kill_reason = bc->wd_reason;
+            bgd_wd_unlist_locked(bc);
+            shutdown(bc->fd, SHUT_RDWR);
+        }
+        bc = next;
+    }
+}
+
+static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
+{
+    apr_time_t next_scan = 0;
+
+    (void)data;
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    while (!bgd_wd_exit) {
+        apr_time_t now = apr_time_now(), wake;
+
+        if (now >= next_scan) {
+            bgd_watchdog_scan_locked(now);
+            next_scan = now + BGD_WATCHDOG_PERIOD;
+        }
+        bgd_pace_run_locked();
+        wake = next_scan;
+        if (bgd_pace_count && bgd_pace_heap[0].due < wake) {
+            wake = bgd_pace_heap[0].due;
+        }
+        now = apr_time_now();
+        if (wake > now) {
+            apr_thread_cond_timedwait(bgd_wd_cond, bgd_wd_mutex, wake - now);
+        }
+    }
+    while (bgd_pace_count) {
+        bgd_conn_t *bc = bgd_pace_heap[0].bc;
+        bgd_pace_remove_locked(bc);
+        bgd_pace_hand_back(bc);
+    }
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_exit(thd, APR_SUCCESS);
+    return NULL;
+}
+
+static apr_status_t bgd_engine_thread_stop(void *data)
+{
+    apr_status_t rv;
+    (void)data;
+    if (bgd_wd_thread) {
+        apr_thread_mutex_lock(bgd_wd_mutex);
+        bgd_wd_exit = 1;
+        apr_thread_cond_signal(bgd_wd_cond);
+        apr_thread_mutex_unlock(bgd_wd_mutex);
+        apr_thread_join(&rv, bgd_wd_thread);
+        bgd_wd_thread = NULL;
+    }
+    return APR_SUCCESS;
+}
+
 /* --------------------------------------------------------- finishing */
 
 static void bgd_correct_bytes_sent(bgd_job_t *job)
@@ -1556,6 +1939,8 @@ static void bgd_account_end(bgd_job_t *job)
     }
     job->finished = apr_time_now();
     apr_table_setn(job->r->notes, "bgdeliver", job->outcome);
+    apr_table_setn(job->r->notes, "bgdeliver-visits",
+                   apr_psprintf(job->r->pool, "%u", job->slices));
     if (!strcmp(job->outcome, "complete")) {
         bgd_count(&bgd_table->completed, 1);
     }
@@ -1648,15 +2033,29 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
 
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
     if (what == BGD_PUMP_WAIT_TIMER) {
-        apr_time_t due = job->next_tick;
+        apr_time_t due = job->next_tick, now = apr_time_now();
         apr_interval_time_t max_wait = job->r->server->timeout / 2;
-        /* The MPM bounds every wait by Timeout: wake up in between. */
-        if (max_wait > 0 && due - apr_time_now() > max_wait) {
-            due = apr_time_now() + max_wait;
+        int paced_here = bgd_pace_can_take(job);
+
+        if (max_wait <= 0) {
+            max_wait = apr_time_from_sec(30);
+        }
+        /* The MPM bounds every wait by Timeout: wake up in between.  The
+         * engine thread writes the pulses meanwhile, and wakes the
+         * connection earlier when it needs a worker. */
+        if (paced_here || due - now > max_wait) {
+            due = now + max_wait;
         }
         rv = bgd_timed_wait_arm(bc, due);
         if (rv == APR_SUCCESS) {
             c->cs->sense = CONN_SENSE_WANT_READ;
+            /* Last: from here on the engine thread may write. */
+            if (paced_here && !bgd_pace_add(bc, job->next_tick)) {
+                bgd_timed_wait_disarm(bc);
+                rv = bgd_timed_wait_arm(bc, job->next_tick);
+            }
+        }
+        if (rv == APR_SUCCESS) {
             return;
         }
         /* Out of descriptors, most likely: better unpaced than stuck. */
@@ -1680,8 +2079,8 @@ static int bgd_drive(bgd_conn_t *bc)
     apr_time_t deadline;
     bgd_pump_e what;
 
-    bgd_timed_wait_disarm(bc);
     reason = bgd_wd_unlist(bc);
+    bgd_timed_wait_disarm(bc);
     if (!reason && !bc->c->aborted) {
         deadline = bgd_deadline(job, &reason);
         if (!deadline || t0 < deadline) {
@@ -1974,7 +2373,8 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->background = 1;
     bgd_conn_release_free(c);
-    if (job->pacing.rate > 0) {
+    if (job->pacing.rate > 0 && !bgd_pace_can_take(job)) {
+        /* Its pulses are wake-ups through the MPM. */
         job->counted_paced = 1;
         apr_atomic_inc32(&bgd_paced_jobs);
     }
@@ -2530,6 +2930,7 @@ static int bgd_pre_connection(conn_rec *c, void *csd)
     bc->c = c;
     bc->fd = fd;
     bc->sock_dup = -1;
+    bc->pace_index = -1;
     ap_set_module_config(c->conn_config, &bgdeliver_module, bc);
     /* A pre-cleanup runs before the socket's own cleanup closes it and
      * before r->pool (a sub-pool) goes. */
@@ -2542,8 +2943,14 @@ static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
     (void)pchild;
     (void)graceful;
     /* New responses go out normally and paced ones drain at full speed,
-     * so that an old generation exits quickly after a graceful restart. */
+     * so that an old generation exits quickly after a graceful restart:
+     * the engine thread hands its paced connections back at once. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
+    if (bgd_wd_thread) {
+        apr_thread_mutex_lock(bgd_wd_mutex);
+        apr_thread_cond_signal(bgd_wd_cond);
+        apr_thread_mutex_unlock(bgd_wd_mutex);
+    }
 }
 
 static int bgd_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
@@ -2660,6 +3067,13 @@ static void bgd_blocks_create(apr_pool_t *pchild, server_rec *s)
                               apr_pool_cleanup_null);
 }
 
+static void bgd_retrieve_optional_fns(void)
+{
+    /* Bytes the engine thread writes around the core output filter are
+     * counted as the core counts its own (%O, %S). */
+    bgd_logio_add_bytes_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
+}
+
 static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_status_t rv;
@@ -2672,18 +3086,29 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
     bgd_blocks_create(pchild, s);
     bgd_wd_exit = 0;
     bgd_wd_head = NULL;
+    bgd_pace_count = 0;
+    /* A child never has more deliveries than the table has slots. */
+    bgd_pace_size = bgd_table ? (int)bgd_table->nslots
+                              : BGD_DEFAULT_MAX_DELIVERIES;
+    bgd_pace_heap = apr_palloc(pchild, sizeof(*bgd_pace_heap)
+                                       * (apr_size_t)bgd_pace_size);
     if ((rv = apr_thread_mutex_create(&bgd_wd_mutex,
                                       APR_THREAD_MUTEX_DEFAULT, pchild))
         || (rv = apr_thread_cond_create(&bgd_wd_cond, pchild))
-        || (rv = apr_thread_create(&bgd_wd_thread, NULL, bgd_watchdog, NULL,
-                                   pchild))) {
+        || (rv = apr_thread_cond_create(&bgd_pace_cond, pchild))
+        || (rv = apr_thread_create(&bgd_wd_thread, NULL, bgd_engine_thread,
+                                   NULL, pchild))) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
-                     "BGD017: cannot start the watchdog thread: slow-read "
-                     "rules are only checked when a client makes progress");
+                     "BGD017: cannot start the engine thread: slow-read "
+                     "rules are only checked when a client makes progress, "
+                     "and every pulse of a paced delivery is a wake-up "
+                     "through the MPM");
         bgd_wd_thread = NULL;
+        bgd_pace_heap = NULL;
+        bgd_pace_size = 0;
         return;
     }
-    apr_pool_pre_cleanup_register(pchild, NULL, bgd_watchdog_stop);
+    apr_pool_pre_cleanup_register(pchild, NULL, bgd_engine_thread_stop);
 }
 
 /* ------------------------------------------------------ configuration */
@@ -2965,6 +3390,8 @@ static void bgd_register_hooks(apr_pool_t *p)
     ap_hook_pre_config(bgd_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(bgd_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(bgd_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_optional_fn_retrieve(bgd_retrieve_optional_fns, NULL, NULL,
+                                 APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, bgd_status_hook, NULL, NULL,
                       APR_HOOK_MIDDLE);
 

@@ -1,0 +1,101 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not
+# use this file except in compliance with the License.  You may obtain a copy
+# of the License at http://www.apache.org/licenses/LICENSE-2.0
+#
+# On the event MPM the engine thread of mod_bgdeliver writes the pulses of
+# a paced plain-HTTP delivery: a 2-second V.92 download costs workers only
+# its first and last visits, the bytes are right and mod_logio counts them
+# (%O).  Over HTTPS the pulses go through mod_ssl on workers, one visit
+# each; the note "bgdeliver-visits" tells the two apart.
+#
+# Both downloads run at once (about 2.3 s); then a client that stalls while
+# the thread writes fills its socket, which hands the delivery back to the
+# MPM's wait for writability and then to the thread again (about 2.2 s).
+use strict;
+use warnings FATAL => 'all';
+
+use Apache::Test;
+use Apache::TestUtil;
+use Digest::MD5 qw(md5_hex);
+use Time::HiRes qw(time sleep);
+use Bgd::Test qw(parallel_requests gen_file mpm_name wait_until http_connect
+                 http_send read_response docroot);
+
+plan tests => 12, need need_module('mod_dialup.c'),
+    need_module('mod_bgdeliver.c'), need_module('mod_logio.c'),
+    need_module('mod_ssl.c'),
+    need { 'event MPM (the engine thread needs WAITIO)'
+           => mpm_name() eq 'event' };
+
+my $V92 = 7000;
+my $size = 14000;       # 2 s at V.92
+my $file = gen_file('dialup/files/engine.bin', $size);
+my $md5 = do { open my $fh, '<', $file or die; binmode $fh; local $/;
+               md5_hex(<$fh>) };
+
+my ($plain, $tls) = parallel_requests(
+    { path => '/dialup/v92/engine.bin?plain' },
+    { path => '/dialup/v92/engine.bin?tls', ssl => 1, vhost => 'dialup_tls' });
+
+my $log = Apache::Test::vars('t_logs') . '/visits_log';
+sub logged {
+    my ($query) = @_;
+    my $line = wait_until(5, sub {
+        open my $fh, '<', $log or return;
+        my ($l) = reverse grep { index($_, "?$query HTTP/") >= 0 } <$fh>;
+        return $l;
+    }) || '';
+    my ($status, $out, $visits) = $line =~ /" (\d+) (\d+) (\d+)$/;
+    return ($status // 0, $out // -1, $visits // -1);
+}
+
+# 1-4: plain HTTP.
+ok t_cmp("$plain->{status} $plain->{md5}", "200 $md5", 'plain: exact body');
+my $secs = $plain->{t_end} - $plain->{t_start};
+ok t_cmp(abs($secs - 0.120 - ($plain->{header_bytes} + $size - 1) / $V92)
+         < 0.05 ? 1 : 0, 1, sprintf('plain: paced (%.3f s)', $secs));
+my ($status, $out, $visits) = logged('plain');
+ok t_cmp($out, $plain->{header_bytes} + $size,
+         'plain: %O counts the bytes the engine thread wrote');
+ok t_cmp($visits >= 0 && $visits <= 3 ? 1 : 0, 1,
+         "plain: $visits worker visits for about 20 pulses");
+
+# 5-8: HTTPS.
+ok t_cmp("$tls->{status} $tls->{md5}", "200 $md5", 'HTTPS: exact body');
+$secs = $tls->{t_end} - $tls->{t_start};
+ok t_cmp(abs($secs - 0.120 - ($tls->{header_bytes} + $size - 1) / $V92)
+         < 0.05 ? 1 : 0, 1, sprintf('HTTPS: paced (%.3f s)', $secs));
+($status, $out, $visits) = logged('tls');
+ok t_cmp($status, 200, 'HTTPS: logged');
+ok t_cmp($visits >= 10 ? 1 : 0, 1,
+         "HTTPS: $visits worker visits, one per pulse");
+
+# 9-12: a T1 line (193,000 B/s) to a client with a 4 KB receive buffer
+# that reads nothing for 1 s: the socket fills, the thread hands the
+# delivery back, the MPM waits for writability, and pacing resumes on
+# schedule once the client reads.
+my $big = 400000;
+my $bigfile = gen_file('dialup/files/engine-big.bin', $big);
+my $bigmd5 = do { open my $fh, '<', $bigfile or die; binmode $fh; local $/;
+                  md5_hex(<$fh>) };
+my $s = http_connect(rcvbuf => 4096);
+my $t0 = time;
+http_send($s, 'GET', '/dialup/t1/engine-big.bin?stall');
+sleep 1;
+my $r = read_response($s, timeout => 20);
+my $t1 = time;
+ok t_cmp(($r->{status} // 0) . ' ' . md5_hex($r->{body} // ''),
+         "200 $bigmd5", 'stalled client: exact body');
+my $want = 0.020 + ($r->{header_bytes} + $big - 1) / 193000;
+ok t_cmp(abs(($t1 - $t0) - $want) < 0.25 ? 1 : 0, 1,
+         sprintf('stalled client: done on schedule (%.2f s, want %.2f s)',
+                 $t1 - $t0, $want));
+($status, $out, $visits) = logged('stall');
+ok t_cmp($visits >= 3 ? 1 : 0, 1,
+         "stalled client: handed back to the MPM ($visits worker visits)");
+http_send($s, 'GET', '/dialup/v92/small.txt');
+$r = read_response($s, timeout => 5);
+ok t_cmp(($r->{status} // 0) . ' ' . ($r->{body} // ''), "200 " . do {
+    open my $fh, '<', docroot() . '/dialup/files/small.txt' or die;
+    local $/; <$fh> }, 'stalled client: keep-alive afterwards');
+close $s;
