@@ -10,7 +10,9 @@
 #
 # Both downloads run at once (about 2.3 s); then a client that stalls while
 # the thread writes fills its socket, which hands the delivery back to the
-# MPM's wait for writability and then to the thread again (about 2.2 s).
+# MPM's wait for writability and then to the thread again, with the file
+# read into memory and with sendfile() (about 2.2 s each); then a file
+# truncated while the thread paces it, both ways (about 1 s each).
 use strict;
 use warnings FATAL => 'all';
 
@@ -19,9 +21,10 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(parallel_requests gen_file mpm_name wait_until http_connect
-                 http_send read_response docroot);
+                 http_send read_response docroot log_mark
+                 error_log_since);
 
-plan tests => 12, need need_module('mod_dialup.c'),
+plan tests => 21, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_logio.c'),
     need_module('mod_ssl.c'),
     need { 'event MPM (the engine thread needs WAITIO)'
@@ -70,7 +73,7 @@ ok t_cmp($status, 200, 'HTTPS: logged');
 ok t_cmp($visits >= 10 ? 1 : 0, 1,
          "HTTPS: $visits worker visits, one per pulse");
 
-# 9-12: a T1 line (193,000 B/s) to a client with a 4 KB receive buffer
+# 9-15: a T1 line (193,000 B/s) to a client with a 4 KB receive buffer
 # that reads nothing for 1 s: the socket fills, the thread hands the
 # delivery back, the MPM waits for writability, and pacing resumes on
 # schedule once the client reads.
@@ -78,24 +81,59 @@ my $big = 400000;
 my $bigfile = gen_file('dialup/files/engine-big.bin', $big);
 my $bigmd5 = do { open my $fh, '<', $bigfile or die; binmode $fh; local $/;
                   md5_hex(<$fh>) };
-my $s = http_connect(rcvbuf => 4096);
-my $t0 = time;
-http_send($s, 'GET', '/dialup/t1/engine-big.bin?stall');
-sleep 1;
-my $r = read_response($s, timeout => 20);
-my $t1 = time;
-ok t_cmp(($r->{status} // 0) . ' ' . md5_hex($r->{body} // ''),
-         "200 $bigmd5", 'stalled client: exact body');
-my $want = 0.020 + ($r->{header_bytes} + $big - 1) / 193000;
-ok t_cmp(abs(($t1 - $t0) - $want) < 0.25 ? 1 : 0, 1,
-         sprintf('stalled client: done on schedule (%.2f s, want %.2f s)',
-                 $t1 - $t0, $want));
-($status, $out, $visits) = logged('stall');
-ok t_cmp($visits >= 3 ? 1 : 0, 1,
-         "stalled client: handed back to the MPM ($visits worker visits)");
-http_send($s, 'GET', '/dialup/v92/small.txt');
-$r = read_response($s, timeout => 5);
-ok t_cmp(($r->{status} // 0) . ' ' . ($r->{body} // ''), "200 " . do {
-    open my $fh, '<', docroot() . '/dialup/files/small.txt' or die;
-    local $/; <$fh> }, 'stalled client: keep-alive afterwards');
-close $s;
+for my $scope (qw(t1 t1sf)) {
+    my $how = $scope eq 't1' ? 'read' : 'sendfile';
+    my $s = http_connect(rcvbuf => 4096);
+    my $t0 = time;
+    http_send($s, 'GET', "/dialup/$scope/engine-big.bin?stall-$scope");
+    sleep 1;
+    my $r = read_response($s, timeout => 20);
+    my $t1 = time;
+    ok t_cmp(($r->{status} // 0) . ' ' . md5_hex($r->{body} // ''),
+             "200 $bigmd5", "stalled client ($how): exact body");
+    my $want = 0.020 + ($r->{header_bytes} + $big - 1) / 193000;
+    ok t_cmp(abs(($t1 - $t0) - $want) < 0.25 ? 1 : 0, 1,
+             sprintf('stalled client (%s): done on schedule (%.2f s, want '
+                     . '%.2f s)', $how, $t1 - $t0, $want));
+    ($status, $out, $visits) = logged("stall-$scope");
+    ok t_cmp($visits >= 3 ? 1 : 0, 1, "stalled client ($how): handed back "
+             . "to the MPM ($visits worker visits)");
+    next if $scope ne 't1';
+    http_send($s, 'GET', '/dialup/v92/small.txt');
+    $r = read_response($s, timeout => 5);
+    ok t_cmp(($r->{status} // 0) . ' ' . ($r->{body} // ''), "200 " . do {
+        open my $fh, '<', docroot() . '/dialup/files/small.txt' or die;
+        local $/; <$fh> }, 'stalled client: keep-alive afterwards');
+    close $s;
+}
+
+# 16-21: a file truncated while the thread paces it: the client gets fewer
+# bytes than announced, each of them right, and BGD007 is logged.
+for my $scope (qw(t1 t1sf)) {
+    my $how = $scope eq 't1' ? 'read' : 'sendfile';
+    my $rel = "dialup/files/engine-shrink-$scope.bin";
+    unlink docroot() . "/$rel";
+    my $path = gen_file($rel, 300000);
+    my $orig = do { open my $fh, '<', $path or die; binmode $fh; local $/;
+                    <$fh> };
+    my $mark = log_mark();
+    my $s = http_connect();
+    http_send($s, 'GET', "/dialup/$scope/engine-shrink-$scope.bin");
+    my $truncated = 0;
+    my $r = read_response($s, timeout => 10, on_progress => sub {
+        if (!$truncated && $_[0] > 50000) {
+            truncate $path, 100000;
+            $truncated = 1;
+        }
+    });
+    my $got = $r->{body} // '';
+    ok t_cmp(!$r->{complete} && length($got) < 300000 ? 1 : 0, 1,
+             "truncated file ($how): response incomplete ("
+             . length($got) . ' bytes)');
+    ok t_cmp(substr($orig, 0, length $got) eq $got ? 1 : 0, 1,
+             "truncated file ($how): every byte sent is the original's");
+    ok t_cmp(wait_until(5, sub { error_log_since($mark) =~ /BGD007/ })
+             ? 1 : 0, 1, "truncated file ($how): logged (BGD007)");
+    close $s;
+    unlink $path;
+}
