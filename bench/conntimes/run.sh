@@ -14,8 +14,9 @@
 #
 # What-ifs for the module's side only: BENCH_CT_FORMAT names its LogFormat
 # (default conntimes; "combined" isolates the cost of the longer log line;
-# the results then go to conntimes-bench-<format>.txt) and BENCH_CT_EXTRA is appended to its configuration (for example
-# "ConntimesKernelTimestamps Off").
+# the results then go to conntimes-bench-<format>.txt) and BENCH_CT_EXTRA is
+# appended to its configuration (for example "ConntimesKernelTimestamps
+# Off"); BENCH_CT_TAG is added to the name of the results file.
 #
 # Needs: apache2 (apache2-bin), wrk, the module built (make).  Writes
 # bench/results/conntimes-bench.txt and raw wrk output under
@@ -26,8 +27,8 @@ ROUNDS=${1:-5}
 DURATION=${2:-10}
 CONNS=${3:-16}
 top=$(cd "$(dirname "$0")/../.." && pwd)
-raw=$top/bench/results/raw/conntimes
-out=$top/bench/results/conntimes-bench${BENCH_CT_FORMAT:+-$BENCH_CT_FORMAT}.txt
+raw=${BENCH_CT_RAW:-$top/bench/results/raw/conntimes}
+out=$top/bench/results/conntimes-bench${BENCH_CT_FORMAT:+-$BENCH_CT_FORMAT}${BENCH_CT_TAG:+-$BENCH_CT_TAG}.txt
 httpd=$(apxs -q SBINDIR)/$(apxs -q TARGET)
 libexec=$(apxs -q LIBEXECDIR)
 
