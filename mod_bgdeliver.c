@@ -50,8 +50,9 @@
  * socket of a delivery that sits parked past its deadline (idle timeout,
  * minimum read rate, maximum time); the MPM then wakes the connection and
  * the pump ends it.  Caps per client address and server-wide are checked
- * before the handler runs.  In-flight deliveries of all children are kept in a shared
- * memory table for the bgdeliver-status handler and mod_status.
+ * before the handler runs.  In-flight deliveries of all children are kept
+ * in a shared memory table for the bgdeliver-status handler and
+ * mod_status.
  */
 
 #include "httpd.h"
@@ -282,7 +283,7 @@ struct bgd_conn_t {
     bgd_job_t *job;
     int nested;                         /* inside our own process_connection */
     int fd;                             /* the socket's descriptor number */
-    int sock_dup;                       /* keeps the socket while a timer sits on fd */
+    int sock_dup;                       /* the socket while a timer is on fd */
     int timer_armed;
     /* watchdog list, protected by bgd_wd_mutex */
     bgd_conn_t *wd_next;
@@ -669,9 +670,10 @@ static void bgd_pace_remove_locked(bgd_conn_t *bc)
 }
 
 /* Takes the connection back from the engine thread: off the watchdog's
- * list and out of the pace heap.  Once this returns, the thread no longer
- * touches the connection (it works on it only under the mutex).  Returns
- * the reason when the watchdog ended the wait, else NULL. */
+ * list and out of the pace heap, after the pulse the thread may be writing
+ * for it (BGD_PACE_BUSY).  Once this returns, the thread no longer touches
+ * the connection.  Returns the reason when the watchdog ended the wait,
+ * else NULL. */
 static const char *bgd_wd_unlist(bgd_conn_t *bc)
 {
     const char *reason;
@@ -1583,7 +1585,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
  * costs about 50 us of CPU (listener, worker queue, futexes, re-arming),
  * which 2,000 modem clients at ten pulses a second cannot afford; the
  * thread wakes when the earliest pulse is due and writes every pulse due
- * by then with one send() each.
+ * by then (or within BGD_PACE_SLACK) with one send() or sendfile() each.
  *
  * Such a connection stays parked in WAITIO on its timed wait, armed for a
  * bound (Timeout / 2) rather than for its next pulse.  The thread writes

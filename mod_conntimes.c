@@ -188,7 +188,7 @@ typedef struct {
 typedef struct {
     volatile apr_uint64_t tag;          /* its number: seconds / interval */
     apr_uint64_t max[CT_NPHASE];        /* its maxima, which do not subtract */
-    conntimes_agg_t base;               /* the stripes' totals when it opened */
+    conntimes_agg_t base;               /* the stripes' totals at its start */
 } conntimes_series_t;
 
 typedef struct {
@@ -478,7 +478,8 @@ static apr_size_t conntimes_align(apr_size_t n)
 static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
                                    int nstripes, int nhandlers, int nslots)
 {
-    apr_size_t off_handlers, off_stripes, off_series, off_closed, off_slow, end;
+    apr_size_t off_handlers, off_stripes, off_series, off_closed, off_slow;
+    apr_size_t end;
     apr_size_t stripe = conntimes_align(sizeof(conntimes_agg_t) * CT_NCLASS
                                         * (nhandlers + 1));
 
