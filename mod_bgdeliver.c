@@ -204,11 +204,14 @@ typedef struct bgd_shm_t {
     volatile apr_uint64_t fallbacks;
     volatile apr_uint64_t rejected;
     volatile apr_uint64_t bytes;
+    volatile apr_uint64_t engine_pulses; /* written by the engine threads */
     volatile apr_uint32_t in_flight;
     bgd_slot_t slots[1];
 } bgd_shm_t;
 
-#define BGD_SHM_MAGIC 0x42474431u       /* "BGD1" */
+/* Changes with the layout of bgd_shm_t: the table outlives a graceful
+ * restart, and a new build must not read an old layout. */
+#define BGD_SHM_MAGIC 0x42474432u       /* "BGD2" */
 
 typedef struct bgd_retained_t {
     apr_shm_t *shm;
@@ -1808,6 +1811,7 @@ static bgd_pump_e bgd_pace_pulse(bgd_conn_t *bc, apr_time_t at)
         job->sent += (apr_off_t)sent;
         if (sent) {
             job->last_progress = at;
+            bgd_count(&bgd_table->engine_pulses, 1);
         }
         if ((apr_off_t)sent < len) {
             return BGD_PUMP_WAIT_SOCKET;
@@ -2519,6 +2523,13 @@ static void bgd_api_get_totals(bgdeliver_totals_t *t)
 
 /* --------------------------------------------------------------- status */
 
+/* Not in bgdeliver_totals_t: that struct is public API, and its size is
+ * part of what modules built against it expect. */
+static apr_uint64_t bgd_engine_pulses(void)
+{
+    return bgd_table ? apr_atomic_read64(&bgd_table->engine_pulses) : 0;
+}
+
 typedef struct bgd_slot_view_t {
     bgd_slot_t s;
     apr_time_t age;
@@ -2604,6 +2615,8 @@ static void bgd_status_totals_auto(request_rec *r)
     ap_rprintf(r, "BgDeliverFallbacks: %" APR_UINT64_T_FMT "\n", t.fallbacks);
     ap_rprintf(r, "BgDeliverRejected: %" APR_UINT64_T_FMT "\n", t.rejected);
     ap_rprintf(r, "BgDeliverBytes: %" APR_UINT64_T_FMT "\n", t.bytes);
+    ap_rprintf(r, "BgDeliverEnginePulses: %" APR_UINT64_T_FMT "\n",
+               bgd_engine_pulses());
 }
 
 static void bgd_status_auto(request_rec *r)
@@ -2645,10 +2658,11 @@ static void bgd_status_json(request_rec *r)
                ",\"dropped\":%" APR_UINT64_T_FMT
                ",\"fallbacks\":%" APR_UINT64_T_FMT
                ",\"rejected\":%" APR_UINT64_T_FMT
-               ",\"bytes\":%" APR_UINT64_T_FMT "},\"deliveries\":[",
+               ",\"bytes\":%" APR_UINT64_T_FMT
+               ",\"engine_pulses\":%" APR_UINT64_T_FMT "},\"deliveries\":[",
                BGD_VERSION, bgd_mpm_can_waitio ? "async" : "worker",
                t.in_flight, t.started, t.completed, t.aborted, t.dropped,
-               t.fallbacks, t.rejected, t.bytes);
+               t.fallbacks, t.rejected, t.bytes, bgd_engine_pulses());
     for (i = 0; i < arr->nelts; i++) {
         bgd_slot_view_t *v = &APR_ARRAY_IDX(arr, i, bgd_slot_view_t);
         ap_rprintf(r, "%s{\"pid\":%" APR_PID_T_FMT ",\"client\":%s,"
@@ -2733,13 +2747,14 @@ static void bgd_status_html_totals(request_rec *r)
                " completed, %" APR_UINT64_T_FMT " aborted, %"
                APR_UINT64_T_FMT " dropped by the slow-read rules, %"
                APR_UINT64_T_FMT " delivered in the foreground, %"
-               APR_UINT64_T_FMT " refused; %s written</dt></dl>\n",
+               APR_UINT64_T_FMT " refused; %s written, %" APR_UINT64_T_FMT
+               " paced pulses of them by the engine threads</dt></dl>\n",
                BGD_VERSION,
                bgd_mpm_can_waitio ? "asynchronous (event MPM, WAITIO)"
                                   : "in the worker (MPM without WAITIO)",
                t.in_flight, t.started, t.completed, t.aborted, t.dropped,
                t.fallbacks, t.rejected,
-               bgd_human(r->pool, (apr_off_t)t.bytes));
+               bgd_human(r->pool, (apr_off_t)t.bytes), bgd_engine_pulses());
 }
 
 static int bgd_status_handler(request_rec *r)
@@ -2999,6 +3014,15 @@ static int bgd_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (!bgd_retained) {
         bgd_retained = ap_retained_data_create("mod_bgdeliver",
                                                sizeof(*bgd_retained));
+    }
+    if (bgd_retained->table && bgd_retained->table->magic != BGD_SHM_MAGIC) {
+        /* Left by a build with another layout: children of the old
+         * generation keep their own mapping of it. */
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "BGD024: the delivery table of the previous module "
+                     "build has another layout; starting a new one");
+        apr_shm_destroy(bgd_retained->shm);
+        bgd_retained->table = NULL;
     }
     if (bgd_retained->table && bgd_retained->nslots != want) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,

@@ -22,9 +22,9 @@ use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(parallel_requests gen_file mpm_name wait_until http_connect
                  http_send read_response docroot log_mark
-                 error_log_since);
+                 error_log_since bgd_status);
 
-plan tests => 21, need need_module('mod_dialup.c'),
+plan tests => 22, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_logio.c'),
     need_module('mod_ssl.c'),
     need { 'event MPM (the engine thread needs WAITIO)'
@@ -36,6 +36,7 @@ my $file = gen_file('dialup/files/engine.bin', $size);
 my $md5 = do { open my $fh, '<', $file or die; binmode $fh; local $/;
                md5_hex(<$fh>) };
 
+my $pulses0 = bgd_status()->{BgDeliverEnginePulses};
 my ($plain, $tls) = parallel_requests(
     { path => '/dialup/v92/engine.bin?plain' },
     { path => '/dialup/v92/engine.bin?tls', ssl => 1, vhost => 'dialup_tls' });
@@ -52,7 +53,7 @@ sub logged {
     return ($status // 0, $out // -1, $visits // -1);
 }
 
-# 1-4: plain HTTP.
+# 1-5: plain HTTP.
 ok t_cmp("$plain->{status} $plain->{md5}", "200 $md5", 'plain: exact body');
 my $secs = $plain->{t_end} - $plain->{t_start};
 ok t_cmp(abs($secs - 0.120 - ($plain->{header_bytes} + $size - 1) / $V92)
@@ -62,8 +63,11 @@ ok t_cmp($out, $plain->{header_bytes} + $size,
          'plain: %O counts the bytes the engine thread wrote');
 ok t_cmp($visits >= 0 && $visits <= 3 ? 1 : 0, 1,
          "plain: $visits worker visits for about 20 pulses");
+my $pulses = (bgd_status()->{BgDeliverEnginePulses} // 0) - ($pulses0 // 0);
+ok t_cmp($pulses >= 15 ? 1 : 0, 1,
+         "plain: the status counts the engine thread's pulses (+$pulses)");
 
-# 5-8: HTTPS.
+# 6-9: HTTPS.
 ok t_cmp("$tls->{status} $tls->{md5}", "200 $md5", 'HTTPS: exact body');
 $secs = $tls->{t_end} - $tls->{t_start};
 ok t_cmp(abs($secs - 0.120 - ($tls->{header_bytes} + $size - 1) / $V92)
@@ -73,7 +77,7 @@ ok t_cmp($status, 200, 'HTTPS: logged');
 ok t_cmp($visits >= 10 ? 1 : 0, 1,
          "HTTPS: $visits worker visits, one per pulse");
 
-# 9-15: a T1 line (193,000 B/s) to a client with a 4 KB receive buffer
+# 10-16: a T1 line (193,000 B/s) to a client with a 4 KB receive buffer
 # that reads nothing for 1 s: the socket fills, the thread hands the
 # delivery back, the MPM waits for writability, and pacing resumes on
 # schedule once the client reads.
@@ -107,7 +111,7 @@ for my $scope (qw(t1 t1sf)) {
     close $s;
 }
 
-# 16-21: a file truncated while the thread paces it: the client gets fewer
+# 17-22: a file truncated while the thread paces it: the client gets fewer
 # bytes than announced, each of them right, and BGD007 is logged.
 for my $scope (qw(t1 t1sf)) {
     my $how = $scope eq 't1' ? 'read' : 'sendfile';
