@@ -18,6 +18,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -1523,6 +1524,76 @@ def prepare(env):
         os.chmod(ssl, 0o700)
 
 
+def floor_connect(port, tls):
+    """A keep-alive connection that made one request for /tiny.txt."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    s.sendall(b"GET /tiny.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    got = b""
+    while (b"\r\n\r\n" not in got
+           or len(got.split(b"\r\n\r\n", 1)[1]) < 512):
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("connection closed by the server")
+        got += chunk
+    return s
+
+
+def conn_floor(env, n, warm=50):
+    """The floor under "memory per delivery": what an idle keep-alive
+    connection costs a server that does no background delivery (a delivery
+    is such a connection plus its response).  Each server and scheme starts
+    afresh: memory freed by other connections stays in the allocators."""
+    os.environ["BENCH_HTTPD_EXTRA"] = (os.environ.get("BENCH_HTTPD_EXTRA", "")
+                                       + "\nKeepAliveTimeout 120\n"
+                                       "MaxKeepAliveRequests 0\n")
+    rows = []
+    for name in ("stock", "nginx"):
+        for tls in (False, True):
+            srv = make_server(env, name)
+            srv.start()
+            conns = []
+            try:
+                port = srv.https if tls else srv.http
+                conns += [floor_connect(port, tls) for _ in range(warm)]
+                time.sleep(1)
+                before = tree_rss(srv.pids(proc_table()))[0]
+                conns += [floor_connect(port, tls) for _ in range(n)]
+                time.sleep(2)
+                after = tree_rss(srv.pids(proc_table()))[0]
+            finally:
+                for c in conns:
+                    c.close()
+                srv.stop()
+            kb = (after - before) / float(n)
+            rows.append((name, tls, kb))
+            log("%s %s: %.1f KB per idle keep-alive connection"
+                % (name, "HTTPS" if tls else "HTTP", kb))
+    info = dict(machine_info(env))
+    path = os.path.join(env.out, "conn-floor.md")
+    with open(path, "w") as f:
+        f.write("# Memory of an idle keep-alive connection\n\n"
+                "%d connections that made one request for /tiny.txt and "
+                "stay open, after %d warm-up ones; RSS growth of the "
+                "server's process tree per connection, each server and "
+                "scheme started afresh.  The servers of the benchmark (see "
+                "results.md): stock Apache (one child, event MPM, mod_ssl) "
+                "and nginx (one worker).  Apache %s, nginx %s, %s, "
+                "kernel %s.\n\n"
+                "| server | scheme | KB per connection |\n|---|---|---:|\n"
+                % (n, warm, info.get("apache2"), info.get("nginx"),
+                   info.get("OpenSSL"), info.get("kernel")))
+        for name, tls, kb in rows:
+            f.write("| %s | %s | %.1f |\n"
+                    % ("stock Apache" if name == "stock" else "nginx",
+                       "HTTPS" if tls else "HTTP", kb))
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -1549,6 +1620,10 @@ def main():
                     "stock-sendfile, ours-sendfile), print its pids and "
                     "wait for --serve-time seconds or SIGTERM")
     ap.add_argument("--serve-time", type=float, default=120)
+    ap.add_argument("--floor", type=int, metavar="N",
+                    help="only measure what N idle keep-alive connections "
+                    "cost stock Apache and nginx, over HTTP and HTTPS "
+                    "(conn-floor.md)")
     ap.add_argument("--quiet-wait", type=float, default=120,
                     help="seconds to wait in all for other load to go")
     ap.add_argument("--port", type=int, default=18480)
@@ -1651,6 +1726,16 @@ def main():
     # SIGINT ignored, and Python then never raises KeyboardInterrupt.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
+
+    if args.floor:
+        try:
+            prepare(env)
+            log("wrote %s" % conn_floor(env, args.floor))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop_all()
+        return
 
     if args.serve:
         prepare(env)

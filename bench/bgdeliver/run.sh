@@ -11,6 +11,11 @@
 #   bench/bgdeliver/run.sh --quick    ~3 min, 0 and 1000 readers only;
 #                                     results in build/bench/bgdeliver/
 #
+#   bench/bgdeliver/run.sh --floor 800
+#                                     what 800 idle keep-alive connections
+#                                     cost stock Apache and nginx (HTTP,
+#                                     HTTPS): conn-floor.md, under a minute
+#
 # Other options go to bench.py (--points 0,100,1000 --workloads static,tls
 # --servers stock,ours --no-fast --window S --port P --work DIR --out DIR).
 # BENCH_HTTPD_EXTRA="EnableMMAP Off" (say) adds directives to every Apache
