@@ -43,17 +43,10 @@ MinSpareThreads 1
 MaxSpareThreads 2
 MaxRequestWorkers 2
 T
-my $conf = <<'CONF';
+my $conf = <<'CONF' . ct_private_locations();
 KeepAlive Off
 LogFormat "tag=%{X-CT-Tag}i queue=%{queue}^CT accept=%{accept}^CT read=%{read}^CT filter=%{filter}^CT run=%{run}^CT deliver=%{deliver}^CT total=%{total}^CT worker=%{worker}^CT offworker=%{offworker}^CT arrival=%{arrival}^CT" ct
 CustomLog "@DIR@/access_log" ct
-<Location /sleep>
-    SetHandler ct-sleep
-</Location>
-<Location /status>
-    SetHandler conntimes-status
-    ConntimesRecord Off
-</Location>
 CONF
 my $srv = private_server($conf, mpm => $mpm, mpm_conf => $mpm_conf,
                          modules => ['conntimes'], test_modules => ['ct_test']);

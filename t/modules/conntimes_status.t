@@ -290,19 +290,13 @@ else {
     my $iv = 10;
     my $mpm = ct_mpm();
     $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
-    my $srv = private_server(<<'CONF', mpm => $mpm, modules => ['conntimes'],
+    my $locations = ct_private_locations('ConntimesAllowReset On');
+    my $srv = private_server(<<'CONF' . $locations, mpm => $mpm,
 ConntimesSeriesInterval 10
 LogFormat "tag=%{X-CT-Tag}i start=%{us}^CS total=%{total}^CT run=%{run}^CT" ct
 CustomLog "@DIR@/access_log" ct
-<Location /sleep>
-    SetHandler ct-sleep
-</Location>
-<Location /status>
-    SetHandler conntimes-status
-    ConntimesRecord Off
-    ConntimesAllowReset On
-</Location>
 CONF
+                             modules => ['conntimes'],
                              test_modules => ['ct_test']);
     my $url = "http://127.0.0.1:$srv->{port}";
     my $http = HTTP::Tiny->new(timeout => 10, max_redirect => 0);

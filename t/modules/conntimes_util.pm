@@ -16,12 +16,23 @@ use Socket qw(:all);
 use Time::HiRes qw(time sleep);
 use Exporter 'import';
 
-our @EXPORT = qw(ct_port ct_log_file ct_wait_lines ct_raw ct_json ct_reset
+our @EXPORT = qw(ct_private_locations ct_port ct_log_file ct_wait_lines ct_raw ct_json ct_reset
                  ct_mpm ct_tag ct_phase_names ct_slow_reader ct_check_sums);
 
 our @PHASES = qw(queue accept read filter run deliver);
 
 sub ct_phase_names { @PHASES }
+
+# What several private servers share: mod_ct_test's sleeping handler at
+# /sleep and the timing status page at /status, which does not record
+# itself; @status_extra are more directives for /status.
+sub ct_private_locations {
+    my (@status_extra) = @_;
+    return "<Location /sleep>\n    SetHandler ct-sleep\n</Location>\n"
+         . "<Location /status>\n    SetHandler conntimes-status\n"
+         . "    ConntimesRecord Off\n"
+         . join('', map { "    $_\n" } @status_extra) . "</Location>\n";
+}
 
 sub ct_port { Apache::Test::vars('port') }
 
