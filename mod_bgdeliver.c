@@ -1146,6 +1146,14 @@ static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
     return APR_SUCCESS;
 }
 
+/* A file bucket that sendfile may carry: EnableSendfile for its file. */
+static int bgd_bucket_sendfile(const apr_bucket *b)
+{
+    return APR_BUCKET_IS_FILE(b)
+           && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
+               & APR_SENDFILE_ENABLED);
+}
+
 /* How much of the queue one pass may take; 0 to wait for the socket.
  * *read_pass tells whether the pass is to be read into a block.  A
  * file range that sendfile carries can be big: what the socket does not
@@ -1168,8 +1176,7 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int *read_pass)
     int low;
 
     *read_pass = 0;
-    if (plain_file && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
-                       & APR_SENDFILE_ENABLED)) {
+    if (plain_file && bgd_bucket_sendfile(b)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
@@ -1693,10 +1700,8 @@ static int bgd_pace_by_sendfile(const bgd_job_t *job, apr_off_t want)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
 
-    return b != APR_BRIGADE_SENTINEL(job->queue) && APR_BUCKET_IS_FILE(b)
-           && (apr_off_t)b->length >= want
-           && (apr_file_flags_get(((apr_bucket_file *)b->data)->fd)
-               & APR_SENDFILE_ENABLED);
+    return b != APR_BRIGADE_SENTINEL(job->queue) && bgd_bucket_sendfile(b)
+           && (apr_off_t)b->length >= want;
 }
 
 /* Writes the pass in job->slice to the socket without blocking; what the
@@ -1711,10 +1716,8 @@ static apr_size_t bgd_pace_send(bgd_conn_t *bc, bgd_job_t *job)
     int niov = 0;
 
 #if defined(__linux__)
-    if (e != APR_BRIGADE_SENTINEL(job->slice) && APR_BUCKET_IS_FILE(e)
-        && APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(job->slice)
-        && (apr_file_flags_get(((apr_bucket_file *)e->data)->fd)
-            & APR_SENDFILE_ENABLED)) {
+    if (e != APR_BRIGADE_SENTINEL(job->slice) && bgd_bucket_sendfile(e)
+        && APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(job->slice)) {
         apr_os_file_t fd;
         off_t off = (off_t)e->start;
 
