@@ -72,6 +72,7 @@
 #include "apr_buckets.h"
 #include "apr_file_info.h"
 #include "apr_file_io.h"
+#include "apr_hash.h"
 #include "apr_optional.h"
 #include "apr_portable.h"
 #include "apr_shm.h"
@@ -88,6 +89,8 @@
 #if defined(__linux__)
 #include <linux/sockios.h>
 #include <linux/sock_diag.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/timerfd.h>
 #define BGD_HAVE_TIMED_WAIT 1
@@ -296,6 +299,9 @@ struct bgd_conn_t {
     const char *wd_reason;
     /* pace heap of the engine thread, protected by bgd_wd_mutex */
     int pace_index;                     /* in bgd_pace_heap, or -1 */
+    /* the engine thread's wait for writability, also under bgd_wd_mutex */
+    int stream_on;                      /* sock_dup is in bgd_engine_epfd */
+    apr_uint64_t stream_key;            /* its key in bgd_stream_conns */
 };
 
 /* The due time is kept in the heap itself: sifting then reads one array,
@@ -337,6 +343,14 @@ static bgd_pace_entry_t *bgd_pace_heap;
 static int bgd_pace_count;
 static int bgd_pace_size;
 static apr_thread_cond_t *bgd_pace_cond; /* a pulse ended (BGD_PACE_BUSY) */
+/* The engine thread sleeps in epoll_wait(): the sockets it writes to, and
+ * an eventfd by which workers wake it.  A socket's registration carries a
+ * key, not the connection: an event the thread has already fetched may be
+ * for a connection that a worker took back meanwhile. */
+static int bgd_engine_epfd = -1;
+static int bgd_engine_evfd = -1;
+static apr_hash_t *bgd_stream_conns;    /* key -> bgd_conn_t */
+static apr_uint64_t bgd_stream_seq;
 #define BGD_PACE_BUSY  (-2)             /* pace_index: a pulse is running */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
 
@@ -672,8 +686,68 @@ static void bgd_pace_remove_locked(bgd_conn_t *bc)
     }
 }
 
+/* Makes the engine thread wait for the socket to take more, then write
+ * (EPOLLONESHOT: one wake-up per wait).  Needs the timed wait's duplicate
+ * of the socket. */
+static int bgd_stream_arm_locked(bgd_conn_t *bc)
+{
+#if BGD_HAVE_TIMED_WAIT
+    struct epoll_event ev;
+
+    if (bgd_engine_epfd < 0 || bc->sock_dup < 0) {
+        return 0;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLOUT | EPOLLONESHOT;
+    if (bc->stream_on) {
+        ev.data.u64 = bc->stream_key;
+        return epoll_ctl(bgd_engine_epfd, EPOLL_CTL_MOD, bc->sock_dup, &ev)
+               == 0;
+    }
+    bc->stream_key = ev.data.u64 = ++bgd_stream_seq;
+    if (epoll_ctl(bgd_engine_epfd, EPOLL_CTL_ADD, bc->sock_dup, &ev) != 0) {
+        return 0;
+    }
+    apr_hash_set(bgd_stream_conns, &bc->stream_key, sizeof(bc->stream_key),
+                 bc);
+    bc->stream_on = 1;
+    return 1;
+#else
+    (void)bc;
+    return 0;
+#endif
+}
+
+/* Before the duplicate of the socket can be closed. */
+static void bgd_stream_remove_locked(bgd_conn_t *bc)
+{
+#if BGD_HAVE_TIMED_WAIT
+    if (bc->stream_on) {
+        epoll_ctl(bgd_engine_epfd, EPOLL_CTL_DEL, bc->sock_dup, NULL);
+        apr_hash_set(bgd_stream_conns, &bc->stream_key,
+                     sizeof(bc->stream_key), NULL);
+        bc->stream_on = 0;
+    }
+#else
+    (void)bc;
+#endif
+}
+
+static void bgd_engine_wake_locked(void)
+{
+#if BGD_HAVE_TIMED_WAIT
+    apr_uint64_t one = 1;
+    if (bgd_engine_evfd >= 0
+        && write(bgd_engine_evfd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the thread is awake anyway. */
+    }
+#else
+    apr_thread_cond_signal(bgd_wd_cond);
+#endif
+}
+
 /* Takes the connection back from the engine thread: off the watchdog's
- * list and out of the pace heap, after the pulse the thread may be writing
+ * list, out of the pace heap and out of its poller, after the pulse the thread may be writing
  * for it (BGD_PACE_BUSY).  Once this returns, the thread no longer touches
  * the connection.  Returns the reason when the watchdog ended the wait,
  * else NULL. */
@@ -689,6 +763,7 @@ static const char *bgd_wd_unlist(bgd_conn_t *bc)
         apr_thread_cond_wait(bgd_pace_cond, bgd_wd_mutex);
     }
     bgd_pace_remove_locked(bc);
+    bgd_stream_remove_locked(bc);
     reason = bc->job ? bc->job->kill_reason : NULL;
     apr_thread_mutex_unlock(bgd_wd_mutex);
     return reason;
@@ -1047,23 +1122,30 @@ static apr_status_t bgd_kick_core(conn_rec *c)
     return core->frec->filter_func.out_func(core, NULL);
 }
 
-/* How many more payload bytes the socket's send buffer takes now, or -1
- * when that is unknown.  The kernel counts the buffer in memory, segments
- * with their overhead (SO_MEMINFO), against SO_SNDBUF; SIOCOUTQ tells how
- * much of that is payload. */
-static apr_off_t bgd_socket_room(conn_rec *c, int *low)
+/* The connection's socket descriptor, for a worker that has it (not the
+ * engine thread, whose socket is the duplicate bc->sock_dup), or -1. */
+static int bgd_conn_fd(conn_rec *c)
 {
-#if defined(SO_MEMINFO) && defined(SIOCOUTQ)
     apr_socket_t *csd = ap_get_conn_socket(c);
     apr_os_sock_t fd;
+
+    return csd && apr_os_sock_get(&fd, csd) == APR_SUCCESS ? (int)fd : -1;
+}
+
+/* How many more payload bytes the send buffer of socket fd takes now, or
+ * -1 when that is unknown.  The kernel counts the buffer in memory,
+ * segments with their overhead (SO_MEMINFO), against SO_SNDBUF; SIOCOUTQ
+ * tells how much of that is payload. */
+static apr_off_t bgd_socket_room(int fd, int *low)
+{
+#if defined(SO_MEMINFO) && defined(SIOCOUTQ)
     apr_uint32_t mem[SK_MEMINFO_VARS];
     socklen_t len = sizeof(mem);
     apr_off_t sndbuf, queued, room;
     int payload = 0;
 
     *low = 0;
-    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS
-        || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0
         || len < sizeof(mem) || ioctl(fd, SIOCOUTQ, &payload) != 0) {
         return -1;
     }
@@ -1082,7 +1164,7 @@ static apr_off_t bgd_socket_room(conn_rec *c, int *low)
     return payload > 0 && queued > payload ? room * payload / queued
                                            : room / 2;
 #else
-    (void)c;
+    (void)fd;
     *low = 0;
     return -1;
 #endif
@@ -1167,7 +1249,8 @@ static int bgd_bucket_sendfile(const apr_bucket *b)
  * BGD_SENDFILE_SLICE of a file read into memory or BGD_SLICE_MEM_MAX of
  * memory buckets, few syscalls per megabyte as with stock Apache's
  * blocking writes. */
-static apr_off_t bgd_slice_size(const bgd_job_t *job, int *read_pass)
+static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
+                                int *read_pass)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
     int plain_file = !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
@@ -1180,7 +1263,7 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int *read_pass)
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
-    room = bgd_socket_room(job->c, &low);
+    room = bgd_socket_room(fd, &low);
     if (room < BGD_ROOM_FAST) {
         /* A delivery paced in the worker waits in the core's blocking
          * write, which needs something the socket cannot take at once. */
@@ -1261,7 +1344,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
-    want = bgd_slice_size(job, &read_pass);
+    want = bgd_slice_size(job, bgd_conn_fd(c), &read_pass);
     /* On a failure the pump, which sees it next, aborts and logs it. */
     if (want == 0
         || bgd_take_pass(job, want, read_pass, 0, &len, &mem)
@@ -1468,6 +1551,183 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
     return 0;
 }
 
+/* ---------------------------------------------- writing around the chain */
+
+/*
+ * A plain-HTTP delivery whose filters below ours are only the core's and
+ * observers (no TLS, no filter that changes bytes) is written to the
+ * socket directly, by the worker and by the engine thread alike, without
+ * blocking: what the socket does not take stays at the head of the queue,
+ * never in the core output filter, so that either can go on where the
+ * other stopped.  The bytes go to mod_logio as the core would count them.
+ */
+#define BGD_DIRECT_IOVS 16
+
+/* Connection filters that only watch the buckets going by. */
+static const char *const bgd_observer_filters[] = { "CONNTIMES_OUT", NULL };
+
+static int bgd_engine_can_take(const bgd_job_t *job)
+{
+    apr_socket_t *csd = ap_get_conn_socket(job->c);
+    apr_int32_t nonblocking = 0;
+    ap_filter_t *f;
+
+    if (!bgd_pace_heap || job->producer || job->drain || job->tls
+        || job->in_worker) {
+        return 0;
+    }
+    /* Nothing here may block (sendfile() has no MSG_DONTWAIT); the event
+     * MPM's sockets have a timeout, hence O_NONBLOCK. */
+    if (!csd || apr_socket_opt_get(csd, APR_SO_NONBLOCK, &nonblocking)
+                != APR_SUCCESS || !nonblocking) {
+        return 0;
+    }
+    for (f = job->capture->next; f; f = f->next) {
+        const char *const *name;
+        if (f->frec->ftype >= AP_FTYPE_NETWORK) {
+            return f->next == NULL;
+        }
+        for (name = bgd_observer_filters; *name; name++) {
+            if (!strcasecmp(f->frec->name, *name)) {
+                break;
+            }
+        }
+        if (!*name) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* A pass of `want` bytes from the head of the queue is one range of a file
+ * that may go by sendfile (EnableSendfile): no read, no buffer. */
+static int bgd_direct_by_sendfile(const bgd_job_t *job, apr_off_t want)
+{
+    apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
+
+    return b != APR_BRIGADE_SENTINEL(job->queue) && bgd_bucket_sendfile(b)
+           && (apr_off_t)b->length >= want;
+}
+
+/* One write of the head of the pass in job->slice: the pass's only bucket
+ * when sendfile carries it, else up to BGD_DIRECT_IOVS buckets. */
+static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
+                                     apr_size_t *written, int *partial)
+{
+    struct iovec iov[BGD_DIRECT_IOVS];
+    struct msghdr msg;
+    apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
+    apr_size_t total = 0;
+    ssize_t n;
+    int niov = 0;
+
+    *written = 0;
+    *partial = 0;
+#if defined(__linux__)
+    if (bgd_bucket_sendfile(e)
+        && APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(job->slice)) {
+        apr_os_file_t ffd;
+        off_t off = (off_t)e->start;
+
+        if (apr_os_file_get(&ffd, ((apr_bucket_file *)e->data)->fd)
+            != APR_SUCCESS) {
+            return APR_EBADF;
+        }
+        do {
+            n = sendfile(fd, ffd, &off, e->length);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            return errno == EAGAIN ? APR_EAGAIN : errno;
+        }
+        /* A file that became shorter than its bucket. */
+        if (n == 0) {
+            return APR_EOF;
+        }
+        *written = (apr_size_t)n;
+        *partial = (apr_size_t)n < e->length;
+        return APR_SUCCESS;
+    }
+#endif
+    for (; e != APR_BRIGADE_SENTINEL(job->slice) && niov < BGD_DIRECT_IOVS;
+         e = APR_BUCKET_NEXT(e)) {
+        const char *data;
+        apr_size_t len;
+        apr_status_t rv;
+
+        if (APR_BUCKET_IS_METADATA(e)) {
+            continue;
+        }
+        rv = apr_bucket_read(e, &data, &len, APR_BLOCK_READ);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        if (len) {
+            iov[niov].iov_base = (void *)data;
+            iov[niov++].iov_len = len;
+            total += len;
+        }
+    }
+    if (!total) {
+        return APR_SUCCESS;
+    }
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)niov;
+    do {
+        n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno == EAGAIN ? APR_EAGAIN : errno;
+    }
+    *written = (apr_size_t)n;
+    *partial = (apr_size_t)n < total;
+    return APR_SUCCESS;
+}
+
+/* Writes the pass in job->slice to socket fd until it is gone (SUCCESS)
+ * or the socket is full (APR_EAGAIN); APR_EOF when a file has become
+ * shorter, else the error.  What is not written goes back to the head of
+ * the queue; *sent tells how much was. */
+static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    *sent = 0;
+    while (!APR_BRIGADE_EMPTY(job->slice)) {
+        apr_size_t n, left;
+        int partial;
+
+        rv = bgd_direct_write(job, fd, &n, &partial);
+        for (left = n; !APR_BRIGADE_EMPTY(job->slice); ) {
+            apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
+            if (!APR_BUCKET_IS_METADATA(e)) {
+                if (!left && e->length) {
+                    break;
+                }
+                if (e->length > left) {
+                    apr_bucket_split(e, left);
+                }
+                left -= e->length;
+            }
+            apr_bucket_delete(e);
+        }
+        *sent += n;
+        if (rv == APR_SUCCESS && partial) {
+            rv = APR_EAGAIN;
+        }
+        if (rv != APR_SUCCESS) {
+            break;
+        }
+    }
+    if (!APR_BRIGADE_EMPTY(job->slice)) {
+        APR_BRIGADE_PREPEND(job->queue, job->slice);
+    }
+    if (*sent && bgd_logio_add_bytes_out) {
+        bgd_logio_add_bytes_out(job->c, (apr_off_t)*sent);
+    }
+    return rv;
+}
+
 /* ----------------------------------------------------------------- pump */
 
 static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
@@ -1502,6 +1762,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
     apr_time_t visit_start = apr_time_now(), now;
     apr_off_t visit_bytes = 0;
     apr_status_t rv;
+    /* Where the engine thread may write, the worker writes the same way:
+     * the core then holds nothing, and the thread can take the rest over
+     * when the socket is full. */
+    int direct_fd = bgd_engine_can_take(job) ? bgd_conn_fd(c) : -1;
 
     for (;;) {
         apr_off_t allowed, want, len, mem;
@@ -1562,7 +1826,9 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        want = bgd_slice_size(job, &read_pass);
+        want = bgd_slice_size(job, direct_fd >= 0 ? direct_fd
+                                                  : bgd_conn_fd(c),
+                              &read_pass);
         if (want == 0) {
             return BGD_PUMP_WAIT_SOCKET;
         }
@@ -1575,6 +1841,24 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         }
         if (rv != APR_SUCCESS) {
             return bgd_pump_fail(job, rv, "reading the response failed");
+        }
+        if (direct_fd >= 0) {
+            apr_size_t sent;
+
+            rv = bgd_direct_send(job, direct_fd, &sent);
+            job->sent += (apr_off_t)sent;
+            visit_bytes += (apr_off_t)sent;
+            if (rv == APR_EAGAIN) {
+                return BGD_PUMP_WAIT_SOCKET;
+            }
+            if (rv == APR_EOF) {
+                return bgd_file_changed(job);
+            }
+            if (rv != APR_SUCCESS) {
+                c->aborted = 1;
+                return bgd_pump_fail(job, rv, "writing to the client failed");
+            }
+            continue;
         }
         job->sent += len;
         visit_bytes += len;
@@ -1591,26 +1875,26 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
 
 /*
  * Each child has one engine thread: the watchdog, and the writer of the
- * pulses of paced plain-HTTP deliveries.  A timed wake-up through the MPM
- * costs about 50 us of CPU (listener, worker queue, futexes, re-arming),
- * which 2,000 modem clients at ten pulses a second cannot afford; the
- * thread wakes when the earliest pulse is due and writes every pulse due
- * by then (or within BGD_PACE_SLACK) with one send() or sendfile() each.
+ * plain-HTTP deliveries (see bgd_engine_can_take()) once a worker has
+ * found their socket full.  Waiting for writability through the MPM costs
+ * a trip through its listener and worker queue (about 50 us of CPU, and
+ * the latency of two thread wake-ups, which a fast client pays in
+ * throughput); the thread instead waits for the socket in its own epoll
+ * and writes as soon as the socket takes more, as nginx's workers do.  It
+ * also writes the pulses of paced deliveries: 2,000 modem clients at ten
+ * pulses a second cannot afford a wake-up through the MPM each; it wakes
+ * when the earliest pulse is due and writes every pulse due by then (or
+ * within BGD_PACE_SLACK).
  *
  * Such a connection stays parked in WAITIO on its timed wait, armed for a
- * bound (Timeout / 2) rather than for its next pulse.  The thread writes
- * to the duplicate of the socket that the timed wait keeps, and hands the
- * connection back to the MPM by making that timer expire now: whenever a
- * pulse cannot be written whole (the socket is full: the MPM's wait for
- * writability then paces the client), on any error, when the response is
+ * bound (Timeout / 2, or the slow-read deadline) rather than for the
+ * socket or the next pulse.  The thread writes to the duplicate of the
+ * socket that the timed wait keeps, and hands the connection back to the
+ * MPM by making that timer expire now: on any error, when the response is
  * complete, and when the child stops.  The worker that gets it back
  * repeats the step that stopped the thread, so every outcome is handled
- * and logged in one place, the pump.  Only connections whose filters below
- * ours are the core's and observers (no TLS, no filter that changes bytes)
- * are written around the filter chain; the bytes go to mod_logio as the
- * core output filter would count them.
+ * and logged in one place, the pump.
  */
-#define BGD_PACE_IOVS  16
 /* Pulses due this close to a wake-up of the thread are written with it, a
  * little early, instead of costing a wake-up (a context switch) each: the
  * schedule stays anchored, no pulse is more than this early. */
@@ -1619,47 +1903,12 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
  * (size and mtime, one fstat() each): a pulse is a few hundred bytes, and
  * a truncated file is caught by the read itself (bgd_read_pass()). */
 #define BGD_PACE_CHECK apr_time_from_msec(250)
-
-/* Connection filters that only watch the buckets going by. */
-static const char *const bgd_observer_filters[] = { "CONNTIMES_OUT", NULL };
-
-static int bgd_pace_can_take(const bgd_job_t *job)
-{
-    apr_socket_t *csd = ap_get_conn_socket(job->c);
-    apr_int32_t nonblocking = 0;
-    ap_filter_t *f;
-
-    if (!bgd_pace_heap || job->producer || job->drain || job->tls) {
-        return 0;
-    }
-    /* The thread must never block on a socket (sendfile() has no
-     * MSG_DONTWAIT); the event MPM's sockets have a timeout, hence
-     * O_NONBLOCK. */
-    if (!csd || apr_socket_opt_get(csd, APR_SO_NONBLOCK, &nonblocking)
-                != APR_SUCCESS || !nonblocking) {
-        return 0;
-    }
-    for (f = job->capture->next; f; f = f->next) {
-        const char *const *name;
-        if (f->frec->ftype >= AP_FTYPE_NETWORK) {
-            return f->next == NULL;
-        }
-        for (name = bgd_observer_filters; *name; name++) {
-            if (!strcasecmp(f->frec->name, *name)) {
-                break;
-            }
-        }
-        if (!*name) {
-            return 0;
-        }
-    }
-    return 0;
-}
+#define BGD_ENGINE_EVENTS 64
 
 /* Makes the timed wait expire now: the MPM gives the connection to a
  * worker.  The descriptor number is the timer's while the connection is
  * listed here (workers put the socket back only after bgd_wd_unlist()). */
-static void bgd_pace_hand_back(bgd_conn_t *bc)
+static void bgd_engine_hand_back(bgd_conn_t *bc)
 {
 #if BGD_HAVE_TIMED_WAIT
     struct itimerspec its;
@@ -1667,9 +1916,10 @@ static void bgd_pace_hand_back(bgd_conn_t *bc)
     memset(&its, 0, sizeof(its));
     its.it_value.tv_nsec = 1;
     if (timerfd_settime(bc->fd, 0, &its, NULL) < 0) {
-        /* The wait still ends at its bound (Timeout / 2). */
+        /* The wait still ends at its bound. */
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, errno, bc->c,
-                      "BGD023: cannot wake a paced connection early");
+                      "BGD023: cannot wake a connection of the engine "
+                      "thread early");
     }
 #else
     (void)bc;
@@ -1688,113 +1938,41 @@ static int bgd_pace_add(bgd_conn_t *bc, apr_time_t due)
     }
     bgd_pace_insert_locked(bc, due);
     if (bc->pace_index == 0) {
-        apr_thread_cond_signal(bgd_wd_cond);
+        bgd_engine_wake_locked();
     }
     apr_thread_mutex_unlock(bgd_wd_mutex);
     return 1;
 }
 
-/* A pass of `want` bytes from the head of the queue is one range of a file
- * that may go by sendfile (EnableSendfile): no read, no buffer. */
-static int bgd_pace_by_sendfile(const bgd_job_t *job, apr_off_t want)
+static int bgd_stream_add(bgd_conn_t *bc)
 {
-    apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
+    int ok;
 
-    return b != APR_BRIGADE_SENTINEL(job->queue) && bgd_bucket_sendfile(b)
-           && (apr_off_t)b->length >= want;
+    if (!bgd_wd_mutex) {
+        return 0;
+    }
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    ok = bgd_stream_arm_locked(bc);
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+    return ok;
 }
 
-/* Writes the pass in job->slice to the socket without blocking; what the
- * socket does not take goes back to the head of the queue. */
-static apr_size_t bgd_pace_send(bgd_conn_t *bc, bgd_job_t *job)
-{
-    struct iovec iov[BGD_PACE_IOVS];
-    struct msghdr msg;
-    apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
-    apr_size_t total = 0, left;
-    ssize_t n = 0;
-    int niov = 0;
-
-#if defined(__linux__)
-    if (e != APR_BRIGADE_SENTINEL(job->slice) && bgd_bucket_sendfile(e)
-        && APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(job->slice)) {
-        apr_os_file_t fd;
-        off_t off = (off_t)e->start;
-
-        if (apr_os_file_get(&fd, ((apr_bucket_file *)e->data)->fd)
-            == APR_SUCCESS) {
-            /* A file that became shorter sends less (or 0): the worker
-             * that gets the connection back finds out why. */
-            do {
-                n = sendfile(bc->sock_dup, fd, &off, e->length);
-            } while (n < 0 && errno == EINTR);
-        }
-        e = APR_BRIGADE_SENTINEL(job->slice);
-        n = n < 0 ? 0 : n;
-    }
-#endif
-    for (; e != APR_BRIGADE_SENTINEL(job->slice) && niov < BGD_PACE_IOVS;
-         e = APR_BUCKET_NEXT(e)) {
-        const char *data;
-        apr_size_t len;
-
-        if (APR_BUCKET_IS_METADATA(e)) {
-            continue;
-        }
-        if (apr_bucket_read(e, &data, &len, APR_NONBLOCK_READ)
-            != APR_SUCCESS) {
-            break;
-        }
-        if (len) {
-            iov[niov].iov_base = (void *)data;
-            iov[niov++].iov_len = len;
-            total += len;
-        }
-    }
-    if (total) {
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov = iov;
-        msg.msg_iovlen = (size_t)niov;
-        do {
-            n = sendmsg(bc->sock_dup, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            n = 0;
-        }
-    }
-    for (left = (apr_size_t)n; !APR_BRIGADE_EMPTY(job->slice); ) {
-        e = APR_BRIGADE_FIRST(job->slice);
-        if (!APR_BUCKET_IS_METADATA(e)) {
-            if (!left) {
-                break;
-            }
-            if (e->length > left) {
-                apr_bucket_split(e, left);
-            }
-            left -= e->length;
-        }
-        apr_bucket_delete(e);
-    }
-    if (!APR_BRIGADE_EMPTY(job->slice)) {
-        APR_BRIGADE_PREPEND(job->queue, job->slice);
-    }
-    if (n > 0 && bgd_logio_add_bytes_out) {
-        bgd_logio_add_bytes_out(bc->c, (apr_off_t)n);
-    }
-    return (apr_size_t)n;
-}
-
-/* The pulse of one connection due at `at` (the clock, or up to
- * BGD_PACE_SLACK ahead of it): the pump's pacing, file checks and passes,
- * written by bgd_pace_send().  BGD_PUMP_WAIT_TIMER keeps it here; anything
- * else hands it back for a worker to repeat. */
-static bgd_pump_e bgd_pace_pulse(bgd_conn_t *bc, apr_time_t at)
+/* What the thread writes for one connection when its pulse is due or its
+ * socket takes more (`at`: the clock, or up to BGD_PACE_SLACK ahead of it):
+ * the pump's pacing, file checks and passes, without the filter chain.
+ * WAIT_TIMER and WAIT_SOCKET keep it here, so does YIELD (after
+ * BGD_VISIT_BYTES, so that one fast client does not starve the others);
+ * DONE and ERROR hand it back. */
+static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
 {
     bgd_job_t *job = bc->job;
+    apr_off_t written = 0;
 
     for (;;) {
         apr_off_t allowed, want, len, mem;
         apr_size_t sent;
+        apr_status_t rv;
+        int read_pass;
 
         if (bc->c->aborted || APR_BRIGADE_EMPTY(job->queue)) {
             return BGD_PUMP_DONE;
@@ -1803,23 +1981,65 @@ static bgd_pump_e bgd_pace_pulse(bgd_conn_t *bc, apr_time_t at)
         if (allowed <= 0) {
             return BGD_PUMP_WAIT_TIMER;
         }
-        want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
-        if (bgd_take_pass(job, want, bgd_blocks != NULL
-                                     && !bgd_pace_by_sendfile(job, want),
-                          at - at % BGD_PACE_CHECK, &len, &mem)
-            != APR_SUCCESS) {
+        if (job->pacing.rate > 0) {
+            want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
+            read_pass = bgd_blocks != NULL
+                        && !bgd_direct_by_sendfile(job, want);
+        }
+        else {
+            if (written >= BGD_VISIT_BYTES) {
+                return BGD_PUMP_YIELD;
+            }
+            want = bgd_slice_size(job, bc->sock_dup, &read_pass);
+            if (want == 0) {
+                return BGD_PUMP_WAIT_SOCKET;
+            }
+        }
+        if (bgd_take_pass(job, want, read_pass, at - at % BGD_PACE_CHECK,
+                          &len, &mem) != APR_SUCCESS) {
             return BGD_PUMP_ERROR;
         }
-        sent = bgd_pace_send(bc, job);
+        rv = bgd_direct_send(job, bc->sock_dup, &sent);
         job->sent += (apr_off_t)sent;
+        written += (apr_off_t)sent;
         if (sent) {
             job->last_progress = at;
             bgd_count(&bgd_table->engine_pulses, 1);
         }
-        if ((apr_off_t)sent < len) {
+        if (rv == APR_EAGAIN) {
             return BGD_PUMP_WAIT_SOCKET;
         }
+        if (rv != APR_SUCCESS) {
+            return BGD_PUMP_ERROR;
+        }
     }
+}
+
+/* Writes for bc (out of the heap and not armed in the poller) unlocked:
+ * workers park and wake others meanwhile; one that wants this connection
+ * back waits (BGD_PACE_BUSY).  Then files it where it waits next. */
+static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
+{
+    int stopping = apr_atomic_read32(&bgd_child_stopping_flag) != 0;
+    bgd_pump_e what = BGD_PUMP_DONE;
+
+    if (!stopping && bc->job) {
+        bc->pace_index = BGD_PACE_BUSY;
+        apr_thread_mutex_unlock(bgd_wd_mutex);
+        what = bgd_engine_write(bc, at);
+        bgd_slot_update(bc->job, apr_time_now());
+        apr_thread_mutex_lock(bgd_wd_mutex);
+        bc->pace_index = -1;
+    }
+    if (what == BGD_PUMP_WAIT_TIMER) {
+        bgd_pace_insert_locked(bc, bc->job->next_tick);
+    }
+    else if ((what != BGD_PUMP_WAIT_SOCKET && what != BGD_PUMP_YIELD)
+             || !bgd_stream_arm_locked(bc)) {
+        bgd_stream_remove_locked(bc);
+        bgd_engine_hand_back(bc);
+    }
+    apr_thread_cond_broadcast(bgd_pace_cond);
 }
 
 static void bgd_pace_run_locked(void)
@@ -1828,32 +2048,66 @@ static void bgd_pace_run_locked(void)
 
     while (bgd_pace_count) {
         bgd_pace_entry_t top = bgd_pace_heap[0];
-        bgd_conn_t *bc = top.bc;
         apr_time_t now = apr_time_now();
-        bgd_pump_e what = BGD_PUMP_DONE;
 
         if (!stopping && top.due > now + BGD_PACE_SLACK) {
             break;
         }
-        bgd_pace_remove_locked(bc);
-        if (!stopping && bc->job) {
-            /* The pulse runs unlocked: workers park and wake others
-             * meanwhile; one that wants this connection back waits. */
-            bc->pace_index = BGD_PACE_BUSY;
-            apr_thread_mutex_unlock(bgd_wd_mutex);
-            what = bgd_pace_pulse(bc, top.due > now ? top.due : now);
-            bgd_slot_update(bc->job, now);
-            apr_thread_mutex_lock(bgd_wd_mutex);
-            bc->pace_index = -1;
-        }
-        if (what == BGD_PUMP_WAIT_TIMER) {
-            bgd_pace_insert_locked(bc, bc->job->next_tick);
-        }
-        else {
-            bgd_pace_hand_back(bc);
-        }
-        apr_thread_cond_broadcast(bgd_pace_cond);
+        bgd_pace_remove_locked(top.bc);
+        bgd_engine_serve_locked(top.bc, top.due > now ? top.due : now);
     }
+}
+
+/* A stopping child gives every connection back at once: the workers
+ * drain them through the filter chain. */
+static void bgd_stream_hand_back_all_locked(void)
+{
+    apr_hash_index_t *hi = apr_hash_first(NULL, bgd_stream_conns);
+
+    while (hi) {
+        bgd_conn_t *bc = apr_hash_this_val(hi);
+        /* The iterator stays valid when the current entry goes. */
+        hi = apr_hash_next(hi);
+        bgd_stream_remove_locked(bc);
+        bgd_engine_hand_back(bc);
+    }
+}
+
+/* Sleeps up to `timeout` (unlocked) and writes to the sockets that became
+ * writable meanwhile. */
+static void bgd_engine_sleep_locked(apr_interval_time_t timeout)
+{
+#if BGD_HAVE_TIMED_WAIT
+    struct epoll_event ev[BGD_ENGINE_EVENTS];
+    /* Rounded up: a pulse is never served before its time minus the
+     * slack, and at most a millisecond after it. */
+    int ms = timeout > 0 ? (int)((timeout + 999) / 1000) : 0;
+    int i, n;
+
+    apr_thread_mutex_unlock(bgd_wd_mutex);
+    n = epoll_wait(bgd_engine_epfd, ev, BGD_ENGINE_EVENTS, ms);
+    apr_thread_mutex_lock(bgd_wd_mutex);
+    for (i = 0; i < n; i++) {
+        bgd_conn_t *bc;
+
+        if (ev[i].data.u64 == 0) {
+            apr_uint64_t count;
+            if (read(bgd_engine_evfd, &count, sizeof(count)) < 0) {
+                /* EAGAIN: another wake-up took it already. */
+            }
+            continue;
+        }
+        /* A connection that a worker took back (or took back and parked
+         * again, with a new key) meanwhile is not found. */
+        bc = apr_hash_get(bgd_stream_conns, &ev[i].data.u64,
+                          sizeof(ev[i].data.u64));
+        if (bc && bc->pace_index == -1) {
+            bgd_engine_serve_locked(bc, apr_time_now());
+        }
+    }
+#else
+    apr_thread_cond_timedwait(bgd_wd_cond, bgd_wd_mutex, timeout);
+#endif
 }
 
 static void bgd_watchdog_scan_locked(apr_time_t now)
@@ -1884,21 +2138,23 @@ static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
             bgd_watchdog_scan_locked(now);
             next_scan = now + BGD_WATCHDOG_PERIOD;
         }
+        if (apr_atomic_read32(&bgd_child_stopping_flag)) {
+            bgd_stream_hand_back_all_locked();
+        }
         bgd_pace_run_locked();
         wake = next_scan;
         if (bgd_pace_count && bgd_pace_heap[0].due < wake) {
             wake = bgd_pace_heap[0].due;
         }
         now = apr_time_now();
-        if (wake > now) {
-            apr_thread_cond_timedwait(bgd_wd_cond, bgd_wd_mutex, wake - now);
-        }
+        bgd_engine_sleep_locked(wake > now ? wake - now : 0);
     }
     while (bgd_pace_count) {
         bgd_conn_t *bc = bgd_pace_heap[0].bc;
         bgd_pace_remove_locked(bc);
-        bgd_pace_hand_back(bc);
+        bgd_engine_hand_back(bc);
     }
+    bgd_stream_hand_back_all_locked();
     apr_thread_mutex_unlock(bgd_wd_mutex);
     apr_thread_exit(thd, APR_SUCCESS);
     return NULL;
@@ -1911,11 +2167,21 @@ static apr_status_t bgd_engine_thread_stop(void *data)
     if (bgd_wd_thread) {
         apr_thread_mutex_lock(bgd_wd_mutex);
         bgd_wd_exit = 1;
-        apr_thread_cond_signal(bgd_wd_cond);
+        bgd_engine_wake_locked();
         apr_thread_mutex_unlock(bgd_wd_mutex);
         apr_thread_join(&rv, bgd_wd_thread);
         bgd_wd_thread = NULL;
     }
+#if BGD_HAVE_TIMED_WAIT
+    if (bgd_engine_epfd >= 0) {
+        close(bgd_engine_epfd);
+        bgd_engine_epfd = -1;
+    }
+    if (bgd_engine_evfd >= 0) {
+        close(bgd_engine_evfd);
+        bgd_engine_evfd = -1;
+    }
+#endif
     return APR_SUCCESS;
 }
 
@@ -2041,10 +2307,37 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     apr_status_t rv;
 
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
+    if (what != BGD_PUMP_WAIT_TIMER && !c->data_in_output_filters
+        && bgd_engine_can_take(job)) {
+        /* The engine thread waits for the socket and writes: the MPM only
+         * sees a timed wait, bounded by Timeout / 2 (it bounds every wait
+         * by Timeout) and by the slow-read deadline, which the worker
+         * that gets the connection then checks. */
+        apr_interval_time_t max_wait = job->r->server->timeout / 2;
+        apr_time_t due;
+
+        if (max_wait <= 0) {
+            max_wait = apr_time_from_sec(30);
+        }
+        due = apr_time_now() + max_wait;
+        deadline = bgd_deadline(job, &reason);
+        if (deadline && deadline < due) {
+            due = deadline;
+        }
+        if (bgd_timed_wait_arm(bc, due) == APR_SUCCESS) {
+            c->cs->sense = CONN_SENSE_WANT_READ;
+            /* Last: from here on the engine thread may write. */
+            if (bgd_stream_add(bc)) {
+                return;
+            }
+            bgd_timed_wait_disarm(bc);
+        }
+        /* Out of descriptors, most likely: the MPM waits instead. */
+    }
     if (what == BGD_PUMP_WAIT_TIMER) {
         apr_time_t due = job->next_tick, now = apr_time_now();
         apr_interval_time_t max_wait = job->r->server->timeout / 2;
-        int paced_here = bgd_pace_can_take(job);
+        int paced_here = bgd_engine_can_take(job);
 
         if (max_wait <= 0) {
             max_wait = apr_time_from_sec(30);
@@ -2382,7 +2675,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->background = 1;
     bgd_conn_release_free(c);
-    if (job->pacing.rate > 0 && !bgd_pace_can_take(job)) {
+    if (job->pacing.rate > 0 && !bgd_engine_can_take(job)) {
         /* Its pulses are wake-ups through the MPM. */
         job->counted_paced = 1;
         apr_atomic_inc32(&bgd_paced_jobs);
@@ -2964,11 +3257,11 @@ static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
     (void)graceful;
     /* New responses go out normally and paced ones drain at full speed,
      * so that an old generation exits quickly after a graceful restart:
-     * the engine thread hands its paced connections back at once. */
+     * the engine thread hands its connections back at once. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
     if (bgd_wd_thread) {
         apr_thread_mutex_lock(bgd_wd_mutex);
-        apr_thread_cond_signal(bgd_wd_cond);
+        bgd_engine_wake_locked();
         apr_thread_mutex_unlock(bgd_wd_mutex);
     }
 }
@@ -3121,6 +3414,37 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
                               : BGD_DEFAULT_MAX_DELIVERIES;
     bgd_pace_heap = apr_palloc(pchild, sizeof(*bgd_pace_heap)
                                        * (apr_size_t)bgd_pace_size);
+    bgd_stream_conns = apr_hash_make(pchild);
+    bgd_stream_seq = 0;
+#if BGD_HAVE_TIMED_WAIT
+    bgd_engine_epfd = epoll_create1(EPOLL_CLOEXEC);
+    bgd_engine_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (bgd_engine_epfd >= 0 && bgd_engine_evfd >= 0) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN;
+        ev.data.u64 = 0;
+        if (epoll_ctl(bgd_engine_epfd, EPOLL_CTL_ADD, bgd_engine_evfd, &ev)
+            != 0) {
+            close(bgd_engine_epfd);
+            bgd_engine_epfd = -1;
+        }
+    }
+    if (bgd_engine_epfd < 0 || bgd_engine_evfd < 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s,
+                     "BGD025: cannot create the engine thread's poller");
+        if (bgd_engine_epfd >= 0) {
+            close(bgd_engine_epfd);
+        }
+        if (bgd_engine_evfd >= 0) {
+            close(bgd_engine_evfd);
+        }
+        bgd_engine_epfd = bgd_engine_evfd = -1;
+        bgd_pace_heap = NULL;
+        bgd_pace_size = 0;
+        return;
+    }
+#endif
     if ((rv = apr_thread_mutex_create(&bgd_wd_mutex,
                                       APR_THREAD_MUTEX_DEFAULT, pchild))
         || (rv = apr_thread_cond_create(&bgd_wd_cond, pchild))

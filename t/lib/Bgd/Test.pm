@@ -553,6 +553,22 @@ sub wait_until {
     return $cond->();
 }
 
+# The status, %O and worker visits (note bgdeliver-visits) that visits_log
+# (t/conf/httpd.conf.in) has for the last request whose query was $query;
+# -1 for what is not there within 5 s.
+push @EXPORT_OK, qw(visits_logged);
+sub visits_logged {
+    my ($query) = @_;
+    my $log = Apache::Test::vars('t_logs') . '/visits_log';
+    my $line = wait_until(5, sub {
+        open my $fh, '<', $log or return;
+        my ($l) = reverse grep { index($_, "?$query HTTP/") >= 0 } <$fh>;
+        return $l;
+    }) || '';
+    my ($status, $out, $visits) = $line =~ /" (\d+) (\d+) (\d+)$/;
+    return ($status // 0, $out // -1, $visits // -1);
+}
+
 # ---------------------------------------------------------------------------
 # Added for mod_dialup (t/modules/dialup*.t).
 
