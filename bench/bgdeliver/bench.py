@@ -55,7 +55,7 @@ FULL = dict(points=[0, 10, 50, 100, 250, 500, 1000], window=5.0,
             window_key=10.0,
             probe_rate=40, settle=1.0, ramp_extra=15.0, stall=2.0,
             extra={"static": ["ours-sendfile"]},
-            big_mb=1024, fast_rounds=4, fast_one_repeat=4,
+            big_mb=1024, fast_rounds=8, fast_one_repeat=4,
             fast_many=4, fast_many_repeat=2)
 QUICK = dict(points=[0, 1000], cgi_points=[0, 500], window=3.0,
              probe_rate=40, settle=0.5,

@@ -386,6 +386,7 @@ def scaled(v, factor, spec, unit):
 
 
 def write_results(results, outdir, levels):
+    os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, 'results.json'), 'w') as f:
         json.dump([{k: v for k, v in r.items() if k != 'curve'}
                    for r in results], f, indent=1)
