@@ -14,7 +14,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Time::HiRes qw(time sleep);
 
-plan tests => 32, need_module('conntimes', 'ct_test');
+plan tests => 34, need_module('conntimes', 'ct_test');
 
 my $mpm = ct_mpm();
 t_debug("MPM $mpm");
@@ -136,4 +136,21 @@ t_debug("MPM $mpm");
     # queue accept read filter run deliver total worker
     ok t_cmp(sprintf('%.0f', ($s[6] // 0) * 1e6), $h->{total}, 'same total');
     ok t_cmp(sprintf('%.0f', ($s[4] // 0) * 1e6), $h->{run}, 'same run');
+
+    # One tag for several values: the same, separated by spaces.
+    my $list = Apache::Test::vars('t_logs') . '/conntimes_list_log';
+    ($line) = ('');
+    for (1 .. 50) {
+        open my $fh, '<', $list or last;
+        ($line) = grep { /^tag=\Q$tag\E / } <$fh>;
+        last if $line;
+        sleep 0.05;
+    }
+    chomp($line //= '');
+    t_debug($line);
+    ok t_cmp($line, sprintf('tag=%s %.3f %d %s %s - %s', $tag,
+                            $h->{run} / 1000, $h->{total}, $h->{class},
+                            $h->{arrival}, $h->{handler}),
+             'a list of values in one tag');
+    ok t_cmp($line =~ / - ct-sleep$/ ? 1 : 0, 1, 'the handler last');
 }
