@@ -2080,13 +2080,25 @@ static void bgd_engine_sleep_locked(apr_interval_time_t timeout)
 {
 #if BGD_HAVE_TIMED_WAIT
     struct epoll_event ev[BGD_ENGINE_EVENTS];
-    /* Rounded up: a pulse is never served before its time minus the
-     * slack, and at most a millisecond after it. */
-    int ms = timeout > 0 ? (int)((timeout + 999) / 1000) : 0;
     int i, n;
 
     apr_thread_mutex_unlock(bgd_wd_mutex);
-    n = epoll_wait(bgd_engine_epfd, ev, BGD_ENGINE_EVENTS, ms);
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 35)
+    {
+        /* To the microsecond, as a pulse is due (Linux 5.11). */
+        struct timespec ts;
+        ts.tv_sec = (time_t)apr_time_sec(timeout);
+        ts.tv_nsec = (long)apr_time_usec(timeout) * 1000L;
+        n = epoll_pwait2(bgd_engine_epfd, ev, BGD_ENGINE_EVENTS, &ts, NULL);
+    }
+    if (n < 0 && errno == ENOSYS)
+#endif
+    {
+        /* Rounded up: a pulse is never served before its time minus the
+         * slack, and at most a millisecond after it. */
+        n = epoll_wait(bgd_engine_epfd, ev, BGD_ENGINE_EVENTS,
+                       timeout > 0 ? (int)((timeout + 999) / 1000) : 0);
+    }
     apr_thread_mutex_lock(bgd_wd_mutex);
     for (i = 0; i < n; i++) {
         bgd_conn_t *bc;

@@ -1332,9 +1332,9 @@ static const char *conntimes_log_field(const conntimes_req_t *rs,
 
 /* %{NAME[:UNIT][,NAME[:UNIT]...]}^CT: a phase in us (default), ms or s;
  * also "class", "handler" and "arrival"; several, comma-separated, give
- * their values separated by spaces.  One tag for many values spares
- * mod_log_config an item (a call, an escaping scan, a copy) per value and
- * per space between them: the "conntimes" nickname logs ten with one. */
+ * their values separated by spaces, as the "conntimes" nickname does.  It
+ * spares mod_log_config an item per value and per space, which wrk could
+ * not tell from nine tags (bench/conntimes). */
 #define CONNTIMES_LOG_FIELDS 16
 static const char *conntimes_log_phase(request_rec *r, char *a)
 {
