@@ -748,10 +748,10 @@ static void bgd_engine_wake_locked(void)
 }
 
 /* Takes the connection back from the engine thread: off the watchdog's
- * list, out of the pace heap and out of its poller, after the pulse the thread may be writing
- * for it (BGD_PACE_BUSY).  Once this returns, the thread no longer touches
- * the connection.  Returns the reason when the watchdog ended the wait,
- * else NULL. */
+ * list, out of the pace heap and out of its poller, after the write the
+ * thread may be doing for it (BGD_PACE_BUSY).  Once this returns, the
+ * thread no longer touches the connection.  Returns the reason when the
+ * watchdog ended the wait, else NULL. */
 static const char *bgd_wd_unlist(bgd_conn_t *bc)
 {
     const char *reason;
