@@ -34,9 +34,10 @@
  *     parks the connection again: on socket writability when the client is
  *     slow, or until a time (pacing) by briefly putting a Linux timerfd
  *     under the socket's descriptor number (see bgd_timed_wait_arm()).
- *     The pulses of paced plain-HTTP deliveries are written by the child's
- *     engine thread instead, without a trip through the MPM each (see
- *     "engine thread" below).
+ *     Over plain HTTP the child's engine thread takes over instead, once a
+ *     worker has found the socket full or a pulse is due: it waits for the
+ *     socket in its own epoll and writes around the filter chain, without
+ *     a trip through the MPM each time (see "engine thread" below).
  *  4. After the last byte, ap_process_request_after_handler() logs the
  *     request (true bytes, true duration) and hands the connection back to
  *     the MPM for keep-alive.
@@ -334,7 +335,9 @@ static volatile apr_uint32_t bgd_child_stopping_flag;
 static pid_t bgd_my_pid;
 
 static apr_thread_mutex_t *bgd_wd_mutex;
-static apr_thread_cond_t *bgd_wd_cond;
+#if !BGD_HAVE_TIMED_WAIT
+static apr_thread_cond_t *bgd_wd_cond;  /* the engine thread sleeps on it */
+#endif
 static apr_thread_t *bgd_wd_thread;
 static bgd_conn_t *bgd_wd_head;
 static volatile int bgd_wd_exit;
@@ -343,7 +346,7 @@ static volatile int bgd_wd_exit;
 static bgd_pace_entry_t *bgd_pace_heap;
 static int bgd_pace_count;
 static int bgd_pace_size;
-static apr_thread_cond_t *bgd_pace_cond; /* a pulse ended (BGD_PACE_BUSY) */
+static apr_thread_cond_t *bgd_pace_cond; /* a write ended (BGD_PACE_BUSY) */
 /* The engine thread sleeps in epoll_wait(): the sockets it writes to, and
  * an eventfd by which workers wake it.  A socket's registration carries a
  * key, not the connection: an event the thread has already fetched may be
@@ -352,7 +355,7 @@ static int bgd_engine_epfd = -1;
 static int bgd_engine_evfd = -1;
 static apr_hash_t *bgd_stream_conns;    /* key -> bgd_conn_t */
 static apr_uint64_t bgd_stream_seq;
-#define BGD_PACE_BUSY  (-2)             /* pace_index: a pulse is running */
+#define BGD_PACE_BUSY  (-2)             /* pace_index: the thread writes */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
 
 
@@ -1763,10 +1766,11 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
     apr_time_t visit_start = apr_time_now(), now;
     apr_off_t visit_bytes = 0;
     apr_status_t rv;
+    int fd = bgd_conn_fd(c);
     /* Where the engine thread may write, the worker writes the same way:
      * the core then holds nothing, and the thread can take the rest over
      * when the socket is full. */
-    int direct_fd = bgd_engine_can_take(job) ? bgd_conn_fd(c) : -1;
+    int direct = fd >= 0 && bgd_engine_can_take(job);
 
     for (;;) {
         apr_off_t allowed, want, len, mem;
@@ -1827,9 +1831,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        want = bgd_slice_size(job, direct_fd >= 0 ? direct_fd
-                                                  : bgd_conn_fd(c),
-                              &read_pass);
+        want = bgd_slice_size(job, fd, &read_pass);
         if (want == 0) {
             return BGD_PUMP_WAIT_SOCKET;
         }
@@ -1843,10 +1845,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         if (rv != APR_SUCCESS) {
             return bgd_pump_fail(job, rv, "reading the response failed");
         }
-        if (direct_fd >= 0) {
+        if (direct) {
             apr_size_t sent;
 
-            rv = bgd_direct_send(job, direct_fd, &sent);
+            rv = bgd_direct_send(job, fd, &sent);
             job->sent += (apr_off_t)sent;
             visit_bytes += (apr_off_t)sent;
             if (rv == APR_EAGAIN) {
@@ -2173,6 +2175,41 @@ static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
     return NULL;
 }
 
+static void bgd_engine_poller_close(void)
+{
+#if BGD_HAVE_TIMED_WAIT
+    if (bgd_engine_epfd >= 0) {
+        close(bgd_engine_epfd);
+        bgd_engine_epfd = -1;
+    }
+    if (bgd_engine_evfd >= 0) {
+        close(bgd_engine_evfd);
+        bgd_engine_evfd = -1;
+    }
+#endif
+}
+
+#if BGD_HAVE_TIMED_WAIT
+/* The thread's epoll, with the eventfd that wakes it under key 0. */
+static apr_status_t bgd_engine_poller_open(void)
+{
+    struct epoll_event ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    bgd_engine_epfd = epoll_create1(EPOLL_CLOEXEC);
+    bgd_engine_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (bgd_engine_epfd < 0 || bgd_engine_evfd < 0
+        || epoll_ctl(bgd_engine_epfd, EPOLL_CTL_ADD, bgd_engine_evfd, &ev)
+           != 0) {
+        apr_status_t rv = errno;
+        bgd_engine_poller_close();
+        return rv;
+    }
+    return APR_SUCCESS;
+}
+#endif
+
 static apr_status_t bgd_engine_thread_stop(void *data)
 {
     apr_status_t rv;
@@ -2185,16 +2222,7 @@ static apr_status_t bgd_engine_thread_stop(void *data)
         apr_thread_join(&rv, bgd_wd_thread);
         bgd_wd_thread = NULL;
     }
-#if BGD_HAVE_TIMED_WAIT
-    if (bgd_engine_epfd >= 0) {
-        close(bgd_engine_epfd);
-        bgd_engine_epfd = -1;
-    }
-    if (bgd_engine_evfd >= 0) {
-        close(bgd_engine_evfd);
-        bgd_engine_evfd = -1;
-    }
-#endif
+    bgd_engine_poller_close();
     return APR_SUCCESS;
 }
 
@@ -2311,6 +2339,15 @@ static void bgd_drop_log(bgd_job_t *job, const char *reason)
 
 /* -------------------------------------------------------- async driver */
 
+/* The longest a parked connection waits before a worker looks at it: the
+ * MPM bounds every wait by Timeout, so wake up in between. */
+static apr_interval_time_t bgd_wait_bound(const bgd_job_t *job)
+{
+    apr_interval_time_t max_wait = job->r->server->timeout / 2;
+
+    return max_wait > 0 ? max_wait : apr_time_from_sec(30);
+}
+
 static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
 {
     conn_rec *c = bc->c;
@@ -2323,16 +2360,11 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     if (what != BGD_PUMP_WAIT_TIMER && !c->data_in_output_filters
         && bgd_engine_can_take(job)) {
         /* The engine thread waits for the socket and writes: the MPM only
-         * sees a timed wait, bounded by Timeout / 2 (it bounds every wait
-         * by Timeout) and by the slow-read deadline, which the worker
-         * that gets the connection then checks. */
-        apr_interval_time_t max_wait = job->r->server->timeout / 2;
-        apr_time_t due;
+         * sees a timed wait, bounded (bgd_wait_bound()) and by the
+         * slow-read deadline, which the worker that gets the connection
+         * then checks. */
+        apr_time_t due = apr_time_now() + bgd_wait_bound(job);
 
-        if (max_wait <= 0) {
-            max_wait = apr_time_from_sec(30);
-        }
-        due = apr_time_now() + max_wait;
         deadline = bgd_deadline(job, &reason);
         if (deadline && deadline < due) {
             due = deadline;
@@ -2349,14 +2381,10 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     }
     if (what == BGD_PUMP_WAIT_TIMER) {
         apr_time_t due = job->next_tick, now = apr_time_now();
-        apr_interval_time_t max_wait = job->r->server->timeout / 2;
+        apr_interval_time_t max_wait = bgd_wait_bound(job);
         int paced_here = bgd_engine_can_take(job);
 
-        if (max_wait <= 0) {
-            max_wait = apr_time_from_sec(30);
-        }
-        /* The MPM bounds every wait by Timeout: wake up in between.  The
-         * engine thread writes the pulses meanwhile, and wakes the
+        /* The engine thread writes the pulses meanwhile, and wakes the
          * connection earlier when it needs a worker. */
         if (paced_here || due - now > max_wait) {
             due = now + max_wait;
@@ -3057,7 +3085,7 @@ static void bgd_status_html_totals(request_rec *r)
                APR_UINT64_T_FMT " dropped by the slow-read rules, %"
                APR_UINT64_T_FMT " delivered in the foreground, %"
                APR_UINT64_T_FMT " refused; %s written, %" APR_UINT64_T_FMT
-               " paced pulses of them by the engine threads</dt></dl>\n",
+               " writes of them by the engine threads</dt></dl>\n",
                BGD_VERSION,
                bgd_mpm_can_waitio ? "asynchronous (event MPM, WAITIO)"
                                   : "in the worker (MPM without WAITIO)",
@@ -3430,45 +3458,38 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
     bgd_stream_conns = apr_hash_make(pchild);
     bgd_stream_seq = 0;
 #if BGD_HAVE_TIMED_WAIT
-    bgd_engine_epfd = epoll_create1(EPOLL_CLOEXEC);
-    bgd_engine_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (bgd_engine_epfd >= 0 && bgd_engine_evfd >= 0) {
-        struct epoll_event ev;
-        memset(&ev, 0, sizeof(ev));
-        ev.events = EPOLLIN;
-        ev.data.u64 = 0;
-        if (epoll_ctl(bgd_engine_epfd, EPOLL_CTL_ADD, bgd_engine_evfd, &ev)
-            != 0) {
-            close(bgd_engine_epfd);
-            bgd_engine_epfd = -1;
-        }
-    }
-    if (bgd_engine_epfd < 0 || bgd_engine_evfd < 0) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s,
-                     "BGD025: cannot create the engine thread's poller");
-        if (bgd_engine_epfd >= 0) {
-            close(bgd_engine_epfd);
-        }
-        if (bgd_engine_evfd >= 0) {
-            close(bgd_engine_evfd);
-        }
-        bgd_engine_epfd = bgd_engine_evfd = -1;
+    if ((rv = bgd_engine_poller_open()) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "BGD025: cannot create the engine thread's poller: "
+                     "slow-read rules are only checked when a client makes "
+                     "progress, and every wait for a socket or a pulse is a "
+                     "wake-up through the MPM");
         bgd_pace_heap = NULL;
         bgd_pace_size = 0;
         return;
     }
 #endif
-    if ((rv = apr_thread_mutex_create(&bgd_wd_mutex,
-                                      APR_THREAD_MUTEX_DEFAULT, pchild))
-        || (rv = apr_thread_cond_create(&bgd_wd_cond, pchild))
-        || (rv = apr_thread_cond_create(&bgd_pace_cond, pchild))
-        || (rv = apr_thread_create(&bgd_wd_thread, NULL, bgd_engine_thread,
-                                   NULL, pchild))) {
+    rv = apr_thread_mutex_create(&bgd_wd_mutex, APR_THREAD_MUTEX_DEFAULT,
+                                 pchild);
+#if !BGD_HAVE_TIMED_WAIT
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_cond_create(&bgd_wd_cond, pchild);
+    }
+#endif
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_cond_create(&bgd_pace_cond, pchild);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_create(&bgd_wd_thread, NULL, bgd_engine_thread, NULL,
+                               pchild);
+    }
+    if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      "BGD017: cannot start the engine thread: slow-read "
                      "rules are only checked when a client makes progress, "
-                     "and every pulse of a paced delivery is a wake-up "
+                     "and every wait for a socket or a pulse is a wake-up "
                      "through the MPM");
+        bgd_engine_poller_close();
         bgd_wd_thread = NULL;
         bgd_pace_heap = NULL;
         bgd_pace_size = 0;
