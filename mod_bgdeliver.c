@@ -152,6 +152,11 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
  * queue (~50 us of CPU, measured): beyond this many wake-ups per second
  * a child lengthens its pulses instead of burning a core. */
 #define BGD_DEFAULT_WAKEUPS   3000
+/* Engine threads per child (BgDeliverEngineThreads): one, as nginx runs
+ * one event loop per worker process; more for children that must fill
+ * several cores with fast plain-HTTP clients. */
+#define BGD_DEFAULT_ENGINE_THREADS 1
+#define BGD_MAX_ENGINE_THREADS 64
 #define BGD_RATE_WINDOW       apr_time_from_sec(1)
 
 #define BGD_OVERFLOW_FALLBACK 1
@@ -209,14 +214,15 @@ typedef struct bgd_shm_t {
     volatile apr_uint64_t fallbacks;
     volatile apr_uint64_t rejected;
     volatile apr_uint64_t bytes;
-    volatile apr_uint64_t engine_pulses; /* written by the engine threads */
+    /* writes of the engine threads, by thread index in their child */
+    volatile apr_uint64_t engine_writes[BGD_MAX_ENGINE_THREADS];
     volatile apr_uint32_t in_flight;
     bgd_slot_t slots[1];
 } bgd_shm_t;
 
 /* Changes with the layout of bgd_shm_t: the table outlives a graceful
  * restart, and a new build must not read an old layout. */
-#define BGD_SHM_MAGIC 0x42474432u       /* "BGD2" */
+#define BGD_SHM_MAGIC 0x42474433u       /* "BGD3" */
 
 typedef struct bgd_retained_t {
     apr_shm_t *shm;
@@ -225,6 +231,7 @@ typedef struct bgd_retained_t {
 } bgd_retained_t;
 
 typedef struct bgd_conn_t bgd_conn_t;
+typedef struct bgd_engine_t bgd_engine_t;
 
 /* A file whose bytes the response references; re-checked before each
  * slice so that a file truncated or rewritten under us aborts the
@@ -293,17 +300,20 @@ struct bgd_conn_t {
     int fd;                             /* the socket's descriptor number */
     int sock_dup;                       /* the socket while a timer is on fd */
     int timer_armed;
-    /* watchdog list, protected by bgd_wd_mutex */
+    /* The engine it was last parked with (bgd_park()); the fields below
+     * are protected by that engine's mutex. */
+    bgd_engine_t *engine;
+    /* watchdog list */
     bgd_conn_t *wd_next;
     bgd_conn_t *wd_prev;
     int wd_listed;
     apr_time_t wd_deadline;
     const char *wd_reason;
-    /* pace heap of the engine thread, protected by bgd_wd_mutex */
-    int pace_index;                     /* in bgd_pace_heap, or -1 */
-    /* the engine thread's wait for writability, also under bgd_wd_mutex */
-    int stream_on;                      /* sock_dup is in bgd_engine_epfd */
-    apr_uint64_t stream_key;            /* its key in bgd_stream_conns */
+    /* pace heap of the engine thread */
+    int pace_index;                     /* in engine->heap, or -1 */
+    /* the engine thread's wait for writability */
+    int stream_on;                      /* sock_dup is in engine->epfd */
+    apr_uint64_t stream_key;            /* its key in engine->streams */
 };
 
 /* The due time is kept in the heap itself: sifting then reads one array,
@@ -312,6 +322,40 @@ typedef struct {
     apr_time_t due;                     /* the next pulse */
     bgd_conn_t *bc;
 } bgd_pace_entry_t;
+
+/* An engine thread, and what it waits for.  A child runs
+ * BgDeliverEngineThreads of them.  A connection belongs to one from the
+ * moment a worker parks it (bgd_park()) until a worker takes it back
+ * (bgd_wd_unlist()), and goes to the least loaded one each time. */
+struct bgd_engine_t {
+    int index;
+    /* Everything below, and the engine fields of the connections parked
+     * here. */
+    apr_thread_mutex_t *mutex;
+#if !BGD_HAVE_TIMED_WAIT
+    apr_thread_cond_t *wake;            /* the thread sleeps on it */
+#endif
+    apr_thread_cond_t *write_done;      /* a write ended (BGD_PACE_BUSY) */
+    apr_thread_t *thread;
+    volatile int exit;
+    bgd_conn_t *wd_head;                /* MPM waits with a deadline */
+    /* Paced plain-HTTP deliveries whose pulses the thread writes: a binary
+     * min-heap on the due time of their next pulse. */
+    bgd_pace_entry_t *heap;
+    int pace_count;
+    int pace_size;
+    /* The thread sleeps in epoll_wait(): the sockets it writes to, and an
+     * eventfd by which workers wake it.  A socket's registration carries a
+     * key, not the connection: an event the thread has already fetched may
+     * be for a connection that a worker took back meanwhile. */
+    int epfd;
+    int evfd;
+    apr_hash_t *streams;                /* key -> bgd_conn_t */
+    apr_uint64_t seq;
+    /* Connections it writes for (heap and poller), read unlocked by
+     * bgd_engine_pick(). */
+    volatile apr_uint32_t load;
+};
 
 /* What one pump visit ends with. */
 typedef enum {
@@ -334,27 +378,9 @@ static bgd_shm_t *bgd_table;
 static volatile apr_uint32_t bgd_child_stopping_flag;
 static pid_t bgd_my_pid;
 
-static apr_thread_mutex_t *bgd_wd_mutex;
-#if !BGD_HAVE_TIMED_WAIT
-static apr_thread_cond_t *bgd_wd_cond;  /* the engine thread sleeps on it */
-#endif
-static apr_thread_t *bgd_wd_thread;
-static bgd_conn_t *bgd_wd_head;
-static volatile int bgd_wd_exit;
-/* Paced plain-HTTP deliveries whose pulses the engine thread writes: a
- * binary min-heap on the due time of their next pulse, under bgd_wd_mutex. */
-static bgd_pace_entry_t *bgd_pace_heap;
-static int bgd_pace_count;
-static int bgd_pace_size;
-static apr_thread_cond_t *bgd_pace_cond; /* a write ended (BGD_PACE_BUSY) */
-/* The engine thread sleeps in epoll_wait(): the sockets it writes to, and
- * an eventfd by which workers wake it.  A socket's registration carries a
- * key, not the connection: an event the thread has already fetched may be
- * for a connection that a worker took back meanwhile. */
-static int bgd_engine_epfd = -1;
-static int bgd_engine_evfd = -1;
-static apr_hash_t *bgd_stream_conns;    /* key -> bgd_conn_t */
-static apr_uint64_t bgd_stream_seq;
+static int bgd_engine_threads = BGD_UNSET;  /* BgDeliverEngineThreads */
+static bgd_engine_t *bgd_engines;
+static int bgd_engine_count;            /* running in this child */
 #define BGD_PACE_BUSY  (-2)             /* pace_index: the thread writes */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
 
@@ -591,11 +617,13 @@ static void bgd_count(volatile apr_uint64_t *counter, apr_uint64_t n)
 
 /* The watchdog is the only way to act on a connection that sits in the
  * MPM's pollset waiting for writability: it shuts the socket down, which
- * makes the MPM hand the connection back to us at once.  The mutex makes
- * sure the descriptor is still ours: a connection leaves the list (under
- * the mutex) before its socket can ever be closed. */
+ * makes the MPM hand the connection back to us at once.  The engine's
+ * mutex makes sure the descriptor is still ours: a connection leaves the
+ * list (under the mutex) before its socket can ever be closed. */
 static void bgd_wd_unlist_locked(bgd_conn_t *bc)
 {
+    bgd_engine_t *e = bc->engine;
+
     if (!bc->wd_listed) {
         return;
     }
@@ -603,7 +631,7 @@ static void bgd_wd_unlist_locked(bgd_conn_t *bc)
         bc->wd_prev->wd_next = bc->wd_next;
     }
     else {
-        bgd_wd_head = bc->wd_next;
+        e->wd_head = bc->wd_next;
     }
     if (bc->wd_next) {
         bc->wd_next->wd_prev = bc->wd_prev;
@@ -615,79 +643,85 @@ static void bgd_wd_unlist_locked(bgd_conn_t *bc)
 static void bgd_wd_list(bgd_conn_t *bc, apr_time_t deadline,
                         const char *reason)
 {
-    if (!bgd_wd_mutex || !deadline) {
+    bgd_engine_t *e = bc->engine;
+
+    if (!e || !deadline) {
         return;
     }
-    apr_thread_mutex_lock(bgd_wd_mutex);
+    apr_thread_mutex_lock(e->mutex);
     bc->wd_deadline = deadline;
     bc->wd_reason = reason;
     if (!bc->wd_listed) {
-        bc->wd_next = bgd_wd_head;
+        bc->wd_next = e->wd_head;
         bc->wd_prev = NULL;
-        if (bgd_wd_head) {
-            bgd_wd_head->wd_prev = bc;
+        if (e->wd_head) {
+            e->wd_head->wd_prev = bc;
         }
-        bgd_wd_head = bc;
+        e->wd_head = bc;
         bc->wd_listed = 1;
     }
-    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_mutex_unlock(e->mutex);
 }
 
-static void bgd_pace_place(int i, bgd_pace_entry_t e)
+static void bgd_pace_place(bgd_engine_t *e, int i, bgd_pace_entry_t entry)
 {
-    bgd_pace_heap[i] = e;
-    e.bc->pace_index = i;
+    e->heap[i] = entry;
+    entry.bc->pace_index = i;
 }
 
 /* Restores the heap order around index i, whose entry has changed. */
-static void bgd_pace_fix(int i)
+static void bgd_pace_fix(bgd_engine_t *e, int i)
 {
-    bgd_pace_entry_t e = bgd_pace_heap[i];
+    bgd_pace_entry_t entry = e->heap[i];
 
-    while (i > 0 && bgd_pace_heap[(i - 1) / 2].due > e.due) {
-        bgd_pace_place(i, bgd_pace_heap[(i - 1) / 2]);
+    while (i > 0 && e->heap[(i - 1) / 2].due > entry.due) {
+        bgd_pace_place(e, i, e->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
     for (;;) {
         int child = 2 * i + 1;
-        if (child >= bgd_pace_count) {
+        if (child >= e->pace_count) {
             break;
         }
-        if (child + 1 < bgd_pace_count
-            && bgd_pace_heap[child + 1].due < bgd_pace_heap[child].due) {
+        if (child + 1 < e->pace_count
+            && e->heap[child + 1].due < e->heap[child].due) {
             child++;
         }
-        if (bgd_pace_heap[child].due >= e.due) {
+        if (e->heap[child].due >= entry.due) {
             break;
         }
-        bgd_pace_place(i, bgd_pace_heap[child]);
+        bgd_pace_place(e, i, e->heap[child]);
         i = child;
     }
-    bgd_pace_place(i, e);
+    bgd_pace_place(e, i, entry);
 }
 
 static void bgd_pace_insert_locked(bgd_conn_t *bc, apr_time_t due)
 {
-    bgd_pace_entry_t e;
+    bgd_engine_t *e = bc->engine;
+    bgd_pace_entry_t entry;
 
-    e.due = due;
-    e.bc = bc;
-    bgd_pace_place(bgd_pace_count++, e);
-    bgd_pace_fix(bc->pace_index);
+    entry.due = due;
+    entry.bc = bc;
+    bgd_pace_place(e, e->pace_count++, entry);
+    bgd_pace_fix(e, bc->pace_index);
+    apr_atomic_inc32(&e->load);
 }
 
 static void bgd_pace_remove_locked(bgd_conn_t *bc)
 {
+    bgd_engine_t *e = bc->engine;
     int i = bc->pace_index;
 
     if (i < 0) {
         return;
     }
     bc->pace_index = -1;
-    if (i != --bgd_pace_count) {
-        bgd_pace_place(i, bgd_pace_heap[bgd_pace_count]);
-        bgd_pace_fix(i);
+    if (i != --e->pace_count) {
+        bgd_pace_place(e, i, e->heap[e->pace_count]);
+        bgd_pace_fix(e, i);
     }
+    apr_atomic_dec32(&e->load);
 }
 
 /* Makes the engine thread wait for the socket to take more, then write
@@ -696,25 +730,25 @@ static void bgd_pace_remove_locked(bgd_conn_t *bc)
 static int bgd_stream_arm_locked(bgd_conn_t *bc)
 {
 #if BGD_HAVE_TIMED_WAIT
+    bgd_engine_t *e = bc->engine;
     struct epoll_event ev;
 
-    if (bgd_engine_epfd < 0 || bc->sock_dup < 0) {
+    if (e->epfd < 0 || bc->sock_dup < 0) {
         return 0;
     }
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLOUT | EPOLLONESHOT;
     if (bc->stream_on) {
         ev.data.u64 = bc->stream_key;
-        return epoll_ctl(bgd_engine_epfd, EPOLL_CTL_MOD, bc->sock_dup, &ev)
-               == 0;
+        return epoll_ctl(e->epfd, EPOLL_CTL_MOD, bc->sock_dup, &ev) == 0;
     }
-    bc->stream_key = ev.data.u64 = ++bgd_stream_seq;
-    if (epoll_ctl(bgd_engine_epfd, EPOLL_CTL_ADD, bc->sock_dup, &ev) != 0) {
+    bc->stream_key = ev.data.u64 = ++e->seq;
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, bc->sock_dup, &ev) != 0) {
         return 0;
     }
-    apr_hash_set(bgd_stream_conns, &bc->stream_key, sizeof(bc->stream_key),
-                 bc);
+    apr_hash_set(e->streams, &bc->stream_key, sizeof(bc->stream_key), bc);
     bc->stream_on = 1;
+    apr_atomic_inc32(&e->load);
     return 1;
 #else
     (void)bc;
@@ -726,50 +760,73 @@ static int bgd_stream_arm_locked(bgd_conn_t *bc)
 static void bgd_stream_remove_locked(bgd_conn_t *bc)
 {
 #if BGD_HAVE_TIMED_WAIT
+    bgd_engine_t *e = bc->engine;
+
     if (bc->stream_on) {
-        epoll_ctl(bgd_engine_epfd, EPOLL_CTL_DEL, bc->sock_dup, NULL);
-        apr_hash_set(bgd_stream_conns, &bc->stream_key,
-                     sizeof(bc->stream_key), NULL);
+        epoll_ctl(e->epfd, EPOLL_CTL_DEL, bc->sock_dup, NULL);
+        apr_hash_set(e->streams, &bc->stream_key, sizeof(bc->stream_key),
+                     NULL);
         bc->stream_on = 0;
+        apr_atomic_dec32(&e->load);
     }
 #else
     (void)bc;
 #endif
 }
 
-static void bgd_engine_wake_locked(void)
+static void bgd_engine_wake_locked(bgd_engine_t *e)
 {
 #if BGD_HAVE_TIMED_WAIT
     apr_uint64_t one = 1;
-    if (bgd_engine_evfd >= 0
-        && write(bgd_engine_evfd, &one, sizeof(one)) < 0) {
+    if (e->evfd >= 0 && write(e->evfd, &one, sizeof(one)) < 0) {
         /* EAGAIN: the counter is full, so the thread is awake anyway. */
     }
 #else
-    apr_thread_cond_signal(bgd_wd_cond);
+    apr_thread_cond_signal(e->wake);
 #endif
 }
 
-/* Takes the connection back from the engine thread: off the watchdog's
- * list, out of the pace heap and out of its poller, after the write the
+/* The engine a connection is parked with next: the one writing for the
+ * fewest connections, so that fast clients spread over the threads.  The
+ * loads are read unlocked; a stale one only makes the choice less even. */
+static bgd_engine_t *bgd_engine_pick(void)
+{
+    bgd_engine_t *best = NULL;
+    apr_uint32_t best_load = 0;
+    int i;
+
+    for (i = 0; i < bgd_engine_count; i++) {
+        apr_uint32_t load = apr_atomic_read32(&bgd_engines[i].load);
+        if (!best || load < best_load) {
+            best = &bgd_engines[i];
+            best_load = load;
+        }
+    }
+    return best;
+}
+
+/* Takes the connection back from its engine thread: off the watchdog's
+ * list, out of the pace heap and out of the poller, after the write the
  * thread may be doing for it (BGD_PACE_BUSY).  Once this returns, the
  * thread no longer touches the connection.  Returns the reason when the
  * watchdog ended the wait, else NULL. */
 static const char *bgd_wd_unlist(bgd_conn_t *bc)
 {
+    bgd_engine_t *e = bc->engine;
     const char *reason;
-    if (!bgd_wd_mutex) {
+
+    if (!e) {
         return NULL;
     }
-    apr_thread_mutex_lock(bgd_wd_mutex);
+    apr_thread_mutex_lock(e->mutex);
     bgd_wd_unlist_locked(bc);
     while (bc->pace_index == BGD_PACE_BUSY) {
-        apr_thread_cond_wait(bgd_pace_cond, bgd_wd_mutex);
+        apr_thread_cond_wait(e->write_done, e->mutex);
     }
     bgd_pace_remove_locked(bc);
     bgd_stream_remove_locked(bc);
     reason = bc->job ? bc->job->kill_reason : NULL;
-    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_mutex_unlock(e->mutex);
     return reason;
 }
 
@@ -1576,7 +1633,7 @@ static int bgd_engine_can_take(const bgd_job_t *job)
     apr_int32_t nonblocking = 0;
     ap_filter_t *f;
 
-    if (!bgd_pace_heap || job->producer || job->drain || job->tls
+    if (!bgd_engine_count || job->producer || job->drain || job->tls
         || job->in_worker) {
         return 0;
     }
@@ -1931,32 +1988,35 @@ static void bgd_engine_hand_back(bgd_conn_t *bc)
 
 static int bgd_pace_add(bgd_conn_t *bc, apr_time_t due)
 {
-    if (!bgd_wd_mutex) {
+    bgd_engine_t *e = bc->engine;
+
+    if (!e) {
         return 0;
     }
-    apr_thread_mutex_lock(bgd_wd_mutex);
-    if (bgd_pace_count >= bgd_pace_size) {
-        apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_mutex_lock(e->mutex);
+    if (e->pace_count >= e->pace_size) {
+        apr_thread_mutex_unlock(e->mutex);
         return 0;
     }
     bgd_pace_insert_locked(bc, due);
     if (bc->pace_index == 0) {
-        bgd_engine_wake_locked();
+        bgd_engine_wake_locked(e);
     }
-    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_mutex_unlock(e->mutex);
     return 1;
 }
 
 static int bgd_stream_add(bgd_conn_t *bc)
 {
+    bgd_engine_t *e = bc->engine;
     int ok;
 
-    if (!bgd_wd_mutex) {
+    if (!e) {
         return 0;
     }
-    apr_thread_mutex_lock(bgd_wd_mutex);
+    apr_thread_mutex_lock(e->mutex);
     ok = bgd_stream_arm_locked(bc);
-    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_mutex_unlock(e->mutex);
     return ok;
 }
 
@@ -2007,7 +2067,7 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
         written += (apr_off_t)sent;
         if (sent) {
             job->last_progress = at;
-            bgd_count(&bgd_table->engine_pulses, 1);
+            bgd_count(&bgd_table->engine_writes[bc->engine->index], 1);
         }
         if (rv == APR_EAGAIN) {
             return BGD_PUMP_WAIT_SOCKET;
@@ -2023,15 +2083,16 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
  * back waits (BGD_PACE_BUSY).  Then files it where it waits next. */
 static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
 {
+    bgd_engine_t *e = bc->engine;
     int stopping = apr_atomic_read32(&bgd_child_stopping_flag) != 0;
     bgd_pump_e what = BGD_PUMP_DONE;
 
     if (!stopping && bc->job) {
         bc->pace_index = BGD_PACE_BUSY;
-        apr_thread_mutex_unlock(bgd_wd_mutex);
+        apr_thread_mutex_unlock(e->mutex);
         what = bgd_engine_write(bc, at);
         bgd_slot_update(bc->job, apr_time_now());
-        apr_thread_mutex_lock(bgd_wd_mutex);
+        apr_thread_mutex_lock(e->mutex);
         bc->pace_index = -1;
     }
     if (what == BGD_PUMP_WAIT_TIMER) {
@@ -2042,15 +2103,15 @@ static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
         bgd_stream_remove_locked(bc);
         bgd_engine_hand_back(bc);
     }
-    apr_thread_cond_broadcast(bgd_pace_cond);
+    apr_thread_cond_broadcast(e->write_done);
 }
 
-static void bgd_pace_run_locked(void)
+static void bgd_pace_run_locked(bgd_engine_t *e)
 {
     int stopping = apr_atomic_read32(&bgd_child_stopping_flag) != 0;
 
-    while (bgd_pace_count) {
-        bgd_pace_entry_t top = bgd_pace_heap[0];
+    while (e->pace_count) {
+        bgd_pace_entry_t top = e->heap[0];
         apr_time_t now = apr_time_now();
 
         if (!stopping && top.due > now + BGD_PACE_SLACK) {
@@ -2063,9 +2124,9 @@ static void bgd_pace_run_locked(void)
 
 /* A stopping child gives every connection back at once: the workers
  * drain them through the filter chain. */
-static void bgd_stream_hand_back_all_locked(void)
+static void bgd_stream_hand_back_all_locked(bgd_engine_t *e)
 {
-    apr_hash_index_t *hi = apr_hash_first(NULL, bgd_stream_conns);
+    apr_hash_index_t *hi = apr_hash_first(NULL, e->streams);
 
     while (hi) {
         bgd_conn_t *bc = apr_hash_this_val(hi);
@@ -2078,56 +2139,57 @@ static void bgd_stream_hand_back_all_locked(void)
 
 /* Sleeps up to `timeout` (unlocked) and writes to the sockets that became
  * writable meanwhile. */
-static void bgd_engine_sleep_locked(apr_interval_time_t timeout)
+static void bgd_engine_sleep_locked(bgd_engine_t *e,
+                                    apr_interval_time_t timeout)
 {
 #if BGD_HAVE_TIMED_WAIT
     struct epoll_event ev[BGD_ENGINE_EVENTS];
     int i, n;
 
-    apr_thread_mutex_unlock(bgd_wd_mutex);
+    apr_thread_mutex_unlock(e->mutex);
 #if defined(__GLIBC__) && __GLIBC_PREREQ(2, 35)
     {
         /* To the microsecond, as a pulse is due (Linux 5.11). */
         struct timespec ts;
         ts.tv_sec = (time_t)apr_time_sec(timeout);
         ts.tv_nsec = (long)apr_time_usec(timeout) * 1000L;
-        n = epoll_pwait2(bgd_engine_epfd, ev, BGD_ENGINE_EVENTS, &ts, NULL);
+        n = epoll_pwait2(e->epfd, ev, BGD_ENGINE_EVENTS, &ts, NULL);
     }
     if (n < 0 && errno == ENOSYS)
 #endif
     {
         /* Rounded up: a pulse is never served before its time minus the
          * slack, and at most a millisecond after it. */
-        n = epoll_wait(bgd_engine_epfd, ev, BGD_ENGINE_EVENTS,
+        n = epoll_wait(e->epfd, ev, BGD_ENGINE_EVENTS,
                        timeout > 0 ? (int)((timeout + 999) / 1000) : 0);
     }
-    apr_thread_mutex_lock(bgd_wd_mutex);
+    apr_thread_mutex_lock(e->mutex);
     for (i = 0; i < n; i++) {
         bgd_conn_t *bc;
 
         if (ev[i].data.u64 == 0) {
             apr_uint64_t count;
-            if (read(bgd_engine_evfd, &count, sizeof(count)) < 0) {
+            if (read(e->evfd, &count, sizeof(count)) < 0) {
                 /* EAGAIN: another wake-up took it already. */
             }
             continue;
         }
         /* A connection that a worker took back (or took back and parked
          * again, with a new key) meanwhile is not found. */
-        bc = apr_hash_get(bgd_stream_conns, &ev[i].data.u64,
+        bc = apr_hash_get(e->streams, &ev[i].data.u64,
                           sizeof(ev[i].data.u64));
         if (bc && bc->pace_index == -1) {
             bgd_engine_serve_locked(bc, apr_time_now());
         }
     }
 #else
-    apr_thread_cond_timedwait(bgd_wd_cond, bgd_wd_mutex, timeout);
+    apr_thread_cond_timedwait(e->wake, e->mutex, timeout);
 #endif
 }
 
-static void bgd_watchdog_scan_locked(apr_time_t now)
+static void bgd_watchdog_scan_locked(bgd_engine_t *e, apr_time_t now)
 {
-    bgd_conn_t *bc = bgd_wd_head;
+    bgd_conn_t *bc = e->wd_head;
 
     while (bc) {
         bgd_conn_t *next = bc->wd_next;
@@ -2142,87 +2204,146 @@ static void bgd_watchdog_scan_locked(apr_time_t now)
 
 static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
 {
+    bgd_engine_t *e = data;
     apr_time_t next_scan = 0;
 
-    (void)data;
-    apr_thread_mutex_lock(bgd_wd_mutex);
-    while (!bgd_wd_exit) {
+    apr_thread_mutex_lock(e->mutex);
+    while (!e->exit) {
         apr_time_t now = apr_time_now(), wake;
 
         if (now >= next_scan) {
-            bgd_watchdog_scan_locked(now);
+            bgd_watchdog_scan_locked(e, now);
             next_scan = now + BGD_WATCHDOG_PERIOD;
         }
         if (apr_atomic_read32(&bgd_child_stopping_flag)) {
-            bgd_stream_hand_back_all_locked();
+            bgd_stream_hand_back_all_locked(e);
         }
-        bgd_pace_run_locked();
+        bgd_pace_run_locked(e);
         wake = next_scan;
-        if (bgd_pace_count && bgd_pace_heap[0].due < wake) {
-            wake = bgd_pace_heap[0].due;
+        if (e->pace_count && e->heap[0].due < wake) {
+            wake = e->heap[0].due;
         }
         now = apr_time_now();
-        bgd_engine_sleep_locked(wake > now ? wake - now : 0);
+        bgd_engine_sleep_locked(e, wake > now ? wake - now : 0);
     }
-    while (bgd_pace_count) {
-        bgd_conn_t *bc = bgd_pace_heap[0].bc;
+    while (e->pace_count) {
+        bgd_conn_t *bc = e->heap[0].bc;
         bgd_pace_remove_locked(bc);
         bgd_engine_hand_back(bc);
     }
-    bgd_stream_hand_back_all_locked();
-    apr_thread_mutex_unlock(bgd_wd_mutex);
+    bgd_stream_hand_back_all_locked(e);
+    apr_thread_mutex_unlock(e->mutex);
     apr_thread_exit(thd, APR_SUCCESS);
     return NULL;
 }
 
-static void bgd_engine_poller_close(void)
+static void bgd_engine_poller_close(bgd_engine_t *e)
 {
 #if BGD_HAVE_TIMED_WAIT
-    if (bgd_engine_epfd >= 0) {
-        close(bgd_engine_epfd);
-        bgd_engine_epfd = -1;
+    if (e->epfd >= 0) {
+        close(e->epfd);
+        e->epfd = -1;
     }
-    if (bgd_engine_evfd >= 0) {
-        close(bgd_engine_evfd);
-        bgd_engine_evfd = -1;
+    if (e->evfd >= 0) {
+        close(e->evfd);
+        e->evfd = -1;
     }
+#else
+    (void)e;
 #endif
 }
 
 #if BGD_HAVE_TIMED_WAIT
 /* The thread's epoll, with the eventfd that wakes it under key 0. */
-static apr_status_t bgd_engine_poller_open(void)
+static apr_status_t bgd_engine_poller_open(bgd_engine_t *e)
 {
     struct epoll_event ev;
 
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;
-    bgd_engine_epfd = epoll_create1(EPOLL_CLOEXEC);
-    bgd_engine_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (bgd_engine_epfd < 0 || bgd_engine_evfd < 0
-        || epoll_ctl(bgd_engine_epfd, EPOLL_CTL_ADD, bgd_engine_evfd, &ev)
-           != 0) {
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (e->epfd < 0 || e->evfd < 0
+        || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->evfd, &ev) != 0) {
         apr_status_t rv = errno;
-        bgd_engine_poller_close();
+        bgd_engine_poller_close(e);
         return rv;
     }
     return APR_SUCCESS;
 }
 #endif
 
-static apr_status_t bgd_engine_thread_stop(void *data)
+/* What a child without any engine thread loses. */
+#define BGD_NO_ENGINE ": slow-read rules are only checked when a client " \
+    "makes progress, and every wait for a socket or a pulse is a wake-up " \
+    "through the MPM"
+
+/* Sets up engine e of this child and starts its thread; on failure, logs
+ * why and leaves nothing open.  A child runs the engines that started. */
+static apr_status_t bgd_engine_start(bgd_engine_t *e, int index,
+                                     int pace_size, apr_pool_t *pchild,
+                                     server_rec *s)
 {
     apr_status_t rv;
-    (void)data;
-    if (bgd_wd_thread) {
-        apr_thread_mutex_lock(bgd_wd_mutex);
-        bgd_wd_exit = 1;
-        bgd_engine_wake_locked();
-        apr_thread_mutex_unlock(bgd_wd_mutex);
-        apr_thread_join(&rv, bgd_wd_thread);
-        bgd_wd_thread = NULL;
+
+    e->index = index;
+    e->epfd = e->evfd = -1;
+    e->pace_size = pace_size;
+    e->heap = apr_palloc(pchild, sizeof(*e->heap) * (apr_size_t)pace_size);
+    e->streams = apr_hash_make(pchild);
+#if BGD_HAVE_TIMED_WAIT
+    if ((rv = bgd_engine_poller_open(e)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "BGD025: cannot create the poller of engine thread %d "
+                     "of %d%s", index + 1, bgd_engine_threads,
+                     index ? "" : BGD_NO_ENGINE);
+        return rv;
     }
-    bgd_engine_poller_close();
+#endif
+    rv = apr_thread_mutex_create(&e->mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+#if !BGD_HAVE_TIMED_WAIT
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_cond_create(&e->wake, pchild);
+    }
+#endif
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_cond_create(&e->write_done, pchild);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_create(&e->thread, NULL, bgd_engine_thread, e,
+                               pchild);
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "BGD017: cannot start engine thread %d of %d%s",
+                     index + 1, bgd_engine_threads,
+                     index ? "" : BGD_NO_ENGINE);
+        bgd_engine_poller_close(e);
+        e->thread = NULL;
+    }
+    return rv;
+}
+
+/* Before pchild's other cleanups: the threads hand their connections
+ * back, which by now only the pools' cleanups will see. */
+static apr_status_t bgd_engines_stop(void *data)
+{
+    int i, n = bgd_engine_count;
+    apr_status_t rv;
+
+    (void)data;
+    bgd_engine_count = 0;
+    for (i = 0; i < n; i++) {
+        bgd_engine_t *e = &bgd_engines[i];
+        apr_thread_mutex_lock(e->mutex);
+        e->exit = 1;
+        bgd_engine_wake_locked(e);
+        apr_thread_mutex_unlock(e->mutex);
+    }
+    for (i = 0; i < n; i++) {
+        apr_thread_join(&rv, bgd_engines[i].thread);
+        bgd_engine_poller_close(&bgd_engines[i]);
+    }
     return APR_SUCCESS;
 }
 
@@ -2356,6 +2477,9 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     apr_time_t deadline;
     apr_status_t rv;
 
+    /* Registered nowhere since bgd_drive() took it back: free to go to
+     * another engine. */
+    bc->engine = bgd_engine_pick();
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
     if (what != BGD_PUMP_WAIT_TIMER && !c->data_in_output_filters
         && bgd_engine_can_take(job)) {
@@ -2864,7 +2988,33 @@ static void bgd_api_get_totals(bgdeliver_totals_t *t)
  * part of what modules built against it expect. */
 static apr_uint64_t bgd_engine_pulses(void)
 {
-    return bgd_table ? apr_atomic_read64(&bgd_table->engine_pulses) : 0;
+    apr_uint64_t sum = 0;
+    int i;
+
+    for (i = 0; bgd_table && i < BGD_MAX_ENGINE_THREADS; i++) {
+        sum += apr_atomic_read64(&bgd_table->engine_writes[i]);
+    }
+    return sum;
+}
+
+/* Engine threads that each child runs: none without WAITIO. */
+static int bgd_engine_threads_per_child(void)
+{
+    return bgd_mpm_can_waitio ? bgd_engine_threads : 0;
+}
+
+/* The writes of each engine thread index, summed over the children,
+ * separated by sep: how evenly the threads share the work. */
+static const char *bgd_engine_thread_writes(apr_pool_t *p, const char *sep)
+{
+    const char *out = "";
+    int i, n = bgd_engine_threads_per_child();
+
+    for (i = 0; bgd_table && i < n; i++) {
+        out = apr_psprintf(p, "%s%s%" APR_UINT64_T_FMT, out, i ? sep : "",
+                           apr_atomic_read64(&bgd_table->engine_writes[i]));
+    }
+    return out;
 }
 
 typedef struct bgd_slot_view_t {
@@ -2954,6 +3104,10 @@ static void bgd_status_totals_auto(request_rec *r)
     ap_rprintf(r, "BgDeliverBytes: %" APR_UINT64_T_FMT "\n", t.bytes);
     ap_rprintf(r, "BgDeliverEnginePulses: %" APR_UINT64_T_FMT "\n",
                bgd_engine_pulses());
+    ap_rprintf(r, "BgDeliverEngineThreads: %d\n",
+               bgd_engine_threads_per_child());
+    ap_rprintf(r, "BgDeliverEngineThreadWrites: %s\n",
+               bgd_engine_thread_writes(r->pool, " "));
 }
 
 static void bgd_status_auto(request_rec *r)
@@ -2996,10 +3150,14 @@ static void bgd_status_json(request_rec *r)
                ",\"fallbacks\":%" APR_UINT64_T_FMT
                ",\"rejected\":%" APR_UINT64_T_FMT
                ",\"bytes\":%" APR_UINT64_T_FMT
-               ",\"engine_pulses\":%" APR_UINT64_T_FMT "},\"deliveries\":[",
+               ",\"engine_pulses\":%" APR_UINT64_T_FMT
+               ",\"engine_threads\":%d,\"engine_thread_writes\":[%s]},"
+               "\"deliveries\":[",
                BGD_VERSION, bgd_mpm_can_waitio ? "async" : "worker",
                t.in_flight, t.started, t.completed, t.aborted, t.dropped,
-               t.fallbacks, t.rejected, t.bytes, bgd_engine_pulses());
+               t.fallbacks, t.rejected, t.bytes, bgd_engine_pulses(),
+               bgd_engine_threads_per_child(),
+               bgd_engine_thread_writes(r->pool, ","));
     for (i = 0; i < arr->nelts; i++) {
         bgd_slot_view_t *v = &APR_ARRAY_IDX(arr, i, bgd_slot_view_t);
         ap_rprintf(r, "%s{\"pid\":%" APR_PID_T_FMT ",\"client\":%s,"
@@ -3085,13 +3243,16 @@ static void bgd_status_html_totals(request_rec *r)
                APR_UINT64_T_FMT " dropped by the slow-read rules, %"
                APR_UINT64_T_FMT " delivered in the foreground, %"
                APR_UINT64_T_FMT " refused; %s written, %" APR_UINT64_T_FMT
-               " writes of them by the engine threads</dt></dl>\n",
+               " writes of them by the engine threads (%d per child, "
+               "writes by thread: %s)</dt></dl>\n",
                BGD_VERSION,
                bgd_mpm_can_waitio ? "asynchronous (event MPM, WAITIO)"
                                   : "in the worker (MPM without WAITIO)",
                t.in_flight, t.started, t.completed, t.aborted, t.dropped,
                t.fallbacks, t.rejected,
-               bgd_human(r->pool, (apr_off_t)t.bytes), bgd_engine_pulses());
+               bgd_human(r->pool, (apr_off_t)t.bytes), bgd_engine_pulses(),
+               bgd_engine_threads_per_child(),
+               bgd_engine_thread_writes(r->pool, ", "));
 }
 
 static int bgd_status_handler(request_rec *r)
@@ -3294,16 +3455,19 @@ static int bgd_pre_connection(conn_rec *c, void *csd)
 
 static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
 {
+    int i;
+
     (void)pchild;
     (void)graceful;
     /* New responses go out normally and paced ones drain at full speed,
      * so that an old generation exits quickly after a graceful restart:
-     * the engine thread hands its connections back at once. */
+     * the engine threads hand their connections back at once. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
-    if (bgd_wd_thread) {
-        apr_thread_mutex_lock(bgd_wd_mutex);
-        bgd_engine_wake_locked();
-        apr_thread_mutex_unlock(bgd_wd_mutex);
+    for (i = 0; i < bgd_engine_count; i++) {
+        bgd_engine_t *e = &bgd_engines[i];
+        apr_thread_mutex_lock(e->mutex);
+        bgd_engine_wake_locked(e);
+        apr_thread_mutex_unlock(e->mutex);
     }
 }
 
@@ -3313,6 +3477,7 @@ static int bgd_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     (void)pconf; (void)plog; (void)ptemp;
     bgd_max_deliveries = BGD_UNSET;
     bgd_max_wakeups = BGD_UNSET;
+    bgd_engine_threads = BGD_UNSET;
     return OK;
 }
 
@@ -3345,6 +3510,9 @@ static int bgd_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "paced ones are paced in the worker", ap_show_mpm());
     }
 
+    if (bgd_engine_threads == BGD_UNSET) {
+        bgd_engine_threads = BGD_DEFAULT_ENGINE_THREADS;
+    }
     want = bgd_max_deliveries > 0 ? (apr_uint32_t)bgd_max_deliveries
                                   : BGD_DEFAULT_MAX_DELIVERIES;
     bgd_retained = ap_retained_data_get("mod_bgdeliver");
@@ -3439,7 +3607,7 @@ static void bgd_retrieve_optional_fns(void)
 
 static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    apr_status_t rv;
+    int pace_size;
 
     bgd_my_pid = getpid();
     apr_atomic_set32(&bgd_child_stopping_flag, 0);
@@ -3447,55 +3615,21 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     bgd_blocks_create(pchild, s);
-    bgd_wd_exit = 0;
-    bgd_wd_head = NULL;
-    bgd_pace_count = 0;
     /* A child never has more deliveries than the table has slots. */
-    bgd_pace_size = bgd_table ? (int)bgd_table->nslots
-                              : BGD_DEFAULT_MAX_DELIVERIES;
-    bgd_pace_heap = apr_palloc(pchild, sizeof(*bgd_pace_heap)
-                                       * (apr_size_t)bgd_pace_size);
-    bgd_stream_conns = apr_hash_make(pchild);
-    bgd_stream_seq = 0;
-#if BGD_HAVE_TIMED_WAIT
-    if ((rv = bgd_engine_poller_open()) != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
-                     "BGD025: cannot create the engine thread's poller: "
-                     "slow-read rules are only checked when a client makes "
-                     "progress, and every wait for a socket or a pulse is a "
-                     "wake-up through the MPM");
-        bgd_pace_heap = NULL;
-        bgd_pace_size = 0;
-        return;
+    pace_size = bgd_table ? (int)bgd_table->nslots
+                          : BGD_DEFAULT_MAX_DELIVERIES;
+    bgd_engines = apr_pcalloc(pchild, sizeof(*bgd_engines)
+                                      * (apr_size_t)bgd_engine_threads);
+    bgd_engine_count = 0;
+    while (bgd_engine_count < bgd_engine_threads
+           && bgd_engine_start(&bgd_engines[bgd_engine_count],
+                               bgd_engine_count, pace_size, pchild, s)
+              == APR_SUCCESS) {
+        bgd_engine_count++;
     }
-#endif
-    rv = apr_thread_mutex_create(&bgd_wd_mutex, APR_THREAD_MUTEX_DEFAULT,
-                                 pchild);
-#if !BGD_HAVE_TIMED_WAIT
-    if (rv == APR_SUCCESS) {
-        rv = apr_thread_cond_create(&bgd_wd_cond, pchild);
+    if (bgd_engine_count) {
+        apr_pool_pre_cleanup_register(pchild, NULL, bgd_engines_stop);
     }
-#endif
-    if (rv == APR_SUCCESS) {
-        rv = apr_thread_cond_create(&bgd_pace_cond, pchild);
-    }
-    if (rv == APR_SUCCESS) {
-        rv = apr_thread_create(&bgd_wd_thread, NULL, bgd_engine_thread, NULL,
-                               pchild);
-    }
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
-                     "BGD017: cannot start the engine thread: slow-read "
-                     "rules are only checked when a client makes progress, "
-                     "and every wait for a socket or a pulse is a wake-up "
-                     "through the MPM");
-        bgd_engine_poller_close();
-        bgd_wd_thread = NULL;
-        bgd_pace_heap = NULL;
-        bgd_pace_size = 0;
-        return;
-    }
-    apr_pool_pre_cleanup_register(pchild, NULL, bgd_engine_thread_stop);
 }
 
 /* ------------------------------------------------------ configuration */
@@ -3744,6 +3878,18 @@ static const char *bgd_cmd_max_deliveries(cmd_parms *cmd, void *dconf,
     return bgd_parse_count(cmd, arg, 1, 1000000, &bgd_max_deliveries);
 }
 
+static const char *bgd_cmd_engine_threads(cmd_parms *cmd, void *dconf,
+                                          const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    return bgd_parse_count(cmd, arg, 1, BGD_MAX_ENGINE_THREADS,
+                           &bgd_engine_threads);
+}
+
 /* ------------------------------------------------------------ register */
 
 /* APR_REGISTER_OPTIONAL_FN() wants the function to carry the public name;
@@ -3839,6 +3985,10 @@ static const command_rec bgd_cmds[] = {
                   RSRC_CONF,
                   "Paced wake-ups per second and child before pulses "
                   "lengthen (0 = never lengthen)"),
+    AP_INIT_TAKE1("BgDeliverEngineThreads", bgd_cmd_engine_threads, NULL,
+                  RSRC_CONF,
+                  "Engine threads per child that write plain-HTTP "
+                  "deliveries and pulses (1-64)"),
     { NULL }
 };
 

@@ -32,6 +32,10 @@ my @bad = (
     [ 'BgDeliverMaxWakeups -1',           qr/BgDeliverMaxWakeups: '-1' is not valid; expected a whole number from 0 to 1000000/ ],
     [ "<VirtualHost 127.0.0.1:1>\nBgDeliverMaxWakeups 100\n</VirtualHost>",
                                           qr/BgDeliverMaxWakeups cannot occur within <VirtualHost> section/ ],
+    [ 'BgDeliverEngineThreads 0',         qr/BgDeliverEngineThreads: '0' is not valid; expected a whole number from 1 to 64/ ],
+    [ 'BgDeliverEngineThreads 65',        qr/BgDeliverEngineThreads: '65' is not valid; expected a whole number from 1 to 64/ ],
+    [ "<VirtualHost 127.0.0.1:1>\nBgDeliverEngineThreads 2\n</VirtualHost>",
+                                          qr/BgDeliverEngineThreads cannot occur within <VirtualHost> section/ ],
     [ "<Location />\nBgDeliverSpoolDir /tmp\n</Location>",
                                           qr/BgDeliverSpoolDir not allowed in <Location> context/ ],
 );
@@ -47,6 +51,7 @@ for my $case (@bad) {
 
 my ($rc, $out) = configtest(<<'CONF', 'bgdeliver');
 BgDeliverMaxDeliveries 100
+BgDeliverEngineThreads 4
 BgDeliverSpoolDir /tmp
 BgDeliverMaxPerClient 4
 <Location />

@@ -8,7 +8,9 @@
 # and last visits only (note "bgdeliver-visits"), whether the file is read
 # into memory or goes by sendfile(), with exact bytes and exact %O; over
 # HTTPS every write still goes through mod_ssl on a worker.  A connection
-# the thread has written keeps alive.  About 4 s in all.
+# the thread has written keeps alive.  With BgDeliverEngineThreads 2 (the
+# test configuration), concurrent readers are spread over both threads.
+# About 6 s in all.
 use strict;
 use warnings FATAL => 'all';
 
@@ -17,9 +19,9 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use IO::Select;
 use Bgd::Test qw(gen_file mpm_name request bgd_status visits_logged
-                 http_connect http_send read_response);
+                 http_connect http_send read_response parallel_requests);
 
-plan tests => 14, need need_module('mod_bgdeliver.c'),
+plan tests => 18, need need_module('mod_bgdeliver.c'),
     need_module('mod_logio.c'), need_module('mod_ssl.c'),
     need { 'event MPM (the engine thread needs WAITIO)'
            => mpm_name() eq 'event' };
@@ -83,3 +85,21 @@ ok t_cmp(($r->{status} // 0) . ' ' . md5_hex($r->{body} // ''),
 my $eof = IO::Select->new($s)->can_read(5) && !sysread($s, my $buf, 1);
 ok t_cmp($eof ? 1 : 0, 1, 'keep-alive: closed when asked');
 close $s;
+
+# 15-18: six concurrent readers; the test server runs two children, so at
+# least one child has several at once and gives them to both of its
+# engine threads (the least loaded one each time it parks a connection).
+my $threads = bgd_status()->{BgDeliverEngineThreads} // '';
+ok t_cmp($threads, 2, 'the status shows the engine threads per child');
+my @before = split ' ', bgd_status()->{BgDeliverEngineThreadWrites} // '';
+my @res = parallel_requests(map { {
+    path => "/sendfile/files/engine-1m.bin?engine-par$_", rcvbuf => 4096,
+    rate => 1_000_000, chunk => 4096, timeout => 30 } } 1 .. 6);
+my $exact = grep { ($_->{status} // 0) == 200 && ($_->{md5} // '') eq $md5 }
+            @res;
+ok t_cmp($exact, 6, 'concurrent readers: all six bodies exact');
+my @after = split ' ', bgd_status()->{BgDeliverEngineThreadWrites} // '';
+ok t_cmp(scalar @after, 2, 'one write counter per engine thread');
+my @gain = map { ($after[$_] // 0) - ($before[$_] // 0) } 0 .. 1;
+ok t_cmp(($gain[0] > 0 && $gain[1] > 0) ? 1 : 0, 1,
+         "both engine threads wrote (+$gain[0], +$gain[1])");
