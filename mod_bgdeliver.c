@@ -3856,38 +3856,35 @@ static const char *bgd_cmd_max_per_client(cmd_parms *cmd, void *dconf,
     return bgd_parse_count(cmd, arg, 0, 1000000, &conf->max_per_client);
 }
 
-static const char *bgd_cmd_max_wakeups(cmd_parms *cmd, void *dconf,
-                                       const char *arg)
-{
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    (void)dconf;
-    if (err) {
-        return err;
-    }
-    return bgd_parse_count(cmd, arg, 0, 1000000, &bgd_max_wakeups);
-}
+/* The whole numbers that hold for the whole server: where each goes and
+ * within which bounds, as the directive's cmd->info. */
+typedef struct {
+    int *value;
+    int min;
+    int max;
+} bgd_global_count_t;
 
-static const char *bgd_cmd_max_deliveries(cmd_parms *cmd, void *dconf,
-                                          const char *arg)
-{
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    (void)dconf;
-    if (err) {
-        return err;
-    }
-    return bgd_parse_count(cmd, arg, 1, 1000000, &bgd_max_deliveries);
-}
+static bgd_global_count_t bgd_max_wakeups_arg = {
+    &bgd_max_wakeups, 0, 1000000
+};
+static bgd_global_count_t bgd_max_deliveries_arg = {
+    &bgd_max_deliveries, 1, 1000000
+};
+static bgd_global_count_t bgd_engine_threads_arg = {
+    &bgd_engine_threads, 1, BGD_MAX_ENGINE_THREADS
+};
 
-static const char *bgd_cmd_engine_threads(cmd_parms *cmd, void *dconf,
-                                          const char *arg)
+static const char *bgd_cmd_global_count(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
 {
+    const bgd_global_count_t *what = cmd->info;
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
     (void)dconf;
     if (err) {
         return err;
     }
-    return bgd_parse_count(cmd, arg, 1, BGD_MAX_ENGINE_THREADS,
-                           &bgd_engine_threads);
+    return bgd_parse_count(cmd, arg, what->min, what->max, what->value);
 }
 
 /* ------------------------------------------------------------ register */
@@ -3978,15 +3975,15 @@ static const command_rec bgd_cmds[] = {
                   RSRC_CONF,
                   "Concurrent background deliveries per client address "
                   "(0 = unlimited)"),
-    AP_INIT_TAKE1("BgDeliverMaxDeliveries", bgd_cmd_max_deliveries, NULL,
-                  RSRC_CONF,
+    AP_INIT_TAKE1("BgDeliverMaxDeliveries", bgd_cmd_global_count,
+                  &bgd_max_deliveries_arg, RSRC_CONF,
                   "Concurrent background deliveries of the whole server"),
-    AP_INIT_TAKE1("BgDeliverMaxWakeups", bgd_cmd_max_wakeups, NULL,
-                  RSRC_CONF,
+    AP_INIT_TAKE1("BgDeliverMaxWakeups", bgd_cmd_global_count,
+                  &bgd_max_wakeups_arg, RSRC_CONF,
                   "Paced wake-ups per second and child before pulses "
                   "lengthen (0 = never lengthen)"),
-    AP_INIT_TAKE1("BgDeliverEngineThreads", bgd_cmd_engine_threads, NULL,
-                  RSRC_CONF,
+    AP_INIT_TAKE1("BgDeliverEngineThreads", bgd_cmd_global_count,
+                  &bgd_engine_threads_arg, RSRC_CONF,
                   "Engine threads per child that write plain-HTTP "
                   "deliveries and pulses (1-64)"),
     { NULL }
