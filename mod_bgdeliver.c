@@ -314,6 +314,7 @@ struct bgd_conn_t {
     /* the engine thread's wait for writability */
     int stream_on;                      /* sock_dup is in engine->epfd */
     apr_uint64_t stream_key;            /* its key in engine->streams */
+    int in_load;                        /* counted in engine->load */
 };
 
 /* The due time is kept in the heap itself: sifting then reads one array,
@@ -352,8 +353,8 @@ struct bgd_engine_t {
     int evfd;
     apr_hash_t *streams;                /* key -> bgd_conn_t */
     apr_uint64_t seq;
-    /* Connections it writes for (heap and poller), read unlocked by
-     * bgd_engine_pick(). */
+    /* Connections it writes for (in the heap or the poller), read
+     * unlocked by bgd_engine_pick(). */
     volatile apr_uint32_t load;
 };
 
@@ -696,6 +697,23 @@ static void bgd_pace_fix(bgd_engine_t *e, int i)
     bgd_pace_place(e, i, entry);
 }
 
+/* A connection in the heap, the poller or both counts once in its
+ * engine's load. */
+static void bgd_engine_load_locked(bgd_conn_t *bc)
+{
+    int in = bc->pace_index >= 0 || bc->stream_on;
+
+    if (in != bc->in_load) {
+        bc->in_load = in;
+        if (in) {
+            apr_atomic_inc32(&bc->engine->load);
+        }
+        else {
+            apr_atomic_dec32(&bc->engine->load);
+        }
+    }
+}
+
 static void bgd_pace_insert_locked(bgd_conn_t *bc, apr_time_t due)
 {
     bgd_engine_t *e = bc->engine;
@@ -705,7 +723,7 @@ static void bgd_pace_insert_locked(bgd_conn_t *bc, apr_time_t due)
     entry.bc = bc;
     bgd_pace_place(e, e->pace_count++, entry);
     bgd_pace_fix(e, bc->pace_index);
-    apr_atomic_inc32(&e->load);
+    bgd_engine_load_locked(bc);
 }
 
 static void bgd_pace_remove_locked(bgd_conn_t *bc)
@@ -721,7 +739,7 @@ static void bgd_pace_remove_locked(bgd_conn_t *bc)
         bgd_pace_place(e, i, e->heap[e->pace_count]);
         bgd_pace_fix(e, i);
     }
-    apr_atomic_dec32(&e->load);
+    bgd_engine_load_locked(bc);
 }
 
 /* Makes the engine thread wait for the socket to take more, then write
@@ -748,7 +766,7 @@ static int bgd_stream_arm_locked(bgd_conn_t *bc)
     }
     apr_hash_set(e->streams, &bc->stream_key, sizeof(bc->stream_key), bc);
     bc->stream_on = 1;
-    apr_atomic_inc32(&e->load);
+    bgd_engine_load_locked(bc);
     return 1;
 #else
     (void)bc;
@@ -767,7 +785,7 @@ static void bgd_stream_remove_locked(bgd_conn_t *bc)
         apr_hash_set(e->streams, &bc->stream_key, sizeof(bc->stream_key),
                      NULL);
         bc->stream_on = 0;
-        apr_atomic_dec32(&e->load);
+        bgd_engine_load_locked(bc);
     }
 #else
     (void)bc;
