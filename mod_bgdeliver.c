@@ -3002,9 +3002,12 @@ static void bgd_api_get_totals(bgdeliver_totals_t *t)
 
 /* --------------------------------------------------------------- status */
 
-/* Not in bgdeliver_totals_t: that struct is public API, and its size is
- * part of what modules built against it expect. */
-static apr_uint64_t bgd_engine_pulses(void)
+/* The writes of all engine threads (pulses and the rest of plain-HTTP
+ * deliveries), shown as BgDeliverEnginePulses / engine_pulses, the names
+ * the status had when the threads only wrote pulses.  Not in
+ * bgdeliver_totals_t: that struct is public API, and its size is part of
+ * what modules built against it expect. */
+static apr_uint64_t bgd_engine_writes_total(void)
 {
     apr_uint64_t sum = 0;
     int i;
@@ -3121,7 +3124,7 @@ static void bgd_status_totals_auto(request_rec *r)
     ap_rprintf(r, "BgDeliverRejected: %" APR_UINT64_T_FMT "\n", t.rejected);
     ap_rprintf(r, "BgDeliverBytes: %" APR_UINT64_T_FMT "\n", t.bytes);
     ap_rprintf(r, "BgDeliverEnginePulses: %" APR_UINT64_T_FMT "\n",
-               bgd_engine_pulses());
+               bgd_engine_writes_total());
     ap_rprintf(r, "BgDeliverEngineThreads: %d\n",
                bgd_engine_threads_per_child());
     ap_rprintf(r, "BgDeliverEngineThreadWrites: %s\n",
@@ -3173,7 +3176,7 @@ static void bgd_status_json(request_rec *r)
                "\"deliveries\":[",
                BGD_VERSION, bgd_mpm_can_waitio ? "async" : "worker",
                t.in_flight, t.started, t.completed, t.aborted, t.dropped,
-               t.fallbacks, t.rejected, t.bytes, bgd_engine_pulses(),
+               t.fallbacks, t.rejected, t.bytes, bgd_engine_writes_total(),
                bgd_engine_threads_per_child(),
                bgd_engine_thread_writes(r->pool, ","));
     for (i = 0; i < arr->nelts; i++) {
@@ -3268,8 +3271,8 @@ static void bgd_status_html_totals(request_rec *r)
                                   : "in the worker (MPM without WAITIO)",
                t.in_flight, t.started, t.completed, t.aborted, t.dropped,
                t.fallbacks, t.rejected,
-               bgd_human(r->pool, (apr_off_t)t.bytes), bgd_engine_pulses(),
-               bgd_engine_threads_per_child(),
+               bgd_human(r->pool, (apr_off_t)t.bytes),
+               bgd_engine_writes_total(), bgd_engine_threads_per_child(),
                bgd_engine_thread_writes(r->pool, ", "));
 }
 
