@@ -16,8 +16,9 @@ use Socket qw(:all);
 use Time::HiRes qw(time sleep);
 use Exporter 'import';
 
-our @EXPORT = qw(ct_private_locations ct_port ct_log_file ct_wait_lines ct_raw ct_json ct_reset
-                 ct_mpm ct_tag ct_phase_names ct_slow_reader ct_check_sums);
+our @EXPORT = qw(ct_private_locations ct_port ct_log_file ct_wait_lines
+                 ct_raw ct_json ct_reset ct_mpm ct_tag ct_phase_names
+                 ct_slow_reader ct_check_sums);
 
 our @PHASES = qw(queue accept read filter run deliver);
 
