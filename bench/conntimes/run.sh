@@ -16,7 +16,13 @@
 # (default conntimes; "combined" isolates the cost of the longer log line;
 # the results then go to conntimes-bench-<format>.txt) and BENCH_CT_EXTRA is
 # appended to its configuration (for example "ConntimesKernelTimestamps
-# Off"); BENCH_CT_TAG is added to the name of the results file.
+# Off"); BENCH_CT_TAG is added to the name of the results file.  Both
+# servers: BENCH_CT_BOTH is appended to both configurations (for example
+# "BufferedLogs On") and BENCH_CT_LOGDIR puts both access logs in that
+# directory (for example on a tmpfs) instead of next to each configuration.
+# BENCH_CT_MODULE=0 leaves the module out of the second server, which then
+# differs from the plain one only in BENCH_CT_FORMAT and BENCH_CT_EXTRA:
+# what a log format costs stock Apache.
 #
 # Needs: apache2 (apache2-bin), wrk, the module built (make).  Writes
 # bench/results/conntimes-bench.txt and raw wrk output under
@@ -50,6 +56,10 @@ free_port() {
 
 rm -rf "$raw"
 mkdir -p "$raw/htdocs"
+if [ -n "${BENCH_CT_LOGDIR:-}" ]; then
+    mkdir -p "$BENCH_CT_LOGDIR"
+    rm -f "$BENCH_CT_LOGDIR/plain.access_log" "$BENCH_CT_LOGDIR/conntimes.access_log"
+fi
 head -c 1024 /dev/zero | tr '\0' 'x' > "$raw/htdocs/small.txt"
 chmod -R a+rX "$raw"
 
@@ -63,7 +73,8 @@ Group nogroup"
     extra=""
     fmt=combined
     if [ "$3" = 1 ]; then
-        mod="LoadModule conntimes_module $top/build/mod_conntimes.so"
+        [ "${BENCH_CT_MODULE:-1}" = 0 ] ||
+            mod="LoadModule conntimes_module $top/build/mod_conntimes.so"
         fmt=${BENCH_CT_FORMAT:-conntimes}
         extra=${BENCH_CT_EXTRA:-}
     fi
@@ -94,7 +105,8 @@ DocumentRoot "$raw/htdocs"
     Require all granted
 </Directory>
 LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"" combined
-CustomLog "$d/access_log" $fmt
+CustomLog "${BENCH_CT_LOGDIR:-$d}/$1.access_log" $fmt
+${BENCH_CT_BOTH:-}
 $extra
 CONF
 }
@@ -153,23 +165,32 @@ while [ $r -le "$ROUNDS" ]; do
 done
 
 # Where the module's own code stands in the server's CPU profile: steadier
-# than wall-clock ratios on a shared machine.  Needs perf and root; the
-# server is pinned, so CPU 0 is the server.
+# than wall-clock ratios on a shared machine.  Both servers are profiled
+# alike (5 s under the same load, 10,000 samples a second), so that the
+# report can also say which functions take more time per request on the
+# module's server, and which less.  Needs perf and root; the servers are
+# pinned, so CPU 0 is the server.
 profile=""
 if command -v perf >/dev/null && [ "$(id -u)" = 0 ] && [ -n "$pin_srv" ]; then
-    $pin_wrk wrk -t1 -c"$CONNS" -d8s "http://127.0.0.1:$pb/small.txt" \
-        > "$raw/conntimes.perf-load.txt" 2>&1 &
-    sleep 2
-    perf record -q -C 0 -o "$raw/perf.data" -- sleep 5 >/dev/null 2>&1 || true
-    wait
-    profile=$(perf report -i "$raw/perf.data" --no-children --sort dso -q \
-                  -g none 2>/dev/null \
+    for n in plain conntimes; do
+        [ $n = plain ] && port=$pa || port=$pb
+        $pin_wrk wrk -t1 -c"$CONNS" -d8s "http://127.0.0.1:$port/small.txt" \
+            > "$raw/$n.perf-load.txt" 2>&1 &
+        sleep 2
+        perf record -q -F 10000 -C 0 -o "$raw/$n.perf.data" -- sleep 5 \
+            >/dev/null 2>&1 || true
+        wait
+        perf report -i "$raw/$n.perf.data" --no-children --sort dso,sym -q -n \
+            2>/dev/null > "$raw/$n.perf-symbols.txt" || true
+    done
+    profile=$(perf report -i "$raw/conntimes.perf.data" --no-children \
+                  --sort dso -q -g none 2>/dev/null \
               | awk '/mod_conntimes.so/ { print $1 }')
 fi
 
 shm=$(sed -n 's/.*CT0008: shared memory \([0-9]*\) bytes (\([^)]*\)).*/\1 bytes (\2)/p' \
       "$raw/conntimes/error_log" | head -1)
-lines=$(wc -l < "$raw/conntimes/access_log")
+lines=$(wc -l < "${BENCH_CT_LOGDIR:-$raw/conntimes}/conntimes.access_log")
 
 perl - "$raw" "$ROUNDS" "$DURATION" "$CONNS" "$shm" "$lines" "$profile" \
     > "$out" <<'PERL'
@@ -195,8 +216,13 @@ sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2]
 printf "mod_conntimes overhead: wrk -t1 -c%d -d%ds, 1 KB static file, event MPM,\n"
      . "%d interleaved rounds; server on CPU 0, wrk on CPU 1 when pinned.\n\n",
        $conns, $dur, $rounds;
-printf "module side: LogFormat %s%s\n\n", $ENV{BENCH_CT_FORMAT} || 'conntimes',
+printf "%s: LogFormat %s%s\n",
+       ($ENV{BENCH_CT_MODULE} // 1) ? 'module side' : 'second server, without the module',
+       $ENV{BENCH_CT_FORMAT} || 'conntimes',
        $ENV{BENCH_CT_EXTRA} ? ", with \"$ENV{BENCH_CT_EXTRA}\"" : '';
+printf "both servers: %s; access logs in %s\n\n",
+       $ENV{BENCH_CT_BOTH} ? "\"$ENV{BENCH_CT_BOTH}\"" : 'nothing added',
+       $ENV{BENCH_CT_LOGDIR} || 'the raw directory (same file system as the repository)';
 printf "%-10s %5s %12s %10s %10s %12s\n", 'server', 'round', 'req/s', 'p50 us',
        'p99 us', 'cpu us/req';
 for my $n (qw(plain conntimes)) {
@@ -227,6 +253,34 @@ printf "median per-round ratio %.4f (%+.2f%%), bootstrap 95%% interval %.4f .. %
        median(@pr), 100 * (median(@pr) - 1), $boot[49], $boot[1949];
 print "mod_conntimes.so in the server's CPU profile (perf, 5 s under load): ",
       ($profile || 'not measured (needs perf and root)'), "\n";
+# Per request: samples of each function over the requests that wrk counted
+# in the 5 s window (its rate times 5), in microseconds at 10,000 samples a
+# second.  Only where both profiles exist.
+my %per;
+for my $n (qw(plain conntimes)) {
+    open my $fh, '<', "$raw/$n.perf-symbols.txt" or last;
+    my ($rps) = do { local $/; open my $l, '<', "$raw/$n.perf-load.txt"
+                     or die; <$l> } =~ /Requests\/sec:\s+([\d.]+)/;
+    last unless $rps;
+    while (<$fh>) {
+        my ($samples, $dso, $sym) = /^\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(\S+)/
+            or next;
+        $per{"$dso $sym"}{$n} += $samples / 10000 / ($rps * 5) * 1e6;
+    }
+}
+if (keys %per) {
+    my %d = map { $_ => ($per{$_}{conntimes} // 0) - ($per{$_}{plain} // 0) }
+            keys %per;
+    my @k = sort { $d{$b} <=> $d{$a} } keys %d;
+    my ($tp, $tc) = (0, 0);
+    $tp += $per{$_}{plain} // 0, $tc += $per{$_}{conntimes} // 0 for keys %per;
+    printf "\nCPU 0 time per request in the profiles (idle included): plain "
+         . "%.2f us, conntimes %.2f us\n", $tp, $tc;
+    print "functions with the most more time per request on the module's server (us):\n";
+    printf "  %+.3f  %s\n", $d{$_}, $_ for @k[0 .. 14];
+    print "and the most less:\n";
+    printf "  %+.3f  %s\n", $d{$_}, $_ for reverse @k[-5 .. -1];
+}
 print "shared memory (defaults): $shm\n";
 print "access log lines written by the conntimes server: $lines\n";
 PERL
