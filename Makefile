@@ -168,6 +168,7 @@ bench:
 	@echo "bench/bgdeliver/run.sh [--quick]      background delivery vs stock Apache and nginx"
 	@echo "bench/dialup/run.sh                    mod_dialup vs Debian's mod_dialup, mod_ratelimit, nginx"
 	@echo "bench/conntimes/run.sh                 mod_conntimes overhead (wrk)"
+	@echo "bench/soak/run.sh [SECONDS] [MPM]      soak and failure test of the demo server"
 
 # A running demo server keeps its pid file and runtime files in build/demo.
 clean:
