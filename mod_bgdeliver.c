@@ -370,6 +370,7 @@ typedef enum {
 /* ---------------------------------------------------------- module state */
 
 static ap_filter_rec_t *bgd_capture_filter_handle;
+static ap_filter_rec_t *bgd_unmapped_filter_handle;
 static int bgd_mpm_can_waitio;          /* async engine available */
 static int bgd_max_deliveries = BGD_UNSET;  /* BgDeliverMaxDeliveries */
 static int bgd_max_wakeups = BGD_UNSET;     /* BgDeliverMaxWakeups */
@@ -1562,6 +1563,26 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return APR_SUCCESS;
 }
 
+/* Where BgDeliver is on but a response goes out the ordinary way (an MPM
+ * that cannot wait for us, HTTP/2, a cap with BgDeliverOverflow fallback),
+ * its files are read, not mapped, as in a background delivery.  From a
+ * mapping of a file truncated meanwhile the core sends the zeros of the
+ * last page as if they were content, and a filter that reads the mapping
+ * itself (mod_ssl) gets SIGBUS past the new end; a read stops there, and
+ * the core aborts the response. */
+static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    apr_bucket *b;
+
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        if (APR_BUCKET_IS_FILE(b)) {
+            apr_bucket_file_enable_mmap(b, 0);
+        }
+    }
+    return ap_pass_brigade(f->next, bb);
+}
+
 /* --------------------------------------------------------------- pacing */
 
 /* How many wire bytes pacing allows now; sets job->next_tick when the
@@ -2725,6 +2746,8 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
         return HTTP_SERVICE_UNAVAILABLE;
     }
     bgd_count(&bgd_table->fallbacks, 1);
+    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
+                                r->connection);
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   "BGD003: %s reached for %s; delivering in the foreground "
                   "(BgDeliverOverflow fallback)", why, r->useragent_ip);
@@ -2774,6 +2797,8 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     if (!async && !timed) {
         if (job->requested || job->conf->enabled == 1) {
             bgd_count(&bgd_table->fallbacks, 1);
+            ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
+                                        r->connection);
         }
         return DECLINED;
     }
@@ -3950,6 +3975,9 @@ static void bgd_register_hooks(apr_pool_t *p)
      * the connection filters: it sees the bytes the client will get. */
     bgd_capture_filter_handle = ap_register_output_filter(
         "BGDELIVER", bgd_capture_filter, NULL, AP_FTYPE_TRANSCODE + 5);
+    bgd_unmapped_filter_handle = ap_register_output_filter(
+        "BGDELIVER_UNMAPPED", bgd_unmapped_filter, NULL,
+        AP_FTYPE_TRANSCODE + 5);
 
     BGD_REGISTER_FN(bgdeliver_request_background,
                     bgd_api_request_background);
