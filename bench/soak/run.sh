@@ -37,12 +37,15 @@ https_port=$(free_port)
 while [ "$https_port" = "$port" ]; do https_port=$(free_port); done
 
 # The demo's configuration, with what the soak wants to exercise as well:
-# connections spread over two engine threads in each child.
+# connections spread over two engine threads in each child, and a bounded
+# socket send buffer (on loopback the kernel grows it to megabytes), so
+# that a delivery lasts as long as its client reads, as over a network.
 {
     cat t/demo/httpd.conf.in
     echo
     echo "# bench/soak/run.sh"
     echo "BgDeliverEngineThreads 2"
+    echo "SendBufferSize 131072"
 } > "$template"
 
 stop() {
@@ -55,5 +58,6 @@ DEMO_DIR=$demo DEMO_TEMPLATE=$template \
 echo "soak: $seconds s against $httpd ($mpm) on 127.0.0.1:$port and :$https_port${BGD_SANITIZE_PRELOAD:+, sanitizer runtime preloaded}"
 rc=0
 python3 bench/soak/soak.py --pid "$(cat "$demo/run/httpd.pid")" --demo "$demo" \
-    --port "$port" --https-port "$https_port" --seconds "$seconds" || rc=$?
+    --port "$port" --https-port "$https_port" --seconds "$seconds" \
+    --mpm "$mpm" || rc=$?
 exit $rc

@@ -8,8 +8,9 @@
 # real clients do to background deliveries -- full and ranged downloads
 # checked byte for byte, aborts at random points (FIN and RST), slow
 # readers, pipelined keep-alive requests, conditional requests, chunked CGI
-# output, paced (dial-up) downloads, the status pages -- over HTTP and
-# HTTPS, while the server is gracefully restarted now and then.  Then it
+# output, paced (dial-up) downloads, the status pages, downloads of a file
+# that is truncated or replaced under them -- over HTTP and HTTPS, while
+# the server is gracefully restarted now and then.  Then it
 # lets the server go idle and checks what must hold afterwards: no client
 # saw a wrong byte or an unexpected answer, no delivery is left in flight,
 # the delivery counters add up, no socket waits in CLOSE-WAIT, the
@@ -17,7 +18,7 @@
 # started, and the error log has no crash and no sanitizer report.
 #
 #   soak.py --pid PID --demo DIR --port P --https-port Q [--seconds N]
-#           [--threads N] [--restarts N] [--seed N]
+#           [--threads N] [--restarts N] [--seed N] [--mpm NAME]
 #
 # Exit status 0 when every check passed.  Prints one line per check.
 
@@ -66,6 +67,10 @@ class Soak:
         self.stop_at = 0.0
         self.etag = None
         self.round = 0
+        self.churn_path = os.path.join(args.demo, "big", "churn.bin")
+        self.churn_version = 0
+        self.churned = {"replaced": 0, "truncated": 0}
+        self.churn_outcome = {"complete": 0, "stopped": 0}
         self.kept_alive_closed = {1: 0, 2: 0}
 
     # ------------------------------------------------------------ sockets
@@ -246,6 +251,19 @@ class Soak:
             time.sleep(rng.uniform(0.01, 0.05))
         s.close()
 
+    def closed_between(self, r):
+        """Whether the connection closed before the next answer: prefork
+        and worker do so between two requests at a graceful restart,
+        pipelined ones included (a client sends those again)."""
+        try:
+            if not r.buf:
+                r.fill()
+            return False
+        except (Failure, ConnectionResetError, ssl.SSLError):
+            with self.lock:
+                self.kept_alive_closed[self.round] += 1
+            return True
+
     def pipeline(self, rng, https):
         """Three requests in one write, answered in order on one connection."""
         s = self.connect(https)
@@ -259,10 +277,14 @@ class Soak:
             status, hdrs = r.head()
             if status != 206 or r.body(hdrs) != self.big[first:first + 100000]:
                 raise Failure("pipeline: first answer wrong (%d)" % status)
+            if self.closed_between(r):
+                return
             status, hdrs = r.head()
             if status != 200 or int(hdrs.get("content-length", -1)) != self.big_size:
                 raise Failure("pipeline: HEAD answer wrong (%d)" % status)
             r.body(hdrs, "HEAD")
+            if self.closed_between(r):
+                return
             status, hdrs = r.head()
             if status != 200 or b"<" not in r.body(hdrs):
                 raise Failure("pipeline: third answer wrong (%d)" % status)
@@ -335,9 +357,100 @@ class Soak:
         finally:
             s.close()
 
+    # A file that changes under its deliveries.  Version k is made of
+    # 16-byte units "kkkkk:jjjjjjjjj\n", j the unit's index in the file, so
+    # any byte that a client gets tells which version and which offset it
+    # comes from.  A version is replaced by a rename (the deliveries under
+    # way keep the old file and must finish it) or truncated in place (they
+    # must stop: the connection is closed before the announced length).
+    UNIT = 16
+
+    def churn_write(self):
+        self.churn_version += 1
+        units = random.Random(self.churn_version).randint(1 << 16, 3 << 16)
+        tmp = self.churn_path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(b"".join(b"%05d:%09d\n" % (self.churn_version % 100000, j)
+                             for j in range(units)))
+        os.rename(tmp, self.churn_path)
+
+    def churn(self):
+        rng = random.Random(self.a.seed)
+        while time.time() < self.stop_at:
+            time.sleep(rng.uniform(0.05, 0.2))
+            if rng.random() < 0.5:
+                self.churn_write()
+                self.churned["replaced"] += 1
+            else:
+                size = os.path.getsize(self.churn_path)
+                os.truncate(self.churn_path, rng.randrange(size))
+                self.churned["truncated"] += 1
+
+    def churn_check(self, data, offset):
+        """The bytes got from `offset` on must all come from one version,
+        each at its own offset."""
+        u = self.UNIT
+        skip = -offset % u
+        data, first = data[skip:], (offset + skip) // u
+        version = None
+        for i in range(0, len(data), u):
+            unit = data[i:i + u]
+            if version is None:
+                version = unit[:5]
+            want = b"%s:%09d\n" % (version, first + i // u)
+            if unit != want[:len(unit)]:
+                raise Failure("changing file: got %r at offset %d, expected %r"
+                              % (unit, offset + skip + i, want[:len(unit)]))
+
+    def churn_download(self, rng, https):
+        # A small receive buffer, and the server's send buffer is bounded
+        # (run.sh): the delivery lasts as long as the client reads.
+        s = self.connect(https, rcvbuf=16384)
+        try:
+            offset, headers = 0, []
+            if rng.random() < 0.3:
+                offset = rng.randrange(1 << 20)
+                headers = ["Range: bytes=%d-" % offset]
+            s.sendall(self.request("/big/churn.bin", headers=headers))
+            r = self.Reader(s)
+            try:
+                status, hdrs = r.head()
+            except (Failure, ConnectionResetError, ssl.SSLError):
+                # Changed before the first byte of the answer went out:
+                # the server closes without one (and logs BGD007).
+                with self.lock:
+                    self.churn_outcome["stopped"] += 1
+                return
+            if status == 416:
+                return
+            if status not in (200, 206):
+                raise Failure("changing file: status %d" % status)
+            length, got = int(hdrs["content-length"]), []
+            n = 0
+            while n < length:
+                if not r.buf:
+                    try:
+                        d = s.recv(65536)
+                    except (ConnectionResetError, ssl.SSLError):
+                        d = b""
+                    if not d:
+                        break           # stopped: the file changed
+                    r.buf = d
+                d, r.buf = r.buf[:length - n], r.buf[length - n:]
+                got.append(d)
+                n += len(d)
+                if rng.random() < 0.3:
+                    time.sleep(0.002)
+            self.churn_check(b"".join(got), offset)
+            with self.lock:
+                self.churn_outcome["complete" if n == length else "stopped"] += 1
+        finally:
+            s.close()
+
     BEHAVIOURS = [("big_full", 1), ("big_ranges", 6), ("big_abort", 6),
                   ("slow_reader", 4), ("pipeline", 4), ("conditional", 2),
-                  ("cgi", 3), ("dialup", 2), ("status", 1)]
+                  ("cgi", 3), ("dialup", 2), ("status", 1),
+                  ("churn_download", 4)]
 
     # ------------------------------------------------------------ driver
 
@@ -398,6 +511,7 @@ class Soak:
                       for i in range(restarts)]
         threads = [threading.Thread(target=self.client, args=(n,), daemon=True)
                    for n in range(self.a.threads)]
+        threads.append(threading.Thread(target=self.churn, daemon=True))
         for t in threads:
             t.start()
         while time.time() < self.stop_at:
@@ -432,7 +546,10 @@ class Soak:
         self.cgi_sha = {mb: self.cgi_expected(mb) for mb in (1, 2, 3)}
         log = os.path.join(a.demo, "logs", "error_log")
         log_start = os.path.getsize(log)
+        access = os.path.join(a.demo, "logs", "access_log")
+        access_start = os.path.getsize(access)
         totals0 = self.bgd_totals()
+        self.churn_write()
         ok = True
 
         def check(what, good, detail=""):
@@ -458,6 +575,10 @@ class Soak:
                   "; first: " + "; ".join(self.failures[:5]) if self.failures else ""))
         for key in sorted(self.counts):
             print("     %-22s %6d ok %4d failed" % (key, *self.counts[key]))
+        print("     changing file: %d replaced, %d truncated; downloads of it "
+              "%d complete, %d stopped short, all bytes from one version"
+              % (self.churned["replaced"], self.churned["truncated"],
+                 self.churn_outcome["complete"], self.churn_outcome["stopped"]))
 
         check("no background delivery left in flight", t["in_flight"] == 0,
               "%d" % t["in_flight"])
@@ -498,6 +619,28 @@ class Soak:
             tags[m.group(1)] = tags.get(m.group(1), 0) + 1
         print("     log tags seen: %s" % (", ".join(
             "%s %d" % kv for kv in sorted(tags.items())) or "none"))
+        # Only the changing file makes the server stop a response, and
+        # the clients never leave one of its downloads early: in the
+        # background, each stop is logged as changed (BGD007) and as an
+        # aborted connection (%X of the demo's LogFormat).  In the
+        # foreground (worker, prefork) the core stops the response without
+        # a word in the error log, and marks only some as aborted.
+        with open(access, "rb") as f:
+            f.seek(access_start)
+            lines = f.read().decode("latin-1").splitlines()
+        aborted = sum(1 for l in lines
+                      if "/big/churn.bin " in l and l.endswith(" X"))
+        stopped = self.churn_outcome["stopped"]
+        if a.mpm == "event":
+            check("every download of the changing file that stopped short "
+                  "is logged as changed (BGD007) and aborted (X), no other",
+                  stopped == tags.get("BGD007", 0) == aborted,
+                  "%d stopped, %d BGD007, %d X" % (stopped,
+                                                   tags.get("BGD007", 0),
+                                                   aborted))
+        else:
+            print("     changing file, in the foreground: %d stopped short, "
+                  "%d logged as aborted (X) by the core" % (stopped, aborted))
         return ok
 
 
@@ -511,6 +654,7 @@ def main():
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--restarts", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--mpm", default="event")
     sys.exit(0 if Soak(p.parse_args()).run() else 1)
 
 
