@@ -14,7 +14,8 @@ use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file http_connect http_send read_response fd_count
                  close_wait_count wait_until server_pids log_mark
-                 error_log_since access_log_lines mpm_name bgd_status);
+                 error_log_since access_log_lines mpm_name bgd_status
+                 read_truncating);
 
 my $mpm = mpm_name();
 plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
@@ -81,14 +82,8 @@ ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 
     my $mark = log_mark();
     my $s = http_connect(rcvbuf => 4096);
     http_send($s, 'GET', '/bgdeliver/files/shrink.bin');
-    my $truncated = 0;
-    my $res = read_response($s, rate => 300_000, chunk => 4096, timeout => 10,
-        on_progress => sub {
-            if (!$truncated && $_[0] > 200_000) {
-                truncate $path, 300_000;
-                $truncated = 1;
-            }
-        });
+    my $res = read_truncating($s, $path, 200_000, 300_000,
+                              rate => 300_000, chunk => 4096, timeout => 10);
     ok t_cmp($res->{complete} ? 1 : 0, 0, 'truncated file: response is incomplete');
     my $got = $res->{body};
     ok t_cmp(substr($orig, 0, length $got) eq $got ? 1 : 0, 1,

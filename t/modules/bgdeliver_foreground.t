@@ -14,7 +14,7 @@ use warnings FATAL => 'all';
 use Apache::Test;
 use Apache::TestUtil;
 use Bgd::Test qw(gen_file http_connect http_send read_response mpm_name
-                 bgd_status);
+                 bgd_status read_truncating);
 
 my $mpm = mpm_name();
 plan tests => 3, need_module('mod_bgdeliver.c');
@@ -40,15 +40,9 @@ if ($mpm eq 'event') {
 
 my $s = http_connect(rcvbuf => 4096, @vhost);
 http_send($s, 'GET', $uri);
-my $truncated = 0;
-# 1,000,001 bytes: the new end falls inside a page of the mapping.
-my $res = read_response($s, rate => 400_000, chunk => 4096, timeout => 20,
-    on_progress => sub {
-        if (!$truncated && $_[0] > 100_000) {
-            truncate $path, 1_000_001;
-            $truncated = 1;
-        }
-    });
+# To 1,000,001 bytes: the new end falls inside a page of the mapping.
+my $res = read_truncating($s, $path, 100_000, 1_000_001,
+                          rate => 400_000, chunk => 4096, timeout => 20);
 close $_ for @hold;
 t_debug("status $res->{status}, " . length($res->{body}) . " body bytes");
 

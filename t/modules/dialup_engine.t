@@ -22,7 +22,7 @@ use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(parallel_requests gen_file mpm_name wait_until http_connect
                  http_send read_response docroot log_mark
-                 error_log_since bgd_status visits_logged);
+                 error_log_since bgd_status visits_logged read_truncating);
 
 plan tests => 22, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_logio.c'),
@@ -112,13 +112,7 @@ for my $scope (qw(t1 t1sf)) {
     my $mark = log_mark();
     my $s = http_connect();
     http_send($s, 'GET', "/dialup/$scope/engine-shrink-$scope.bin");
-    my $truncated = 0;
-    my $r = read_response($s, timeout => 10, on_progress => sub {
-        if (!$truncated && $_[0] > 50000) {
-            truncate $path, 100000;
-            $truncated = 1;
-        }
-    });
+    my $r = read_truncating($s, $path, 50000, 100000, timeout => 10);
     my $got = $r->{body} // '';
     ok t_cmp(!$r->{complete} && length($got) < 300000 ? 1 : 0, 1,
              "truncated file ($how): response incomplete ("

@@ -556,6 +556,21 @@ sub wait_until {
 # The status, %O and worker visits (note bgdeliver-visits) that visits_log
 # (t/conf/httpd.conf.in) has for the last request whose query was $query;
 # -1 for what is not there within 5 s.
+# Read one response (options as for read_response()) and truncate the file
+# at $path to $to bytes once more than $after body bytes have arrived: a
+# file that shrinks under its delivery.
+push @EXPORT_OK, qw(read_truncating);
+sub read_truncating {
+    my ($s, $path, $after, $to, %o) = @_;
+    my $truncated = 0;
+    return read_response($s, %o, on_progress => sub {
+        if (!$truncated && $_[0] > $after) {
+            truncate $path, $to;
+            $truncated = 1;
+        }
+    });
+}
+
 push @EXPORT_OK, qw(visits_logged);
 sub visits_logged {
     my ($query) = @_;
