@@ -2712,6 +2712,16 @@ static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
     }
 }
 
+/* r goes out the ordinary way although BgDeliver would take it: counted
+ * as a fallback, and its files read rather than mapped (see
+ * bgd_unmapped_filter()). */
+static void bgd_fallback(request_rec *r)
+{
+    bgd_count(&bgd_table->fallbacks, 1);
+    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
+                                r->connection);
+}
+
 /* Can the MPM drive this request's delivery for us? */
 static int bgd_async_possible(request_rec *r)
 {
@@ -2745,9 +2755,7 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
         }
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    bgd_count(&bgd_table->fallbacks, 1);
-    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
-                                r->connection);
+    bgd_fallback(r);
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   "BGD003: %s reached for %s; delivering in the foreground "
                   "(BgDeliverOverflow fallback)", why, r->useragent_ip);
@@ -2796,9 +2804,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 
     if (!async && !timed) {
         if (job->requested || job->conf->enabled == 1) {
-            bgd_count(&bgd_table->fallbacks, 1);
-            ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
-                                        r->connection);
+            bgd_fallback(r);
         }
         return DECLINED;
     }
