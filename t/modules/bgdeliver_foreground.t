@@ -21,7 +21,8 @@ plan tests => 3, need_module('mod_bgdeliver.c');
 
 my $path = gen_file('bgdeliver/files/fg-shrink.bin', 3_500_000);
 my $orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
-my ($uri, @vhost, @hold) = ('/bgdeliver/files/fg-shrink.bin');
+my $uri = '/bgdeliver/files/fg-shrink.bin';
+my (@vhost, @hold);
 my $fallbacks = bgd_status()->{BgDeliverFallbacks};
 if ($mpm eq 'event') {
     # Two deliveries of this client in flight fill bgd_caps' per-client
