@@ -1563,21 +1563,133 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return APR_SUCCESS;
 }
 
+/*
+ * A file bucket whose reads notice that the file ended early.  APR's file
+ * bucket returns APR_EOF from a read that finds the file shorter than the
+ * bucket.  The core then aborts the connection without a word; mod_ssl
+ * ends the response there and keeps the connection alive, so an HTTPS
+ * client waits for the missing bytes until KeepAliveTimeout, and the
+ * access log calls the response complete.  This type reads through the
+ * file bucket's own code (so it shares its data, split, copy and setaside)
+ * and, when the file ends early, logs BGD026 and aborts the connection.
+ * The remainder that APR inserts after each read is typed as ours again.
+ */
+typedef struct {
+    apr_bucket_file file;   /* first: apr_bucket_type_file's code uses it */
+    conn_rec *c;
+} bgd_checked_file_t;
+
+static const apr_bucket_type_t bgd_bucket_type_checked_file;
+
+static void bgd_checked_file_destroy(void *data)
+{
+    apr_bucket_type_file.destroy(data);
+}
+
+static apr_status_t bgd_checked_file_setaside(apr_bucket *b, apr_pool_t *p)
+{
+    return apr_bucket_type_file.setaside(b, p);
+}
+
+static apr_status_t bgd_checked_file_read(apr_bucket *b, const char **str,
+                                          apr_size_t *len,
+                                          apr_read_type_e block)
+{
+    bgd_checked_file_t *cf = b->data;
+    conn_rec *c = cf->c;
+    apr_off_t offset = b->start;
+    apr_size_t want = b->length;
+    const char *fname = NULL;
+    apr_status_t rv;
+
+    /* The read may free cf (no remainder): take what the log needs now. */
+    apr_file_name_get(&fname, cf->file.fd);
+    rv = apr_bucket_type_file.read(b, str, len, block);
+    if (rv == APR_SUCCESS) {
+        apr_bucket *rest = APR_BUCKET_NEXT(b);
+
+        if (*len == want) {
+            return APR_SUCCESS;
+        }
+        if (*len > 0 && rest->type == &apr_bucket_type_file
+            && rest->data == cf) {
+            rest->type = &bgd_bucket_type_checked_file;
+            return APR_SUCCESS;
+        }
+    }
+    else if (rv != APR_EOF) {
+        return rv;
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c,
+                  "BGD026: %s changed during delivery: it has no byte at "
+                  "offset %" APR_OFF_T_FMT ", the response needs %"
+                  APR_OFF_T_FMT "; aborting the connection",
+                  fname ? fname : "a file", offset, offset + (apr_off_t)want);
+    c->aborted = 1;
+    return APR_EOF;
+}
+
+static const apr_bucket_type_t bgd_bucket_type_checked_file = {
+    "BGDELIVER_FILE", 5, APR_BUCKET_DATA,
+    bgd_checked_file_destroy,
+    bgd_checked_file_read,
+    bgd_checked_file_setaside,
+    apr_bucket_shared_split,
+    apr_bucket_shared_copy
+};
+
+/* Make b, a file bucket, one whose reads are checked. */
+static void bgd_check_file_reads(apr_bucket *b, conn_rec *c)
+{
+    apr_bucket_file *a = b->data;
+    bgd_checked_file_t *cf = apr_bucket_alloc(sizeof(*cf), b->list);
+
+    cf->file.fd = a->fd;
+    cf->file.readpool = a->readpool;
+    cf->file.can_mmap = 0;
+    cf->file.read_size = a->read_size;
+    cf->c = c;
+    /* a may be shared with other buckets (byte ranges): drop b's hold. */
+    apr_bucket_type_file.destroy(a);
+    apr_bucket_shared_make(b, cf, b->start, b->length);
+    b->type = &bgd_bucket_type_checked_file;
+}
+
 /* Where BgDeliver is on but a response goes out the ordinary way (an MPM
  * that cannot wait for us, HTTP/2, a cap with BgDeliverOverflow fallback),
  * its files are read, not mapped, as in a background delivery.  From a
  * mapping of a file truncated meanwhile the core sends the zeros of the
  * last page as if they were content, and a filter that reads the mapping
- * itself (mod_ssl) gets SIGBUS past the new end; a read stops there, and
- * the core aborts the response. */
+ * itself (mod_ssl) gets SIGBUS past the new end; a read stops there.
+ *
+ * The plain-HTTP core aborts the connection when a file reads short, but
+ * logs nothing; mod_ssl does not even abort (see bgd_checked_file_read()).
+ * Reads are checked where the file is read in user space anyway and our
+ * bucket type does not change how the core writes it: over TLS, and with
+ * an MPM that writes in the worker, when sendfile is off.  Not on the
+ * event MPM over plain HTTP, where the core sets FILE buckets aside for
+ * write completion but would write any other bucket before the worker is
+ * free, nor where sendfile carries the file.  HTTP/2 streams are left to
+ * mod_http2. */
 static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
+    conn_rec *c = f->c;
+    int tls = !c->master && ap_ssl_conn_is_ssl(c);
+    int sync_plain = !c->master && !tls && !bgd_mpm_can_waitio;
     apr_bucket *b;
 
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
          b = APR_BUCKET_NEXT(b)) {
-        if (APR_BUCKET_IS_FILE(b)) {
-            apr_bucket_file_enable_mmap(b, 0);
+        apr_file_t *fd;
+
+        if (!APR_BUCKET_IS_FILE(b)) {
+            continue;
+        }
+        apr_bucket_file_enable_mmap(b, 0);
+        fd = ((apr_bucket_file *)b->data)->fd;
+        if (tls || (sync_plain
+                    && !(apr_file_flags_get(fd) & APR_SENDFILE_ENABLED))) {
+            bgd_check_file_reads(b, c);
         }
     }
     return ap_pass_brigade(f->next, bb);

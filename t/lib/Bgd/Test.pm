@@ -137,7 +137,7 @@ sub read_response {
     my $chunk = $o{chunk} || 16384;
     my $buf = delete(${*$s}{bgd_carry}) // '';
     my $t0 = time;
-    my ($t_first, $eof);
+    my ($t_first, $t_last, $eof);
     my $sel = IO::Select->new($s);
     my $total_read = 0;
 
@@ -160,6 +160,7 @@ sub read_response {
             }
             if ($n == 0) { $eof = 1; return 0; }
             $t_first ||= time;
+            $t_last = time;
             $total_read += $n;
             $buf .= $data;
             $Bgd::Test::raw .= $data if defined $Bgd::Test::raw;
@@ -233,7 +234,7 @@ sub read_response {
     return {
         status => $status, proto => $proto, headers => \%hdr,
         header_list => \@hdr, body => $body, complete => $complete,
-        t_start => $t0, t_first => $t_first, t_end => time,
+        t_start => $t0, t_first => $t_first, t_last => $t_last, t_end => time,
         header_bytes => $header_bytes, leftover => $buf, eof => $eof,
     };
 }
