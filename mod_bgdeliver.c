@@ -86,6 +86,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/ioctl.h>
 #if defined(__linux__)
 #include <linux/sockios.h>
@@ -1655,6 +1656,37 @@ static void bgd_check_file_reads(apr_bucket *b, conn_rec *c)
     b->type = &bgd_bucket_type_checked_file;
 }
 
+/* A fallback's file that the core writes itself (event over plain HTTP,
+ * or sendfile): what it must still hold when the response ends. */
+typedef struct {
+    conn_rec *c;
+    const char *filename;
+    apr_ino_t inode;
+    apr_dev_t device;
+    apr_off_t end;              /* the response needs bytes up to here */
+} bgd_core_file_t;
+
+/* r->pool cleanup, after the access log line.  The core aborts such a
+ * response when the file ends early, without a word; if the connection
+ * was aborted and the file (the same one) is now too short, say why.  One
+ * stat(2), for aborted responses only. */
+static apr_status_t bgd_core_file_check(void *data)
+{
+    bgd_core_file_t *cf = data;
+    struct stat st;
+
+    if (cf->c->aborted && stat(cf->filename, &st) == 0
+        && st.st_ino == cf->inode && st.st_dev == cf->device
+        && st.st_size < cf->end) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, cf->c,
+                      "BGD026: %s changed during delivery: it now ends at "
+                      "offset %" APR_OFF_T_FMT ", the response needed %"
+                      APR_OFF_T_FMT "; the connection was aborted",
+                      cf->filename, (apr_off_t)st.st_size, cf->end);
+    }
+    return APR_SUCCESS;
+}
+
 /* Where BgDeliver is on but a response goes out the ordinary way (an MPM
  * that cannot wait for us, HTTP/2, a cap with BgDeliverOverflow fallback),
  * its files are read, not mapped, as in a background delivery.  From a
@@ -1669,18 +1701,22 @@ static void bgd_check_file_reads(apr_bucket *b, conn_rec *c)
  * an MPM that writes in the worker, when sendfile is off.  Not on the
  * event MPM over plain HTTP, where the core sets FILE buckets aside for
  * write completion but would write any other bucket before the worker is
- * free, nor where sendfile carries the file.  HTTP/2 streams are left to
- * mod_http2. */
+ * free, nor where sendfile carries the file: for the served file, those
+ * are checked when the response ends (bgd_core_file_check()).  HTTP/2
+ * streams are left to mod_http2. */
 static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
+    request_rec *r = f->r;
     conn_rec *c = f->c;
     int tls = !c->master && ap_ssl_conn_is_ssl(c);
     int sync_plain = !c->master && !tls && !bgd_mpm_can_waitio;
+    bgd_core_file_t *cf = f->ctx;
     apr_bucket *b;
 
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
          b = APR_BUCKET_NEXT(b)) {
         apr_file_t *fd;
+        const char *name = NULL;
 
         if (!APR_BUCKET_IS_FILE(b)) {
             continue;
@@ -1690,6 +1726,25 @@ static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         if (tls || (sync_plain
                     && !(apr_file_flags_get(fd) & APR_SENDFILE_ENABLED))) {
             bgd_check_file_reads(b, c);
+            continue;
+        }
+        if (c->master || r->finfo.filetype != APR_REG || !r->filename
+            || (r->finfo.valid & APR_FINFO_IDENT) != APR_FINFO_IDENT
+            || apr_file_name_get(&name, fd) != APR_SUCCESS
+            || strcmp(name, r->filename) != 0) {
+            continue;
+        }
+        if (!cf) {
+            f->ctx = cf = apr_pcalloc(r->pool, sizeof(*cf));
+            cf->c = c;
+            cf->filename = r->filename;
+            cf->inode = r->finfo.inode;
+            cf->device = r->finfo.device;
+            apr_pool_cleanup_register(r->pool, cf, bgd_core_file_check,
+                                      apr_pool_cleanup_null);
+        }
+        if (b->start + (apr_off_t)b->length > cf->end) {
+            cf->end = b->start + (apr_off_t)b->length;
         }
     }
     return ap_pass_brigade(f->next, bb);
