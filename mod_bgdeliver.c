@@ -1672,17 +1672,17 @@ typedef struct {
  * stat(2), for aborted responses only. */
 static apr_status_t bgd_core_file_check(void *data)
 {
-    bgd_core_file_t *cf = data;
+    bgd_core_file_t *watched = data;
     struct stat st;
 
-    if (cf->c->aborted && stat(cf->filename, &st) == 0
-        && st.st_ino == cf->inode && st.st_dev == cf->device
-        && st.st_size < cf->end) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, cf->c,
+    if (watched->c->aborted && stat(watched->filename, &st) == 0
+        && st.st_ino == watched->inode && st.st_dev == watched->device
+        && st.st_size < watched->end) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, watched->c,
                       "BGD026: %s changed during delivery: it now ends at "
                       "offset %" APR_OFF_T_FMT ", the response needed %"
                       APR_OFF_T_FMT "; the connection was aborted",
-                      cf->filename, (apr_off_t)st.st_size, cf->end);
+                      watched->filename, (apr_off_t)st.st_size, watched->end);
     }
     return APR_SUCCESS;
 }
@@ -1710,7 +1710,7 @@ static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     conn_rec *c = f->c;
     int tls = !c->master && ap_ssl_conn_is_ssl(c);
     int sync_plain = !c->master && !tls && !bgd_mpm_can_waitio;
-    bgd_core_file_t *cf = f->ctx;
+    bgd_core_file_t *watched = f->ctx;
     apr_bucket *b;
 
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
@@ -1734,17 +1734,17 @@ static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             || strcmp(name, r->filename) != 0) {
             continue;
         }
-        if (!cf) {
-            f->ctx = cf = apr_pcalloc(r->pool, sizeof(*cf));
-            cf->c = c;
-            cf->filename = r->filename;
-            cf->inode = r->finfo.inode;
-            cf->device = r->finfo.device;
-            apr_pool_cleanup_register(r->pool, cf, bgd_core_file_check,
+        if (!watched) {
+            f->ctx = watched = apr_pcalloc(r->pool, sizeof(*watched));
+            watched->c = c;
+            watched->filename = r->filename;
+            watched->inode = r->finfo.inode;
+            watched->device = r->finfo.device;
+            apr_pool_cleanup_register(r->pool, watched, bgd_core_file_check,
                                       apr_pool_cleanup_null);
         }
-        if (b->start + (apr_off_t)b->length > cf->end) {
-            cf->end = b->start + (apr_off_t)b->length;
+        if (b->start + (apr_off_t)b->length > watched->end) {
+            watched->end = b->start + (apr_off_t)b->length;
         }
     }
     return ap_pass_brigade(f->next, bb);
