@@ -554,9 +554,6 @@ sub wait_until {
     return $cond->();
 }
 
-# The status, %O and worker visits (note bgdeliver-visits) that visits_log
-# (t/conf/httpd.conf.in) has for the last request whose query was $query;
-# -1 for what is not there within 5 s.
 # Read one response (options as for read_response()) and truncate the file
 # at $path to $to bytes once more than $after body bytes have arrived: a
 # file that shrinks under its delivery.
@@ -572,6 +569,9 @@ sub read_truncating {
     });
 }
 
+# The status, %O and worker visits (note bgdeliver-visits) that visits_log
+# (t/conf/httpd.conf.in) has for the last request whose query was $query;
+# -1 for what is not there within 5 s.
 push @EXPORT_OK, qw(visits_logged);
 sub visits_logged {
     my ($query) = @_;
