@@ -1679,7 +1679,7 @@ static apr_status_t bgd_core_file_check(void *data)
         && st.st_ino == watched->inode && st.st_dev == watched->device
         && st.st_size < watched->end) {
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, watched->c,
-                      "BGD026: %s changed during delivery: it now ends at "
+                      "BGD027: %s changed during delivery: it now ends at "
                       "offset %" APR_OFF_T_FMT ", the response needed %"
                       APR_OFF_T_FMT "; the connection was aborted",
                       watched->filename, (apr_off_t)st.st_size, watched->end);
@@ -1702,7 +1702,7 @@ static apr_status_t bgd_core_file_check(void *data)
  * event MPM over plain HTTP, where the core sets FILE buckets aside for
  * write completion but would write any other bucket before the worker is
  * free, nor where sendfile carries the file: for the served file, those
- * are checked when the response ends (bgd_core_file_check()).  HTTP/2
+ * are checked when the response ends (bgd_core_file_check(), BGD027).  HTTP/2
  * streams are left to mod_http2. */
 static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
