@@ -103,7 +103,7 @@ module AP_MODULE_DECLARE_DATA conntimes_module;
 #define CONNTIMES_FILTER_OUT     "CONNTIMES_OUT"
 #define CONNTIMES_RETAINED_KEY   "mod_conntimes-retained"
 #define CONNTIMES_SHM_MAGIC      0x43544d31u   /* "CTM1" */
-#define CONNTIMES_LAYOUT_VERSION 3u
+#define CONNTIMES_LAYOUT_VERSION 4u
 #define CONNTIMES_NICKNAME       "conntimes"
 
 /* Phases, in the order every output lists them. */
@@ -178,9 +178,14 @@ typedef struct {
     apr_uint64_t bucket[CT_NBUCKET];
 } conntimes_hist_t;
 
+/* Sources of arrival times, by conntimes_arrival_e.  They are counted in
+ * the stripes with the phases: one counter in the header would be written
+ * by every request on every CPU, and the header is read by all of them. */
+#define CT_NARRIVAL 3
+
 typedef struct {
     apr_uint64_t count;                 /* by readers, see conntimes_agg_sum */
-    apr_uint64_t spare;
+    apr_uint64_t arrivals[CT_NARRIVAL];
     conntimes_hist_t phase[CT_NPHASE];
 } conntimes_agg_t;
 
@@ -236,7 +241,6 @@ typedef struct {
     volatile apr_uint32_t suspended;
     volatile apr_uint32_t slow_next;
     volatile apr_uint32_t series_lock;
-    volatile apr_uint64_t arrivals[3];  /* by conntimes_arrival_e */
     char token[40];
 } conntimes_shm_hdr_t;
 
@@ -365,7 +369,8 @@ static apr_size_t conntimes_bucket_of(apr_uint64_t us)
     return lo;
 }
 
-static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us)
+static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us,
+                              int arrival)
 {
     int i;
 
@@ -375,6 +380,7 @@ static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us)
         conntimes_max64(&h->max, us[i]);
         apr_atomic_add64(&h->bucket[conntimes_bucket_of(us[i])], 1);
     }
+    apr_atomic_inc64(&agg->arrivals[arrival]);
 }
 
 /* Readers sum stripes with plain atomic reads: a request being recorded
@@ -386,6 +392,9 @@ static void conntimes_agg_sum(conntimes_agg_t *into, conntimes_agg_t *from)
     int i;
     apr_size_t b;
 
+    for (i = 0; i < CT_NARRIVAL; i++) {
+        into->arrivals[i] += apr_atomic_read64(&from->arrivals[i]);
+    }
     for (i = 0; i < CT_NPHASE; i++) {
         conntimes_hist_t *d = &into->phase[i], *s = &from->phase[i];
         apr_uint64_t m = apr_atomic_read64(&s->max);
@@ -668,6 +677,9 @@ static void conntimes_agg_diff(conntimes_agg_t *d, const conntimes_agg_t *to,
     apr_size_t b;
 
     d->count = to->count - from->count;
+    for (i = 0; i < CT_NARRIVAL; i++) {
+        d->arrivals[i] = to->arrivals[i] - from->arrivals[i];
+    }
     for (i = 0; i < CT_NPHASE; i++) {
         d->phase[i].sum = to->phase[i].sum - from->phase[i].sum;
         d->phase[i].max = 0;
@@ -789,11 +801,11 @@ static void conntimes_record(request_rec *r, conntimes_req_t *rs)
     conntimes_series_turn(m, conntimes_interval_of(m, rs->logged));
     slot = conntimes_handler_slot(m, rs->handler ? rs->handler
                                                  : CT_NO_HANDLER);
-    conntimes_agg_add(conntimes_agg_at(m, conntimes_stripe(m), cls, slot), us);
+    conntimes_agg_add(conntimes_agg_at(m, conntimes_stripe(m), cls, slot), us,
+                      ph->arrival);
     for (i = 0; i < CT_NPHASE; i++) {
         conntimes_max64(&m->series->max[i], us[i]);
     }
-    apr_atomic_inc64(&m->hdr->arrivals[ph->arrival]);
 
     if (conntimes_global && conntimes_global->slow > 0
         && ph->total >= conntimes_global->slow) {
@@ -1563,11 +1575,11 @@ static void conntimes_put_auto(request_rec *r, conntimes_shm_t *m,
         ap_rprintf(r, "Conntimes%sMaxUs: %" APR_UINT64_T_FMT "\n", k, st.max);
     }
     ap_rprintf(r, "ConntimesArrivalsKernel: %" APR_UINT64_T_FMT "\n",
-               apr_atomic_read64(&m->hdr->arrivals[CONNTIMES_ARRIVAL_KERNEL]));
+               s->all.arrivals[CONNTIMES_ARRIVAL_KERNEL]);
     ap_rprintf(r, "ConntimesArrivalsWorker: %" APR_UINT64_T_FMT "\n",
-               apr_atomic_read64(&m->hdr->arrivals[CONNTIMES_ARRIVAL_WORKER]));
+               s->all.arrivals[CONNTIMES_ARRIVAL_WORKER]);
     ap_rprintf(r, "ConntimesArrivalsStream: %" APR_UINT64_T_FMT "\n",
-               apr_atomic_read64(&m->hdr->arrivals[CONNTIMES_ARRIVAL_STREAM]));
+               s->all.arrivals[CONNTIMES_ARRIVAL_STREAM]);
     if (queued >= 0) {
         ap_rprintf(r, "ConntimesAcceptQueue: %ld\n", queued);
         ap_rprintf(r, "ConntimesAcceptQueueLimit: %ld\n", limit);
@@ -1653,9 +1665,9 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
     ap_rprintf(r, "\"arrivals\":{\"kernel\":%" APR_UINT64_T_FMT
                ",\"worker\":%" APR_UINT64_T_FMT
                ",\"stream\":%" APR_UINT64_T_FMT "},",
-               apr_atomic_read64(&hdr->arrivals[0]),
-               apr_atomic_read64(&hdr->arrivals[1]),
-               apr_atomic_read64(&hdr->arrivals[2]));
+               s->all.arrivals[CONNTIMES_ARRIVAL_KERNEL],
+               s->all.arrivals[CONNTIMES_ARRIVAL_WORKER],
+               s->all.arrivals[CONNTIMES_ARRIVAL_STREAM]);
     ap_rprintf(r, "\"current\":{\"accept_queue\":%ld,\"accept_queue_limit\":"
                "%ld,\"suspended\":%u", queued, limit,
                apr_atomic_read32(&hdr->suspended));
@@ -1847,9 +1859,9 @@ static void conntimes_put_prometheus(request_rec *r, conntimes_shm_t *m,
                APR_UINT64_T_FMT "\n"
                "conntimes_arrivals_total{source=\"stream\"} %"
                APR_UINT64_T_FMT "\n",
-               apr_atomic_read64(&hdr->arrivals[0]),
-               apr_atomic_read64(&hdr->arrivals[1]),
-               apr_atomic_read64(&hdr->arrivals[2]));
+               s->all.arrivals[CONNTIMES_ARRIVAL_KERNEL],
+               s->all.arrivals[CONNTIMES_ARRIVAL_WORKER],
+               s->all.arrivals[CONNTIMES_ARRIVAL_STREAM]);
     conntimes_accept_queue(&queued, &limit);
     if (queued >= 0) {
         ap_rprintf(r, "# HELP conntimes_accept_queue_connections Connections "
@@ -2136,9 +2148,9 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
                conntimes_html(r->pool, ap_get_server_name(r)),
                conntimes_html(r->pool, ap_show_mpm()), s->all.count, when,
                s->cls[CT_FG].count, s->cls[CT_BG].count,
-               apr_atomic_read64(&hdr->arrivals[0]),
-               apr_atomic_read64(&hdr->arrivals[1]),
-               apr_atomic_read64(&hdr->arrivals[2]));
+               s->all.arrivals[CONNTIMES_ARRIVAL_KERNEL],
+               s->all.arrivals[CONNTIMES_ARRIVAL_WORKER],
+               s->all.arrivals[CONNTIMES_ARRIVAL_STREAM]);
 
     conntimes_accept_queue(&queued, &limit);
     ap_rputs("<h2>Now</h2>\n<table><tr><th>what</th><th>count</th></tr>\n", r);
@@ -2307,9 +2319,6 @@ static void conntimes_reset(conntimes_shm_t *m)
     }
     for (i = 0; i < CT_NSLOW; i++) {
         apr_atomic_set32(&m->slow[i].seq, 0);
-    }
-    for (i = 0; i < 3; i++) {
-        apr_atomic_set64(&hdr->arrivals[i], 0);
     }
     conntimes_new_token(hdr);
     apr_atomic_set64(&hdr->reset_time, (apr_uint64_t)apr_time_now());

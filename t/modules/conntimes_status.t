@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 52, need_module('conntimes', 'ct_test', 'status');
+plan tests => 54, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -40,6 +40,8 @@ my @PH = qw(accept queue read filter run deliver total worker offworker);
     ok t_cmp(ct_reset() ? 1 : 0, 1, 'reset with the token');
     my $after = ct_json();
     ok t_cmp($after->{requests}, 0, 'nothing counted after the reset');
+    ok t_cmp(join(' ', map { $after->{arrivals}{$_} } qw(kernel worker stream)),
+             '0 0 0', 'arrival sources zeroed by the reset');
     ok $after->{reset_token} ne $j->{reset_token};
     $r = PUT '/conntimes-status', content => 'x';
     ok t_cmp($r->code, 405, 'PUT');
@@ -84,6 +86,13 @@ for my $p (@PH) {
 ok t_cmp($bad_sum, 0, 'sums equal the logged sums');
 ok t_cmp($bad_max, 0, 'max and percentiles consistent');
 ok t_cmp($j->{classes}{fg}{requests}, 7);
+{
+    my %logged = (kernel => 0, worker => 0, stream => 0);
+    $logged{ $_->{arrival} }++ for @rec;
+    ok t_cmp(join(' ', map { $j->{arrivals}{$_} } qw(kernel worker stream)),
+             join(' ', map { $logged{$_} } qw(kernel worker stream)),
+             'arrival sources counted as logged');
+}
 my %hd = map { $_->{handler} => $_->{requests} } @{ $j->{handlers} };
 ok t_cmp($hd{'ct-sleep'}, 6, 'by handler');
 ok exists $hd{"ct-<script>alert('x')</script>&amp;"};
