@@ -369,6 +369,9 @@ static apr_size_t conntimes_bucket_of(apr_uint64_t us)
     return lo;
 }
 
+/* Locked instructions are most of what recording costs a request: a
+ * phase that took no time adds nothing to its sum and cannot raise its
+ * maximum. */
 static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us,
                               int arrival)
 {
@@ -376,8 +379,10 @@ static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us,
 
     for (i = 0; i < CT_NPHASE; i++) {
         conntimes_hist_t *h = &agg->phase[i];
-        apr_atomic_add64(&h->sum, us[i]);
-        conntimes_max64(&h->max, us[i]);
+        if (us[i]) {
+            apr_atomic_add64(&h->sum, us[i]);
+            conntimes_max64(&h->max, us[i]);
+        }
         apr_atomic_add64(&h->bucket[conntimes_bucket_of(us[i])], 1);
     }
     apr_atomic_inc64(&agg->arrivals[arrival]);
