@@ -89,8 +89,12 @@ build/t/mod_%.la: build/t/mod_%.lo
 	    -avoid-version -export-symbols-regex '^$*_module$$' \
 	    $(SANITIZE_LDFLAGS) $<
 
+# Replaced by a rename, never rewritten in place: a server that has the
+# module loaded (the demo, a bench, a test run) keeps its mapping of the old
+# file instead of crashing when the module is rebuilt under it.
 build/%.so: build/%.la
-	cp build/$(*D)/.libs/$(*F).so $@
+	cp build/$(*D)/.libs/$(*F).so $@.tmp
+	mv -f $@.tmp $@
 
 # ---------------------------------------------------------------- deps
 deps:
