@@ -240,11 +240,13 @@ static const char *dialup_parse_bits(const char *arg, apr_int64_t *out)
     if (*end) {
         return "unknown suffix";
     }
-    d = d * mult + 0.5;
+    /* The range is checked before rounding, so that the limits themselves
+     * are legal values. */
+    d *= mult;
     if (d < DIALUP_MIN_BITS || d > (double)DIALUP_MAX_BITS) {
         return "out of range";
     }
-    *out = (apr_int64_t)d;
+    *out = (apr_int64_t)(d + 0.5);
     return NULL;
 }
 
@@ -267,11 +269,11 @@ static const char *dialup_parse_time(const char *arg, apr_interval_time_t min,
     else if (*end && strcasecmp(end, "ms")) {
         return "unknown unit";
     }
-    d = d * 1000.0 + 0.5;               /* microseconds */
+    d *= 1000.0;                        /* microseconds */
     if (d < (double)min || d > (double)max) {
         return "out of range";
     }
-    *out = (apr_interval_time_t)d;
+    *out = (apr_interval_time_t)(d + 0.5);
     return NULL;
 }
 

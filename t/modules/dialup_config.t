@@ -35,7 +35,7 @@ my @bad = (
     [ 'DialupPulse 2s',     qr/DialupPulse: '2s' is not a valid pulse length \(out of range\)/ ],
 );
 
-plan tests => 4 + 2 * @bad + 5, need need_module('mod_dialup.c'),
+plan tests => 4 + 2 * @bad + 6, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('status');
 
 # ------------------------------------------------------------ version string
@@ -130,6 +130,26 @@ my $good = conf('good', <<'EOF');
 EOF
 my ($rc, $out) = run_httpd($good, '-t');
 ok t_cmp("$rc $out", qr/^0 Syntax OK/, 'good values (any case) accepted');
+
+my $limits = conf('limits', <<'EOF');
+<Location /lowest>
+    DialupRate 10
+    DialupLatency 0
+    DialupPulse 10ms
+</Location>
+<Location /highest>
+    DialupRate 100G
+    DialupLatency 60s
+    DialupPulse 1s
+</Location>
+<Location /highest-plain>
+    DialupRate 100000000000
+    DialupLatency 60000
+    DialupPulse 1000
+</Location>
+EOF
+($rc, $out) = run_httpd($limits, '-t');
+ok t_cmp("$rc $out", qr/^0 Syntax OK/, 'the documented limits are legal values');
 
 # --------------------------------------------------- without mod_bgdeliver
 my $noeng = conf('noengine', "<Location /x>\n    ModemStandard V.92\n</Location>",
