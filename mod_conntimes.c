@@ -558,8 +558,9 @@ static void conntimes_new_token(conntimes_shm_hdr_t *hdr)
  * time series, a reset), held for microseconds.  It holds the taker's
  * clock in ms, so that a lock whose holder seems dead (held for over a
  * second) is taken over.  Waits up to @spins yields (for ever when
- * negative, which the take-over bounds); 0 when it could not be had. */
-static int conntimes_lock(volatile apr_uint32_t *lock, int spins)
+ * negative, which the take-over bounds).  Returns the value the taker
+ * stored, which conntimes_unlock() needs, or 0 when it could not be had. */
+static apr_uint32_t conntimes_lock(volatile apr_uint32_t *lock, int spins)
 {
     int i;
 
@@ -568,12 +569,12 @@ static int conntimes_lock(volatile apr_uint32_t *lock, int spins)
                                              | 1);
         apr_uint32_t held = apr_atomic_cas32(lock, now_ms, 0);
         if (held == 0) {
-            return 1;
+            return now_ms;
         }
         /* Signed: a holder that came after us is younger, not stale. */
         if ((apr_int32_t)(now_ms - held) > 1000
             && apr_atomic_cas32(lock, now_ms, held) == held) {
-            return 1;
+            return now_ms;
         }
         if (spins >= 0 && i >= spins) {
             return 0;
@@ -582,9 +583,12 @@ static int conntimes_lock(volatile apr_uint32_t *lock, int spins)
     }
 }
 
-static void conntimes_unlock(volatile apr_uint32_t *lock)
+/* Releases the lock only if it is still @mine: a holder that was merely
+ * slow (descheduled for over a second) and got taken over must not
+ * release the lock of the one that took it. */
+static void conntimes_unlock(volatile apr_uint32_t *lock, apr_uint32_t mine)
 {
-    apr_atomic_set32(lock, 0);
+    apr_atomic_cas32(lock, 0, mine);
 }
 
 /* ------------------------------------------------------------ handler slots */
@@ -596,6 +600,7 @@ static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
     int n = (int)hdr->nhandlers, i;
+    apr_uint32_t mine;
 
     for (i = 0; i < n; i++) {
         apr_uint32_t st = apr_atomic_read32(&m->handlers[i].state);
@@ -608,7 +613,8 @@ static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
             return i;
         }
     }
-    if (i == n || !conntimes_lock(&hdr->handler_lock, CT_LOCK_SPINS)) {
+    if (i == n || !(mine = conntimes_lock(&hdr->handler_lock,
+                                          CT_LOCK_SPINS))) {
         return n;
     }
     for (i = 0; i < n; i++) {
@@ -622,7 +628,7 @@ static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
             break;
         }
     }
-    conntimes_unlock(&hdr->handler_lock);
+    conntimes_unlock(&hdr->handler_lock, mine);
     return i;
 }
 
@@ -734,8 +740,10 @@ static void conntimes_series_turn(conntimes_shm_t *m, apr_uint64_t tag)
 {
     conntimes_series_t *se = m->series;
     apr_uint64_t open = apr_atomic_read64(&se->tag);
+    apr_uint32_t mine;
 
-    if (open >= tag || !conntimes_lock(&m->hdr->series_lock, CT_LOCK_SPINS)) {
+    if (open >= tag
+        || !(mine = conntimes_lock(&m->hdr->series_lock, CT_LOCK_SPINS))) {
         return;
     }
     open = apr_atomic_read64(&se->tag);
@@ -743,7 +751,7 @@ static void conntimes_series_turn(conntimes_shm_t *m, apr_uint64_t tag)
         conntimes_series_close(m, open);
         apr_atomic_set64(&se->tag, tag);
     }
-    conntimes_unlock(&m->hdr->series_lock);
+    conntimes_unlock(&m->hdr->series_lock, mine);
 }
 
 /* ------------------------------------------------------------ recording */
@@ -1445,7 +1453,8 @@ static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m,
                                             apr_uint64_t tag)
 {
     conntimes_snap_t *s = apr_pcalloc(p, sizeof(*s));
-    int st, cls, slot, locked = 0;
+    int st, cls, slot;
+    apr_uint32_t locked = 0;
 
     s->nh = (int)m->hdr->nhandlers + 1;
     s->names = apr_pcalloc(p, sizeof(*s->names) * s->nh);
@@ -1485,7 +1494,7 @@ static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m,
         for (i = 0; i < CT_NPHASE; i++) {
             s->open.phase[i].max = apr_atomic_read64(&se->max[i]);
         }
-        conntimes_unlock(&m->hdr->series_lock);
+        conntimes_unlock(&m->hdr->series_lock, locked);
     }
     return s;
 }
@@ -2303,6 +2312,7 @@ static void conntimes_reset(conntimes_shm_t *m)
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
     conntimes_agg_t sum;
+    apr_uint32_t mine;
     int i;
 
     /* Counters are zeroed in place: a request recorded at this very moment
@@ -2313,11 +2323,14 @@ static void conntimes_reset(conntimes_shm_t *m)
      * zero"; the counters are unsigned and every later difference (stripes
      * - base) still comes out right, modulo 2^64.  Under the series lock,
      * so that no new interval and no status page sees half of it. */
-    conntimes_lock(&hdr->series_lock, -1);
+    mine = conntimes_lock(&hdr->series_lock, -1);
     conntimes_sum_all(m, &sum);
     conntimes_agg_diff(&m->series->base, &m->series->base, &sum);
     memset(m->stripes, 0, m->stripe_size * hdr->nstripes);
-    conntimes_unlock(&hdr->series_lock);
+    conntimes_unlock(&hdr->series_lock, mine);
+    /* Under the claimers' lock, so that no slot is claimed between being
+     * freed and having its name cleared. */
+    mine = conntimes_lock(&hdr->handler_lock, -1);
     for (i = 0; i < (int)hdr->nhandlers; i++) {
         apr_atomic_set32(&m->handlers[i].state, CT_HANDLER_FREE);
         memset(m->handlers[i].name, 0, sizeof(m->handlers[i].name));
