@@ -788,6 +788,37 @@ static void conntimes_record_slow(conntimes_shm_t *m, request_rec *r,
     apr_atomic_inc32(&e->seq);
 }
 
+/* A sequence number that is only ever incremented, by writers and by a
+ * reset alike, keeps its parity meaningful whatever their interleaving (a
+ * reset that stored 0 in the middle of a write would invert it for good).
+ * Its readers go through a compare-and-swap that changes nothing: a full
+ * barrier, so that on weakly ordered CPUs the copy cannot be read outside
+ * the two readings. */
+static apr_uint32_t conntimes_seq_read(volatile apr_uint32_t *seq)
+{
+    return apr_atomic_cas32(seq, 0, 0);
+}
+
+/* Copies entry @idx of the slow-request ring into @e; 0 when the entry is
+ * empty or was being written. */
+static int conntimes_slow_copy(conntimes_shm_t *m, apr_uint32_t idx,
+                               conntimes_slow_t *e)
+{
+    conntimes_slow_t *src = &m->slow[idx];
+    apr_uint32_t seq = conntimes_seq_read(&src->seq);
+
+    if (seq & 1) {
+        return 0;
+    }
+    memcpy(e, src, sizeof(*e));
+    if (conntimes_seq_read(&src->seq) != seq || !e->start) {
+        return 0;
+    }
+    e->client[sizeof(e->client) - 1] = e->method[sizeof(e->method) - 1] = 0;
+    e->uri[sizeof(e->uri) - 1] = e->handler[sizeof(e->handler) - 1] = 0;
+    return 1;
+}
+
 static void conntimes_record(request_rec *r, conntimes_req_t *rs)
 {
     conntimes_shm_t *m = conntimes_shm;
@@ -1739,17 +1770,10 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
     ap_rputs("]},\"slow\":[", r);
     for (i = 0, n = 0; i < CT_NSLOW; i++) {
         conntimes_slow_t e;
-        apr_uint32_t seq = apr_atomic_read32(&m->slow[i].seq);
         int k;
-        if (!seq || (seq & 1)) {
+        if (!conntimes_slow_copy(m, (apr_uint32_t)i, &e)) {
             continue;
         }
-        memcpy(&e, &m->slow[i], sizeof(e));
-        if (apr_atomic_read32(&m->slow[i].seq) != seq) {
-            continue;
-        }
-        e.client[sizeof(e.client) - 1] = e.method[sizeof(e.method) - 1] = 0;
-        e.uri[sizeof(e.uri) - 1] = e.handler[sizeof(e.handler) - 1] = 0;
         ap_rprintf(r, "%s{\"start\":%s,\"status\":%u,\"class\":\"%s\","
                    "\"client\":%s,\"method\":%s,\"uri\":%s,\"handler\":%s",
                    n++ ? "," : "", conntimes_secs(r->pool, (double)e.start),
@@ -2262,18 +2286,11 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
         apr_uint32_t idx = (apr_atomic_read32(&hdr->slow_next) + 2 * CT_NSLOW
                             - 1 - (apr_uint32_t)n) % CT_NSLOW;
         conntimes_slow_t e;
-        apr_uint32_t seq = apr_atomic_read32(&m->slow[idx].seq);
         char date[APR_CTIME_LEN];
         int k;
-        if (!seq || (seq & 1)) {
+        if (!conntimes_slow_copy(m, idx, &e)) {
             continue;
         }
-        memcpy(&e, &m->slow[idx], sizeof(e));
-        if (apr_atomic_read32(&m->slow[idx].seq) != seq) {
-            continue;
-        }
-        e.client[sizeof(e.client) - 1] = e.method[sizeof(e.method) - 1] = 0;
-        e.uri[sizeof(e.uri) - 1] = e.handler[sizeof(e.handler) - 1] = 0;
         apr_ctime(date, e.start);
         ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td class=\"l\"><code>%s %s"
                    "</code></td><td>%u</td><td class=\"l\"><code>%s</code>"
@@ -2335,8 +2352,12 @@ static void conntimes_reset(conntimes_shm_t *m)
         apr_atomic_set32(&m->handlers[i].state, CT_HANDLER_FREE);
         memset(m->handlers[i].name, 0, sizeof(m->handlers[i].name));
     }
+    conntimes_unlock(&hdr->handler_lock, mine);
+    /* Emptied the way a writer writes (see conntimes_seq_read()). */
     for (i = 0; i < CT_NSLOW; i++) {
-        apr_atomic_set32(&m->slow[i].seq, 0);
+        apr_atomic_inc32(&m->slow[i].seq);
+        m->slow[i].start = 0;
+        apr_atomic_inc32(&m->slow[i].seq);
     }
     conntimes_new_token(hdr);
     apr_atomic_set64(&hdr->reset_time, (apr_uint64_t)apr_time_now());
