@@ -2820,6 +2820,11 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
                      "(handler slots, series, CPUs or module version): "
                      "starting a new shared memory segment; earlier "
                      "aggregates are dropped");
+        /* The parent's mapping only: children of the old generation keep
+         * theirs until they exit. */
+        ret->valid = 0;
+        conntimes_shm = NULL;
+        apr_shm_destroy(ret->map.shm);
     }
     rv = apr_shm_create(&ret->map.shm, size, NULL, pproc);
     if (rv != APR_SUCCESS) {
