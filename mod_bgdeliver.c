@@ -353,6 +353,7 @@ struct bgd_engine_t {
     int epfd;
     int evfd;
     apr_hash_t *streams;                /* key -> bgd_conn_t */
+    apr_pool_t *pool;                   /* streams grows from it */
     apr_uint64_t seq;
     /* Connections it writes for (in the heap or the poller), read
      * unlocked by bgd_engine_pick(). */
@@ -2479,6 +2480,29 @@ static apr_status_t bgd_engine_poller_open(bgd_engine_t *e)
 }
 #endif
 
+/* The stream table allocates whenever it reaches a new size, under the
+ * engine's mutex only: the engines of a child (and pchild's other users)
+ * do not exclude each other, so it has a pool and an allocator of its
+ * own. */
+static apr_status_t bgd_engine_streams_create(bgd_engine_t *e,
+                                              apr_pool_t *pchild)
+{
+    apr_allocator_t *allocator;
+    apr_status_t rv = apr_allocator_create(&allocator);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rv = apr_pool_create_ex(&e->pool, pchild, NULL, allocator);
+    if (rv != APR_SUCCESS) {
+        apr_allocator_destroy(allocator);
+        return rv;
+    }
+    apr_allocator_owner_set(allocator, e->pool);
+    e->streams = apr_hash_make(e->pool);
+    return APR_SUCCESS;
+}
+
 /* What a child without any engine thread loses. */
 #define BGD_NO_ENGINE ": slow-read rules are only checked when a client " \
     "makes progress, and every wait for a socket or a pulse is a wake-up " \
@@ -2496,7 +2520,6 @@ static apr_status_t bgd_engine_start(bgd_engine_t *e, int index,
     e->epfd = e->evfd = -1;
     e->pace_size = pace_size;
     e->heap = apr_palloc(pchild, sizeof(*e->heap) * (apr_size_t)pace_size);
-    e->streams = apr_hash_make(pchild);
 #if BGD_HAVE_TIMED_WAIT
     if ((rv = bgd_engine_poller_open(e)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
@@ -2506,7 +2529,11 @@ static apr_status_t bgd_engine_start(bgd_engine_t *e, int index,
         return rv;
     }
 #endif
-    rv = apr_thread_mutex_create(&e->mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+    rv = bgd_engine_streams_create(e, pchild);
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_mutex_create(&e->mutex, APR_THREAD_MUTEX_DEFAULT,
+                                     pchild);
+    }
 #if !BGD_HAVE_TIMED_WAIT
     if (rv == APR_SUCCESS) {
         rv = apr_thread_cond_create(&e->wake, pchild);
