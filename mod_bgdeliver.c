@@ -1008,7 +1008,9 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
     return APR_SUCCESS;
 }
 
-/* Move the captured memory buckets to the spool file, keeping order. */
+/* Move the captured memory buckets to the spool file, keeping order.
+ * On failure the caller delivers the rest in the foreground: memory is
+ * what the spool protects. */
 static apr_status_t bgd_spool_memory(bgd_job_t *job)
 {
     request_rec *r = job->r;
@@ -1019,9 +1021,9 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         rv = bgd_spool_open(job);
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                          "BGD010: cannot create a spool file; keeping the "
-                          "response in memory (see BgDeliverSpoolDir)");
-            job->mem_bytes = 0;
+                          "BGD010: cannot create a spool file (see "
+                          "BgDeliverSpoolDir); delivering the rest of the "
+                          "response in the foreground");
             return rv;
         }
     }
@@ -1048,7 +1050,9 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         }
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                          "BGD011: writing the spool file failed");
+                          "BGD011: writing the spool file failed; "
+                          "delivering the rest of the response in the "
+                          "foreground");
             return rv;
         }
         /* Extend the previous spool bucket when contiguous. */
@@ -1190,6 +1194,15 @@ static apr_status_t bgd_pass_foreground(bgd_job_t *job,
         job->sent += len;
     }
     return ap_pass_brigade(job->capture->next, bb);
+}
+
+/* Stops capturing: what was captured, and the rest of the response as
+ * the handler produces it, go to the client the ordinary way. */
+static apr_status_t bgd_capture_give_up(bgd_job_t *job)
+{
+    job->capturing = 0;
+    job->foreground = 1;
+    return bgd_pass_foreground(job, job->queue);
 }
 
 static apr_status_t bgd_kick_core(conn_rec *c)
@@ -1459,12 +1472,8 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
      * Location:) moves this protocol-level filter to the new request:
      * deliver in the foreground from here on. */
     if (r != job->r) {
-        job->foreground = 1;
-        job->capturing = 0;
-        if (!APR_BRIGADE_EMPTY(job->queue)) {
-            APR_BRIGADE_PREPEND(bb, job->queue);
-        }
-        return bgd_pass_foreground(job, bb);
+        APR_BRIGADE_CONCAT(job->queue, bb);
+        return bgd_capture_give_up(job);
     }
 
     while (!APR_BRIGADE_EMPTY(bb)) {
@@ -1517,10 +1526,8 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
                               "BGD021: cannot take a handle on %s; "
                               "delivering it in the foreground",
                               r->filename ? r->filename : "a file");
-                job->capturing = 0;
-                job->foreground = 1;
                 APR_BRIGADE_CONCAT(job->queue, bb);
-                return bgd_pass_foreground(job, job->queue);
+                return bgd_capture_give_up(job);
             }
         }
         else {
@@ -1546,7 +1553,9 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
      * delivery. */
     if (job->eos && job->spool && job->mem_bytes > 0
         && job->spool_size + job->mem_bytes <= job->conf->spool_max) {
-        bgd_spool_memory(job);
+        if (bgd_spool_memory(job) != APR_SUCCESS) {
+            return bgd_capture_give_up(job);
+        }
     }
     else if (job->mem_bytes > job->conf->mem_limit) {
         if (job->spool_size + job->mem_bytes > job->conf->spool_max) {
@@ -1556,11 +1565,11 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
                           "BGD013: response exceeds BgDeliverSpoolLimit "
                           "(%" APR_OFF_T_FMT " bytes); delivering the rest "
                           "in the foreground", job->conf->spool_max);
-            job->capturing = 0;
-            job->foreground = 1;
-            return bgd_pass_foreground(job, job->queue);
+            return bgd_capture_give_up(job);
         }
-        bgd_spool_memory(job);
+        if (bgd_spool_memory(job) != APR_SUCCESS) {
+            return bgd_capture_give_up(job);
+        }
     }
     return APR_SUCCESS;
 }

@@ -3,8 +3,8 @@
 # of the License at http://www.apache.org/licenses/LICENSE-2.0
 #
 # Server-wide behaviour, on private servers started by the test: the
-# server-wide cap, spool files (unlinked, released), and a stop with
-# deliveries in flight.
+# server-wide cap, spool files (unlinked, released; one that cannot be
+# created), and a stop with deliveries in flight.
 use strict;
 use warnings FATAL => 'all';
 
@@ -15,7 +15,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -41,6 +41,13 @@ sub proc_fds_matching {
     return $n;
 }
 
+sub error_log_of {
+    my ($srv) = @_;
+    open my $fh, '<', "$srv->{dir}/error_log" or return '';
+    local $/;
+    return <$fh>;
+}
+
 # 1. The server-wide cap: two deliveries at once, then 503 + Retry-After.
 {
     my $srv = private_server(<<'CONF');
@@ -54,8 +61,8 @@ CONF
     my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port});
     ok t_cmp($r->{status}, 503, 'server-wide cap: third delivery refused');
     ok t_cmp($r->{headers}{'retry-after'}, 3, 'server-wide cap: Retry-After');
-    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log"; <$fh> };
-    ok t_cmp($log, qr/BGD002: BgDeliverMaxDeliveries reached/, 'server-wide cap: logged');
+    ok t_cmp(error_log_of($srv), qr/BGD002: BgDeliverMaxDeliveries reached/,
+             'server-wide cap: logged');
     close $_ for @held;
     wait_until(5, sub {
         my $x = request(GET => '/bgdeliver-status?auto', port => $srv->{port});
@@ -139,5 +146,29 @@ CONF
         }
     }
     ok t_cmp($closed, 5, 'stop: the clients see their connections end');
+    $srv->{stop}->();
+}
+
+
+# 4. A spool file that cannot be created (the directory is gone): the
+# capture ends, the response goes out in the foreground with every byte,
+# and that is logged once, not once per buffer beyond the memory limit.
+{
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
+BgDeliverSpoolDir @DIR@/spool
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMemoryLimit 16k
+</Location>
+CONF
+    rmdir "$srv->{dir}/spool" or die "rmdir: $!";
+    my $r = request(GET => '/gen?size=2000000&chunk=16384', port => $srv->{port});
+    ok t_cmp($r->{complete} && $r->{body} eq pattern(2_000_000) ? 1 : 0, 1,
+             'no spool: the response is complete, exact bytes');
+    my @logged = error_log_of($srv) =~ /BGD010: .*in the foreground/g;
+    ok t_cmp(scalar(@logged), 1, 'no spool: BGD010 logged once');
+    ok t_cmp(request(GET => '/bgdeliver-status?auto', port => $srv->{port})->{body},
+             qr/BgDeliverInFlight: 0/, 'no spool: no slot left behind');
     $srv->{stop}->();
 }
