@@ -431,12 +431,22 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
 {
     const bgd_dir_conf_t *conf = job->conf;
     apr_time_t deadline = 0;
+    /* A paced delivery's own latency is no idleness of the client. */
+    apr_time_t idle_since = job->pace_start > job->last_progress
+                            ? job->pace_start : job->last_progress;
     apr_off_t min_rate;
 
     *reason = NULL;
+    /* Timeout is what stock Apache allows a write that makes no progress;
+     * the MPM's own Timeout cannot apply, since every wait of ours is a
+     * new one (bounded by bgd_wait_bound()). */
     if (conf->idle_timeout > 0) {
-        deadline = job->last_progress + conf->idle_timeout;
+        deadline = idle_since + conf->idle_timeout;
         *reason = "idle-timeout";
+    }
+    else if (job->r->server->timeout > 0) {
+        deadline = idle_since + job->r->server->timeout;
+        *reason = "timeout";
     }
     min_rate = bgd_min_rate_for(job);
     if (min_rate > 0) {
@@ -2064,9 +2074,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             if (c->data_in_output_filters) {
                 return BGD_PUMP_WAIT_SOCKET;
             }
+            /* What the core held has reached the kernel. */
+            job->last_progress = apr_time_now();
         }
         now = apr_time_now();
-        job->last_progress = now;
 
         if (APR_BRIGADE_EMPTY(job->queue) && !job->eos) {
             if (!job->producer) {
@@ -2124,6 +2135,9 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             rv = bgd_direct_send(job, fd, &sent);
             job->sent += (apr_off_t)sent;
             visit_bytes += (apr_off_t)sent;
+            if (sent) {
+                job->last_progress = now;
+            }
             if (rv == APR_EAGAIN) {
                 return BGD_PUMP_WAIT_SOCKET;
             }
@@ -2144,6 +2158,9 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         if (rv != APR_SUCCESS || c->aborted) {
             return bgd_pump_fail(job, rv, "writing to the client failed");
         }
+        /* A pass is sized to the room the socket has: the client took
+         * what was there before. */
+        job->last_progress = now;
     }
 }
 

@@ -4,7 +4,8 @@
 #
 # Server-wide behaviour, on private servers started by the test: the
 # server-wide cap, spool files (unlinked, released; one that cannot be
-# created), and a stop with deliveries in flight.
+# created), a stop with deliveries in flight, and Timeout as the idle
+# limit.
 use strict;
 use warnings FATAL => 'all';
 
@@ -15,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -170,5 +171,46 @@ CONF
     ok t_cmp(scalar(@logged), 1, 'no spool: BGD010 logged once');
     ok t_cmp(request(GET => '/bgdeliver-status?auto', port => $srv->{port})->{body},
              qr/BgDeliverInFlight: 0/, 'no spool: no slot left behind');
+    $srv->{stop}->();
+}
+
+# 5. A client that stops reading: with BgDeliverMinRate 0 and no
+# BgDeliverIdleTimeout, Timeout is the limit, as for any write of stock
+# Apache; an idle timeout longer than the engine's bounded waits
+# (Timeout / 2) is reached too.
+{
+    my $srv = private_server(<<'CONF', std_modules => ['alias']);
+Timeout 2
+Alias /idle/ @DOCROOT@/bgdeliver/files/
+<Location /bgdeliver/>
+    BgDeliver On
+    BgDeliverMinRate 0
+</Location>
+<Location /idle/>
+    BgDeliver On
+    BgDeliverMinRate 0
+    BgDeliverIdleTimeout 3
+</Location>
+CONF
+    my $t0 = time;
+    my $a = hold($srv->{port}, '/bgdeliver/files/srv-1m.bin');
+    my $b = hold($srv->{port}, '/idle/srv-1m.bin');
+    my ($t_timeout, $t_idle);
+    wait_until(10, sub {
+        my $log = error_log_of($srv);
+        $t_timeout //= time if $log =~ /BGD004: .*: timeout$/m;
+        $t_idle //= time if $log =~ /BGD004: .*: idle-timeout$/m;
+        return $t_timeout && $t_idle;
+    });
+    t_debug(sprintf 'dropped after %.1f s (Timeout 2) and %.1f s (idle 3)',
+            ($t_timeout // 99) - $t0, ($t_idle // 99) - $t0);
+    ok t_cmp(defined $t_timeout ? 1 : 0, 1, 'a stalled client is dropped at Timeout');
+    ok t_cmp(defined $t_timeout && $t_timeout - $t0 >= 1.5 ? 1 : 0, 1,
+             'not before Timeout');
+    ok t_cmp(defined $t_idle ? 1 : 0, 1,
+             'BgDeliverIdleTimeout longer than Timeout / 2 is reached');
+    ok t_cmp(defined $t_idle && $t_idle - $t0 >= 2.5 ? 1 : 0, 1,
+             'not before BgDeliverIdleTimeout');
+    close $_ for $a, $b;
     $srv->{stop}->();
 }

@@ -457,7 +457,8 @@ sub free_port {
 # Start a throwaway apache2 on a free loopback port, for tests that need
 # server-wide settings, another MPM sizing, or to kill the server.  The
 # configuration is a small base plus the lines in $body (@DIR@ stands for
-# the server's directory, @PORT@ for its port).  Options:
+# the server's directory, @PORT@ for its port, @DOCROOT@ for the test
+# suite's document root).  Options:
 #   mpm => event|worker|prefork (default event), mpm_conf => sizing lines
 #   (default: one child of 10 threads, or 4 prefork processes);
 #   modules => [ours, from build/] (default [bgdeliver]);
@@ -486,6 +487,7 @@ sub private_server {
           . ($mpm eq 'event' ? "AsyncRequestWorkerFactor 20\n" : ''));
     $body =~ s/\@DIR\@/$dir/g;
     $body =~ s/\@PORT\@/$port/g;
+    $body =~ s/\@DOCROOT\@/$vars->{documentroot}/g;
     for my $sub (@{ $o{mkdir} || [] }) {
         mkdir "$dir/$sub" or die "$dir/$sub: $!";
         chmod 0777, "$dir/$sub";
