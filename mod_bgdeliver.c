@@ -500,8 +500,11 @@ static void bgd_copy(char *dst, apr_size_t size, const char *src)
     apr_cpystrn(dst, src ? src : "", size);
 }
 
-/* Free slots of children that died without releasing them (a crash, a
- * SIGKILL): only ever needed when the table looks full. */
+/* Free slots of children that ended without releasing them: a crash, a
+ * kill, or a restart (not a graceful one), since the event MPM's
+ * connection pools, whose cleanups release the slots, hang off pconf and
+ * are never destroyed in a child that exits.  Run by every new child, and
+ * when the table looks full. */
 static void bgd_slots_reap(void)
 {
     apr_uint32_t i;
@@ -3883,6 +3886,9 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
 
     bgd_my_pid = getpid();
     apr_atomic_set32(&bgd_child_stopping_flag, 0);
+    if (bgd_table) {
+        bgd_slots_reap();
+    }
     if (!bgd_mpm_can_waitio) {
         return;
     }

@@ -4,8 +4,8 @@
 #
 # Server-wide behaviour, on private servers started by the test: the
 # server-wide cap, spool files (unlinked, released; one that cannot be
-# created), a stop with deliveries in flight, and Timeout as the idle
-# limit.
+# created), a stop with deliveries in flight, Timeout as the idle limit,
+# and the slots of a child that was killed.
 use strict;
 use warnings FATAL => 'all';
 
@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 22, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -212,5 +212,31 @@ CONF
     ok t_cmp(defined $t_idle && $t_idle - $t0 >= 2.5 ? 1 : 0, 1,
              'not before BgDeliverIdleTimeout');
     close $_ for $a, $b;
+    $srv->{stop}->();
+}
+
+# 6. A child killed with deliveries in flight never runs its pools'
+# cleanups: its slots must not keep its clients at their cap.
+{
+    my $srv = private_server(<<'CONF');
+BgDeliverMaxPerClient 1
+<Location /bgdeliver/>
+    BgDeliver On
+    BgDeliverOverflow reject
+</Location>
+CONF
+    my ($kid) = server_pids($srv->{pid});
+    my $s = hold($srv->{port}, '/bgdeliver/files/srv-1m.bin');
+    kill 'KILL', $kid;
+    close $s;
+    my $new = wait_until(10, sub { grep { $_ != $kid } server_pids($srv->{pid}) });
+    ok t_cmp($new ? 1 : 0, 1, 'a new child replaces the killed one');
+    ok t_cmp(wait_until(5, sub {
+                 request(GET => '/bgdeliver-status?auto', port => $srv->{port})
+                     ->{body} =~ /BgDeliverInFlight: 0/ }) ? 1 : 0, 1,
+             "the killed child's delivery is no longer in flight");
+    my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port},
+                    rcvbuf => 8192, rate => 5_000_000);
+    ok t_cmp($r->{status}, 200, 'its client is not held at BgDeliverMaxPerClient');
     $srv->{stop}->();
 }
