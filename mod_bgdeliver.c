@@ -1438,14 +1438,17 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
 
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
- * spool stays small.  Paced deliveries wait for their schedule instead. */
+ * spool stays small.  Paced deliveries wait for their schedule instead,
+ * a latency without a rate (the C API allows it) until it has passed. */
 static void bgd_forward_opportunistic(bgd_job_t *job)
 {
     conn_rec *c = job->c;
     apr_off_t want, len, mem;
     int read_pass;
 
-    if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)) {
+    if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)
+        || (job->pacing.latency > 0
+            && apr_time_now() < job->r->request_time + job->pacing.latency)) {
         return;
     }
     if (c->data_in_output_filters
@@ -3080,7 +3083,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 
     if (rv != OK || job->foreground || c->aborted
         || (!job->eos && !job->producer)
-        || (job->pacing.rate <= 0 && job->eos
+        || (job->pacing.rate <= 0 && job->pacing.latency <= 0 && job->eos
             && job->captured - job->sent < job->conf->min_size)) {
         /* Error, redirect, or too small to be worth it: what was captured
          * goes out now, the ordinary way. */
@@ -3608,8 +3611,8 @@ static int bgd_handler(request_rec *r)
     /* A static file known to be small never needs the engine (a handler
      * named after a MIME type is the default handler, except the
      * historic application/x-httpd-* script types). */
-    if (job->pacing.rate <= 0 && r->finfo.filetype == APR_REG
-        && r->finfo.size < conf->min_size
+    if (job->pacing.rate <= 0 && job->pacing.latency <= 0
+        && r->finfo.filetype == APR_REG && r->finfo.size < conf->min_size
         && (!r->handler || !strcmp(r->handler, "default-handler")
             || (ap_strchr_c(r->handler, '/')
                 && strncmp(r->handler, "application/x-httpd-", 20)))) {

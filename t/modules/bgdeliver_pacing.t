@@ -13,9 +13,9 @@ use Apache::Test;
 use Apache::TestUtil;
 use Time::HiRes qw(time);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
-                 mpm_name bgd_status);
+                 mpm_name bgd_status pattern);
 
-plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 13, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> };
@@ -75,6 +75,23 @@ for my $i (1 .. 5) {
     t_debug(sprintf "idle run %d: %.3f s (expected %.3f)", $i, $took, $expect);
 }
 ok t_cmp($late, 0, 'idle server: every paced response on schedule');
+
+# A latency without a rate (the C API's rate 0): the first byte waits for
+# it, for a small file (below BgDeliverMinSize) and for content that the
+# handler streams with flushes while it runs.
+$t0 = time;
+$r = request(GET => '/paced/files/pace-1m.bin?pace=0,200',
+             headers => { Range => 'bytes=0-999' });
+$ttfb = $r->{t_first} - $t0;
+ok t_cmp($r->{body} eq substr($data, 0, 1000) && $ttfb > 0.19 && $ttfb < 0.3
+         ? 1 : 0, 1, sprintf('latency only, small file: first byte at %.0f ms',
+                             $ttfb * 1000));
+$t0 = time;
+$r = request(GET => '/paced/h/gen?size=200000&chunk=8192&flush=1&pace=0,200');
+$ttfb = $r->{t_first} - $t0;
+ok t_cmp($r->{body} eq pattern(200_000) && $ttfb > 0.19 && $ttfb < 0.3 ? 1 : 0,
+         1, sprintf('latency only, streamed: first byte at %.0f ms',
+                    $ttfb * 1000));
 
 my $st = bgd_status();
 ok t_cmp($st->{BgDeliverInFlight}, 0, 'nothing left in flight');
