@@ -49,6 +49,18 @@ sub error_log_of {
     return <$fh>;
 }
 
+# A server whose generated responses spool beyond 16 KB, into @DIR@/spool.
+sub spool_server {
+    return private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
+BgDeliverSpoolDir @DIR@/spool
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMemoryLimit 16k
+</Location>
+CONF
+}
+
 # 1. The server-wide cap: two deliveries at once, then 503 + Retry-After.
 {
     my $srv = private_server(<<'CONF');
@@ -78,14 +90,7 @@ CONF
 # 2. Spool files: generated responses beyond BgDeliverMemoryLimit go to an
 # unlinked file in BgDeliverSpoolDir, released when the delivery ends.
 {
-    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
-BgDeliverSpoolDir @DIR@/spool
-<Location /gen>
-    SetHandler bgd-test-gen
-    BgDeliver On
-    BgDeliverMemoryLimit 16k
-</Location>
-CONF
+    my $srv = spool_server();
     my @kids = server_pids($srv->{pid});
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
     http_send($s, 'GET', '/gen?size=2000000&chunk=16384');
@@ -150,19 +155,11 @@ CONF
     $srv->{stop}->();
 }
 
-
 # 4. A spool file that cannot be created (the directory is gone): the
 # capture ends, the response goes out in the foreground with every byte,
 # and that is logged once, not once per buffer beyond the memory limit.
 {
-    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
-BgDeliverSpoolDir @DIR@/spool
-<Location /gen>
-    SetHandler bgd-test-gen
-    BgDeliver On
-    BgDeliverMemoryLimit 16k
-</Location>
-CONF
+    my $srv = spool_server();
     rmdir "$srv->{dir}/spool" or die "rmdir: $!";
     my $r = request(GET => '/gen?size=2000000&chunk=16384', port => $srv->{port});
     ok t_cmp($r->{complete} && $r->{body} eq pattern(2_000_000) ? 1 : 0, 1,
