@@ -414,6 +414,12 @@ static bgd_job_t *bgd_req_job(const request_rec *r)
     return ap_get_module_config(r->request_config, &bgdeliver_module);
 }
 
+/* Whether the response keeps a schedule: a rate, or a first byte held
+ * back by a latency (the C API allows a latency alone). */
+static int bgd_job_timed(const bgd_job_t *job)
+{
+    return job->pacing.rate > 0 || job->pacing.latency > 0;
+}
 
 static apr_off_t bgd_min_rate_for(const bgd_job_t *job)
 {
@@ -3022,7 +3028,7 @@ static void bgd_conn_release_free(conn_rec *c)
  * let the response go the ordinary way, or an HTTP status. */
 static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 {
-    int timed = job->pacing.rate > 0 || job->pacing.latency > 0;
+    int timed = bgd_job_timed(job);
     /* Timed waits without a worker need timerfd (Linux); elsewhere a
      * paced response is paced in the worker. */
     int async = bgd_async_possible(r) && (!timed || BGD_HAVE_TIMED_WAIT);
@@ -3067,8 +3073,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
      * produce it now, into the capture, as the core would right after
      * us.  (An ErrorDocument redirect leaves the capture, see above.) */
     if (rv != OK && ap_is_HTTP_VALID_RESPONSE(rv) && !job->captured
-        && !job->foreground && (job->pacing.rate > 0
-                                || job->pacing.latency > 0)) {
+        && !job->foreground && bgd_job_timed(job)) {
         ap_die(rv, r);
         rv = OK;
     }
@@ -3083,7 +3088,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 
     if (rv != OK || job->foreground || c->aborted
         || (!job->eos && !job->producer)
-        || (job->pacing.rate <= 0 && job->pacing.latency <= 0 && job->eos
+        || (!bgd_job_timed(job) && job->eos
             && job->captured - job->sent < job->conf->min_size)) {
         /* Error, redirect, or too small to be worth it: what was captured
          * goes out now, the ordinary way. */
@@ -3099,7 +3104,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     job->handoff = apr_time_now();
     job->last_progress = job->handoff;
     job->rate_mark_time = job->handoff;
-    job->pace_start = job->pacing.rate > 0 || job->pacing.latency > 0
+    job->pace_start = bgd_job_timed(job)
                       ? r->request_time + job->pacing.latency
                       : job->handoff;
     bgd_count(&bgd_table->started, 1);
@@ -3611,7 +3616,7 @@ static int bgd_handler(request_rec *r)
     /* A static file known to be small never needs the engine (a handler
      * named after a MIME type is the default handler, except the
      * historic application/x-httpd-* script types). */
-    if (job->pacing.rate <= 0 && job->pacing.latency <= 0
+    if (!bgd_job_timed(job)
         && r->finfo.filetype == APR_REG && r->finfo.size < conf->min_size
         && (!r->handler || !strcmp(r->handler, "default-handler")
             || (ap_strchr_c(r->handler, '/')
