@@ -2069,7 +2069,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
 
     for (;;) {
         apr_off_t allowed, want, len, mem;
-        int read_pass;
+        int read_pass, flushed = 0;
 
         if (c->aborted) {
             return bgd_pump_fail(job, APR_SUCCESS, "connection aborted");
@@ -2086,10 +2086,13 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             if (c->data_in_output_filters) {
                 return BGD_PUMP_WAIT_SOCKET;
             }
-            /* What the core held has reached the kernel. */
-            job->last_progress = apr_time_now();
+            flushed = 1;
         }
         now = apr_time_now();
+        if (flushed) {
+            /* What the core held has reached the kernel. */
+            job->last_progress = now;
+        }
 
         if (APR_BRIGADE_EMPTY(job->queue) && !job->eos) {
             if (!job->producer) {
