@@ -2642,6 +2642,13 @@ static void bgd_uncount_paced(bgd_job_t *job)
     }
 }
 
+/* Outcomes of the slow-read rules (the deadlines of bgd_deadline()). */
+static int bgd_outcome_dropped(const char *outcome)
+{
+    return !strcmp(outcome, "min-rate") || !strcmp(outcome, "idle-timeout")
+           || !strcmp(outcome, "timeout") || !strcmp(outcome, "max-time");
+}
+
 static void bgd_account_end(bgd_job_t *job)
 {
     bgd_uncount_paced(job);
@@ -2655,9 +2662,7 @@ static void bgd_account_end(bgd_job_t *job)
     if (!strcmp(job->outcome, "complete")) {
         bgd_count(&bgd_table->completed, 1);
     }
-    else if (!strcmp(job->outcome, "min-rate")
-             || !strcmp(job->outcome, "idle-timeout")
-             || !strcmp(job->outcome, "max-time")) {
+    else if (bgd_outcome_dropped(job->outcome)) {
         bgd_count(&bgd_table->dropped, 1);
     }
     else {
@@ -2688,9 +2693,21 @@ static void bgd_reset_on_close(bgd_job_t *job)
 
 static int bgd_outcome_resets(const char *outcome)
 {
-    return !strcmp(outcome, "min-rate") || !strcmp(outcome, "idle-timeout")
-           || !strcmp(outcome, "max-time")
-           || !strcmp(outcome, "file-changed");
+    return bgd_outcome_dropped(outcome) || !strcmp(outcome, "file-changed");
+}
+
+/* A delivery that did not complete left a response shorter than its
+ * headers promised: the connection must not carry another one, and the
+ * log must say so.  Whoever drove it (the MPM, or a worker that paced
+ * it) ends it here. */
+static void bgd_end_incomplete(bgd_job_t *job)
+{
+    if (bgd_outcome_resets(job->outcome)) {
+        bgd_reset_on_close(job);
+    }
+    job->c->aborted = 1;
+    job->c->keepalive = AP_CONN_CLOSE;
+    bgd_correct_bytes_sent(job);
 }
 
 /* End the request of a delivery the MPM drove: log it and give the
@@ -2700,17 +2717,11 @@ static void bgd_finish_async(bgd_conn_t *bc)
 {
     bgd_job_t *job = bc->job;
     request_rec *r = job->r;
-    conn_rec *c = bc->c;
 
     bgd_timed_wait_release(bc);
     bgd_account_end(job);
     if (strcmp(job->outcome, "complete")) {
-        if (bgd_outcome_resets(job->outcome)) {
-            bgd_reset_on_close(job);
-        }
-        c->aborted = 1;
-        c->keepalive = AP_CONN_CLOSE;
-        bgd_correct_bytes_sent(job);
+        bgd_end_incomplete(job);
     }
     apr_brigade_cleanup(job->queue);
     bc->job = NULL;
@@ -2899,7 +2910,7 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
     }
     bgd_account_end(job);
     if (strcmp(job->outcome, "complete")) {
-        bgd_correct_bytes_sent(job);
+        bgd_end_incomplete(job);
     }
     apr_brigade_cleanup(job->queue);
     return OK;

@@ -79,8 +79,10 @@ typedef struct bgdeliver_info_t {
     apr_off_t bytes_sent;
     /** Wire bytes of the whole response; -1 while still produced. */
     apr_off_t bytes_total;
-    /** "complete", "aborted", "timeout", "min-rate", "max-time",
-     *  "shutdown" or NULL while in flight. */
+    /** "complete", "aborted",
+     *  "file-changed", one of the slow-read rules ("min-rate",
+     *  "idle-timeout", "timeout" for Timeout, "max-time"), or NULL while
+     *  in flight. */
     const char *outcome;
 } bgdeliver_info_t;
 

@@ -26,7 +26,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response mpm_name
 
 my $mpm = mpm_name();
 my $tls = have_module('mod_ssl.c') && eval { require IO::Socket::SSL; 1 };
-plan tests => 10, need_module('mod_bgdeliver.c');
+plan tests => 14, need_module('mod_bgdeliver.c');
 
 my $keepalive_timeout = 5;              # t/conf/httpd.conf.in
 
@@ -52,9 +52,9 @@ sub get_truncated {
     http_send($s, 'GET', $uri);
     my $res = read_truncating($s, $path, 100_000, 1_000_001,
                               rate => 400_000, chunk => 4096, timeout => 20);
-    # How long the connection stayed open after its last byte.
-    $res->{closed_after} = $res->{eof} ? $res->{t_end} - $res->{t_last}
-                                       : 1e9;
+    # How long the connection stayed open after its last byte: until its
+    # end (EOF, or a reset), or until the read gave up (timeout).
+    $res->{closed_after} = $res->{t_end} - ($res->{t_last} // $res->{t_start});
     t_debug("status $res->{status}, " . length($res->{body})
             . " body bytes, closed " . sprintf('%.2f', $res->{closed_after})
             . " s after the last one");
@@ -104,6 +104,23 @@ my $logged = wait_until(5, sub {
     error_log_since($mark) =~ /$tag: \S*fg-shrink\.bin changed/
 });
 ok t_cmp($logged ? 1 : 0, 1, "plain HTTP: the truncation is logged ($tag)");
+unlink $path;
+
+# Paced through the API (a worker paces it on prefork and worker, the MPM
+# on event): the truncation ends the connection at once, logged, marked X.
+$path = gen_file('bgdeliver/files/fg-shrink-paced.bin', 3_500_000);
+$orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+$uri = '/paced/files/fg-shrink-paced.bin?pace=400000,0';
+$mark = log_mark();
+$res = get_truncated($path, $uri);
+ok t_cmp(!$res->{complete} && original_prefix($orig, $res) ? 1 : 0, 1,
+         'paced, truncated file: incomplete, every byte of the original');
+ok t_cmp($res->{closed_after} < $keepalive_timeout - 2 ? 1 : 0, 1,
+         'paced: the connection is closed after the last byte');
+ok t_cmp(error_log_since($mark), qr/BGD007: \S*fg-shrink-paced\.bin changed/,
+         'paced: the truncation is logged (BGD007)');
+ok t_cmp(wait_until(5, sub { last_access_line($uri) =~ / X$/ }) ? 1 : 0, 1,
+         'paced: the access log marks the response aborted (%X)');
 unlink $path;
 
 # HTTPS: mod_ssl reads the file.

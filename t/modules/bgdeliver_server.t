@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 22, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 23, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -209,6 +209,10 @@ CONF
     ok t_cmp(defined $t_idle && $t_idle - $t0 >= 2.5 ? 1 : 0, 1,
              'not before BgDeliverIdleTimeout');
     close $_ for $a, $b;
+    ok t_cmp(wait_until(5, sub {
+                 request(GET => '/bgdeliver-status?auto', port => $srv->{port})
+                     ->{body} =~ /BgDeliverDropped: 2\n/ }) ? 1 : 0, 1,
+             'both counted as dropped by the slow-read rules');
     $srv->{stop}->();
 }
 
