@@ -414,6 +414,34 @@ static bgd_job_t *bgd_req_job(const request_rec *r)
     return ap_get_module_config(r->request_config, &bgdeliver_module);
 }
 
+/* Whether the default handler serves r: ap_invoke_handler() names it ""
+ * or after the content type, which has a '/' and never a ':' (unlike
+ * "proxy:unix:/run/php/...|fcgi://..." handlers), except the historic
+ * application/x-httpd-* script types. */
+static int bgd_default_handler(const request_rec *r)
+{
+    const char *h = r->handler;
+
+    return !h || !*h || !strcmp(h, "default-handler")
+           || (ap_strchr_c(h, '/') && !ap_strchr_c(h, ':')
+               && strncmp(h, "application/x-httpd-", 20));
+}
+
+/* Whether a filter that may make the body bigger than the file (SSI,
+ * substitutions: the resource filters) will see r's output. */
+static int bgd_resource_filtered(const request_rec *r)
+{
+    ap_filter_t *f;
+
+    for (f = r->output_filters; f && f != r->proto_output_filters;
+         f = f->next) {
+        if (f->frec->ftype < AP_FTYPE_CONTENT_SET) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Whether the response keeps a schedule: a rate, or a first byte held
  * back by a latency (the C API allows a latency alone). */
 static int bgd_job_timed(const bgd_job_t *job)
@@ -3627,14 +3655,10 @@ static int bgd_handler(request_rec *r)
     }
     job = bgd_job_get(r);
     conf = job->conf;
-    /* A static file known to be small never needs the engine (a handler
-     * named after a MIME type is the default handler, except the
-     * historic application/x-httpd-* script types). */
+    /* A static file known to be small never needs the engine. */
     if (!bgd_job_timed(job)
         && r->finfo.filetype == APR_REG && r->finfo.size < conf->min_size
-        && (!r->handler || !strcmp(r->handler, "default-handler")
-            || (ap_strchr_c(r->handler, '/')
-                && strncmp(r->handler, "application/x-httpd-", 20)))) {
+        && bgd_default_handler(r) && !bgd_resource_filtered(r)) {
         return DECLINED;
     }
     rv = bgd_capture_begin(r, job);

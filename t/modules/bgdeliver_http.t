@@ -12,9 +12,9 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request http_connect http_send read_response
-                 access_log_lines mpm_name);
+                 access_log_lines mpm_name bgd_status);
 
-plan tests => 32, need need_module('mod_bgdeliver.c');
+plan tests => 33, need need_module('mod_bgdeliver.c');
 
 my $size = 200_000;
 my $file = gen_file('bgdeliver/files/http-200k.bin', $size);
@@ -93,10 +93,17 @@ ok t_cmp(md5_hex($r->{body}), md5_hex($data), 'error document body');
 $r = request(GET => '/bgdeliver/redirect/anything.txt', rcvbuf => 8192, rate => 2_000_000);
 ok t_cmp(md5_hex($r->{body}), md5_hex($data), 'internal redirect body');
 
-# SSI: the included file is a sub-request, part of the main response.
+# SSI: the included file is a sub-request, part of the main response.  The
+# page itself is small: its output is not.
+# (Where the engine cannot run, prefork and worker, it counts a fallback.)
+my $taken = sub { my $st = bgd_status();
+                  $st->{BgDeliverStarted} + $st->{BgDeliverFallbacks} };
+my $before = $taken->();
 $r = request(GET => '/bgdeliver/ssi/page.shtml', rcvbuf => 8192, rate => 2_000_000);
 ok t_cmp($r->{status}, 200, 'SSI 200');
 ok t_cmp(index($r->{body}, $data) > 0 ? 1 : 0, 1, 'SSI includes the whole file');
+ok t_cmp($taken->() - $before, 1,
+         'SSI: a small page whose output is large goes to the engine');
 
 # Keep-alive: three requests on one connection, the first two delivered
 # in the background; the socket is reused.
