@@ -3247,14 +3247,36 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
 static int bgd_api_send_brigade(request_rec *r, apr_bucket_brigade *bb,
                                 const bgdeliver_pacing_t *p)
 {
+    if (!bb) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "BGD029: bgdeliver_send_brigade() called without a "
+                      "brigade");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     return bgd_api_send(r, bb, NULL, NULL, p);
 }
 
+/* The range is checked here, while the handler can still answer with an
+ * error: once the engine has the response, a range past the end of the
+ * file would look like a file truncated during delivery. */
 static int bgd_api_send_file(request_rec *r, apr_file_t *fd, apr_off_t off,
                              apr_off_t len, const bgdeliver_pacing_t *p)
 {
-    apr_bucket_brigade *bb = apr_brigade_create(r->pool,
-                                                r->connection->bucket_alloc);
+    apr_bucket_brigade *bb;
+    apr_finfo_t finfo;
+
+    finfo.size = -1;
+    if (!fd || off < 0 || len < 0
+        || apr_file_info_get(&finfo, APR_FINFO_SIZE, fd) != APR_SUCCESS
+        || off > finfo.size || len > finfo.size - off) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "BGD028: bgdeliver_send_file(): %" APR_OFF_T_FMT
+                      " bytes from offset %" APR_OFF_T_FMT " are not within "
+                      "the file (%" APR_OFF_T_FMT " bytes)", len, off,
+                      finfo.size);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     apr_brigade_insert_file(bb, fd, off, len, r->pool);
     return bgd_api_send(r, bb, NULL, NULL, p);
 }

@@ -133,7 +133,9 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,
  * any response.  The file must stay open until r->pool is destroyed.
  * @return the value the handler must return: SUSPENDED when the engine
  *         took the response, OK when it was delivered in the foreground,
- *         or an HTTP status (e.g. 503 from a cap) when nothing was sent.
+ *         or an HTTP status when nothing was sent: 503 from a cap, 500
+ *         when @a offset and @a length are not within the file (logged
+ *         as BGD028).
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_file,
                         (request_rec *r, apr_file_t *fd, apr_off_t offset,

@@ -12,11 +12,11 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
-                 slow_clients server_status);
+                 slow_clients server_status log_mark error_log_since);
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -36,6 +36,8 @@ ok t_cmp(note_of('/api/producer?size=777777'), $bg ? 'complete' : '-', 'producer
 $r = request(GET => '/bgdeliver/h/producer?size=100001', rcvbuf => 4096, rate => 3_000_000);
 ok t_cmp(md5_hex($r->{body}), pattern_md5(100001), 'producer under BgDeliver On');
 
+my $mark = log_mark();
+
 # File range through bgdeliver_send_file(), plus a client Range on top.
 $r = request(GET => '/api/file/api-1m.bin?offset=1000&length=300000', rcvbuf => 4096,
              rate => 3_000_000);
@@ -45,6 +47,15 @@ $r = request(GET => '/api/file/api-1m.bin?offset=1000&length=300000',
              headers => { Range => 'bytes=100-199' });
 ok t_cmp($r->{status}, 206, 'file range + Range header: 206');
 ok t_cmp($r->{body} eq substr($data, 1100, 100) ? 1 : 0, 1, 'file range + Range: bytes');
+
+# A range outside the file is refused while the handler can still answer:
+# 500 and BGD028, not a response cut short as if the file had changed.
+$r = request(GET => '/api/file/api-1m.bin?offset=1000000&length=1000');
+ok t_cmp($r->{status}, 500, 'file range past the end: 500');
+$r = request(GET => '/api/file/api-1m.bin?offset=999000&length=2000');
+ok t_cmp($r->{status}, 500, 'file range across the end: 500');
+ok t_cmp(error_log_since($mark), qr/BGD028: .*1000 bytes from offset 1000000 are not within the file \(1000000 bytes\)/,
+         'file range outside the file: logged (BGD028)');
 
 # Brigade.
 $r = request(GET => '/bgdeliver/h/brigade?size=250000', rcvbuf => 4096, rate => 3_000_000);
