@@ -192,6 +192,9 @@ typedef struct bgd_slot_t {
     pid_t pid;
     int https;
     int mode;                           /* 1 background, 2 paced in worker */
+    /* Counted as started and not yet as ended: what a slot reaped from a
+     * dead child counts as (aborted), so that the totals still add up. */
+    volatile apr_uint32_t counted;
     apr_time_t started;
     apr_time_t updated;
     apr_off_t sent;
@@ -223,7 +226,7 @@ typedef struct bgd_shm_t {
 
 /* Changes with the layout of bgd_shm_t: the table outlives a graceful
  * restart, and a new build must not read an old layout. */
-#define BGD_SHM_MAGIC 0x42474433u       /* "BGD3" */
+#define BGD_SHM_MAGIC 0x42474434u       /* "BGD4" */
 
 typedef struct bgd_retained_t {
     apr_shm_t *shm;
@@ -534,6 +537,13 @@ static void bgd_copy(char *dst, apr_size_t size, const char *src)
     apr_cpystrn(dst, src ? src : "", size);
 }
 
+static void bgd_count(volatile apr_uint64_t *counter, apr_uint64_t n)
+{
+    if (bgd_table) {
+        apr_atomic_add64(counter, n);
+    }
+}
+
 /* Free slots of children that ended without releasing them: a crash, a
  * kill, or a restart (not a graceful one), since the event MPM's
  * connection pools, whose cleanups release the slots, hang off pconf and
@@ -547,6 +557,9 @@ static void bgd_slots_reap(void)
         if (s->in_use && s->pid > 0 && kill(s->pid, 0) != 0
             && errno == ESRCH) {
             if (apr_atomic_cas32(&s->in_use, 0, 1) == 1) {
+                if (apr_atomic_xchg32(&s->counted, 0)) {
+                    bgd_count(&bgd_table->aborted, 1);
+                }
                 apr_atomic_dec32(&bgd_table->in_flight);
             }
         }
@@ -589,6 +602,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
             }
             bgd_slot_begin_write(s);
             s->pid = bgd_my_pid;
+            s->counted = 0;
             s->https = ap_ssl_conn_is_ssl(r->connection);
             s->mode = mode;
             s->started = r->request_time;
@@ -655,13 +669,6 @@ static void bgd_slot_release(bgd_job_t *job)
     bgd_slot_end_write(s);
     apr_atomic_set32(&s->in_use, 0);
     apr_atomic_dec32(&bgd_table->in_flight);
-}
-
-static void bgd_count(volatile apr_uint64_t *counter, apr_uint64_t n)
-{
-    if (bgd_table) {
-        apr_atomic_add64(counter, n);
-    }
 }
 
 /* ------------------------------------------------------------ watchdog */
@@ -2680,6 +2687,9 @@ static int bgd_outcome_dropped(const char *outcome)
 static void bgd_account_end(bgd_job_t *job)
 {
     bgd_uncount_paced(job);
+    if (bgd_slot(job->slot)) {
+        apr_atomic_set32(&bgd_slot(job->slot)->counted, 0);
+    }
     if (!job->outcome) {
         job->outcome = "complete";
     }
@@ -3150,6 +3160,9 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
                       ? r->request_time + job->pacing.latency
                       : job->handoff;
     bgd_count(&bgd_table->started, 1);
+    if (bgd_slot(job->slot)) {
+        apr_atomic_set32(&bgd_slot(job->slot)->counted, 1);
+    }
 
     if (job->in_worker) {
         return bgd_deliver_in_worker(job);

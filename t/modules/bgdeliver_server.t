@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 23, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 24, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -236,6 +236,10 @@ CONF
                  request(GET => '/bgdeliver-status?auto', port => $srv->{port})
                      ->{body} =~ /BgDeliverInFlight: 0/ }) ? 1 : 0, 1,
              "the killed child's delivery is no longer in flight");
+    my %st = request(GET => '/bgdeliver-status?auto', port => $srv->{port})
+                 ->{body} =~ /^BgDeliver(\w+): (\d+)$/mg;
+    ok t_cmp("$st{Started} = " . ($st{Completed} + $st{Aborted} + $st{Dropped}),
+             "1 = 1", 'the killed delivery counts as aborted: the totals add up');
     my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port},
                     rcvbuf => 8192, rate => 5_000_000);
     ok t_cmp($r->{status}, 200, 'its client is not held at BgDeliverMaxPerClient');
