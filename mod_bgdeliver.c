@@ -282,6 +282,7 @@ typedef struct bgd_job_t {
     int slot;
 
     unsigned int requested:1;           /* another module asked for it */
+    unsigned int fell_back:1;           /* counted as a fallback */
     unsigned int capturing:1;
     unsigned int started:1;             /* capture set up */
     unsigned int eos:1;
@@ -2999,11 +3000,18 @@ static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
 /* r goes out the ordinary way although BgDeliver would take it: counted
  * as a fallback, and its files read rather than mapped (see
  * bgd_unmapped_filter()). */
-static void bgd_fallback(request_rec *r)
+/* Once per response: a handler that calls the API after the engine
+ * declined its response comes here a second time.  Returns 0 then. */
+static int bgd_fallback(request_rec *r, bgd_job_t *job)
 {
+    if (job->fell_back) {
+        return 0;
+    }
+    job->fell_back = 1;
     bgd_count(&bgd_table->fallbacks, 1);
     ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
                                 r->connection);
+    return 1;
 }
 
 /* Can the MPM drive this request's delivery for us? */
@@ -3039,10 +3047,12 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
         }
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    bgd_fallback(r);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                  "BGD003: %s reached for %s; delivering in the foreground "
-                  "(BgDeliverOverflow fallback)", why, r->useragent_ip);
+    if (bgd_fallback(r, job)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "BGD003: %s reached for %s; delivering in the "
+                      "foreground (BgDeliverOverflow fallback)", why,
+                      r->useragent_ip);
+    }
     return DECLINED;
 }
 
@@ -3088,7 +3098,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 
     if (!async && !timed) {
         if (job->requested || job->conf->enabled == 1) {
-            bgd_fallback(r);
+            bgd_fallback(r, job);
         }
         return DECLINED;
     }

@@ -12,11 +12,11 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
-                 slow_clients server_status log_mark error_log_since);
+                 slow_clients server_status log_mark error_log_since bgd_status);
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 16, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -33,8 +33,13 @@ my $r = request(GET => '/api/producer?size=777777', rcvbuf => 4096, rate => 3_00
 ok t_cmp($r->{status}, 200, 'producer: 200');
 ok t_cmp(md5_hex($r->{body}), pattern_md5(777777), 'producer: exact bytes');
 ok t_cmp(note_of('/api/producer?size=777777'), $bg ? 'complete' : '-', 'producer: background');
+# Under BgDeliver On the engine sees the response twice (its handler, then
+# the API call): where it cannot run, that is still one fallback.
+my $fallbacks = bgd_status()->{BgDeliverFallbacks};
 $r = request(GET => '/bgdeliver/h/producer?size=100001', rcvbuf => 4096, rate => 3_000_000);
 ok t_cmp(md5_hex($r->{body}), pattern_md5(100001), 'producer under BgDeliver On');
+ok t_cmp(bgd_status()->{BgDeliverFallbacks} - $fallbacks, $bg ? 0 : 1,
+         'producer under BgDeliver On: fallbacks counted once');
 
 my $mark = log_mark();
 
