@@ -49,6 +49,12 @@ sub error_log_of {
     return <$fh>;
 }
 
+# The ?auto status page of a private server.
+sub status_of {
+    my ($srv) = @_;
+    return request(GET => '/bgdeliver-status?auto', port => $srv->{port})->{body};
+}
+
 # A server whose generated responses spool beyond 16 KB, into @DIR@/spool.
 sub spool_server {
     return private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
@@ -77,10 +83,7 @@ CONF
     ok t_cmp(error_log_of($srv), qr/BGD002: BgDeliverMaxDeliveries reached/,
              'server-wide cap: logged');
     close $_ for @held;
-    wait_until(5, sub {
-        my $x = request(GET => '/bgdeliver-status?auto', port => $srv->{port});
-        $x->{body} =~ /BgDeliverInFlight: 0/;
-    });
+    wait_until(5, sub { status_of($srv) =~ /BgDeliverInFlight: 0/ });
     $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port},
                  rcvbuf => 8192, rate => 5_000_000);
     ok t_cmp($r->{status}, 200, 'server-wide cap: free again once they end');
@@ -166,8 +169,8 @@ CONF
              'no spool: the response is complete, exact bytes');
     my @logged = error_log_of($srv) =~ /BGD010: .*in the foreground/g;
     ok t_cmp(scalar(@logged), 1, 'no spool: BGD010 logged once');
-    ok t_cmp(request(GET => '/bgdeliver-status?auto', port => $srv->{port})->{body},
-             qr/BgDeliverInFlight: 0/, 'no spool: no slot left behind');
+    ok t_cmp(status_of($srv), qr/BgDeliverInFlight: 0/,
+             'no spool: no slot left behind');
     $srv->{stop}->();
 }
 
@@ -209,10 +212,8 @@ CONF
     ok t_cmp(defined $t_idle && $t_idle - $t0 >= 2.5 ? 1 : 0, 1,
              'not before BgDeliverIdleTimeout');
     close $_ for $a, $b;
-    ok t_cmp(wait_until(5, sub {
-                 request(GET => '/bgdeliver-status?auto', port => $srv->{port})
-                     ->{body} =~ /BgDeliverDropped: 2\n/ }) ? 1 : 0, 1,
-             'both counted as dropped by the slow-read rules');
+    ok t_cmp(wait_until(5, sub { status_of($srv) =~ /BgDeliverDropped: 2\n/ })
+             ? 1 : 0, 1, 'both counted as dropped by the slow-read rules');
     $srv->{stop}->();
 }
 
@@ -232,12 +233,9 @@ CONF
     close $s;
     my $new = wait_until(10, sub { grep { $_ != $kid } server_pids($srv->{pid}) });
     ok t_cmp($new ? 1 : 0, 1, 'a new child replaces the killed one');
-    ok t_cmp(wait_until(5, sub {
-                 request(GET => '/bgdeliver-status?auto', port => $srv->{port})
-                     ->{body} =~ /BgDeliverInFlight: 0/ }) ? 1 : 0, 1,
-             "the killed child's delivery is no longer in flight");
-    my %st = request(GET => '/bgdeliver-status?auto', port => $srv->{port})
-                 ->{body} =~ /^BgDeliver(\w+): (\d+)$/mg;
+    ok t_cmp(wait_until(5, sub { status_of($srv) =~ /BgDeliverInFlight: 0/ })
+             ? 1 : 0, 1, "the killed child's delivery is no longer in flight");
+    my %st = status_of($srv) =~ /^BgDeliver(\w+): (\d+)$/mg;
     ok t_cmp("$st{Started} = " . ($st{Completed} + $st{Aborted} + $st{Dropped}),
              "1 = 1", 'the killed delivery counts as aborted: the totals add up');
     my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port},
