@@ -2999,9 +2999,9 @@ static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
 
 /* r goes out the ordinary way although BgDeliver would take it: counted
  * as a fallback, and its files read rather than mapped (see
- * bgd_unmapped_filter()). */
-/* Once per response: a handler that calls the API after the engine
- * declined its response comes here a second time.  Returns 0 then. */
+ * bgd_unmapped_filter()).  Once per response: a handler that calls the
+ * API after the engine declined its response comes here a second time;
+ * it returns 0 then. */
 static int bgd_fallback(request_rec *r, bgd_job_t *job)
 {
     if (job->fell_back) {
