@@ -100,11 +100,16 @@ t_debug(encode_json($j->{slow}));
 ok t_cmp(scalar(grep { $_->{uri} =~ /script/ } @{ $j->{slow} }), 1,
          'the slow request is listed');
 my $now = int(time / 60) * 60;
-# The requests may straddle a minute boundary.
+# The requests may straddle a minute boundary.  A reset keeps the requests
+# the open interval already had, those of the test files before this one:
+# with 100 or more requests in a point, a few slow ones can lift the
+# average above the 99th percentile, so p99 >= average only holds below
+# that (the rank then falls in the bucket of the slowest request).
 my @pts = grep { $_->{t} >= $now - 60 } @{ $j->{series}{points} };
 my $cnt = 0;
 $cnt += $_->{count} for @pts;
-ok $cnt >= 7 && !grep { $_->{p99}{run} < $_->{avg}{run} * 0.99 } @pts;
+ok $cnt >= 7 && !grep { $_->{count} < 100
+                        && $_->{p99}{run} < $_->{avg}{run} * 0.99 } @pts;
 
 # --- ?auto
 {
