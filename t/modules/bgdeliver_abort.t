@@ -15,7 +15,7 @@ use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file http_connect http_send read_response fd_count
                  close_wait_count wait_until server_pids log_mark
                  error_log_since access_log_lines mpm_name bgd_status
-                 read_truncating);
+                 read_truncating slurp);
 
 my $mpm = mpm_name();
 plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
@@ -78,7 +78,7 @@ ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 
 # announced (never wrong ones), the server logs it.
 {
     my $path = gen_file('bgdeliver/files/shrink.bin', 1_500_000);
-    my $orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+    my $orig = slurp($path);
     my $mark = log_mark();
     my $s = http_connect(rcvbuf => 4096);
     http_send($s, 'GET', '/bgdeliver/files/shrink.bin');
@@ -97,7 +97,7 @@ ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 
 # delivered, complete and intact.
 {
     my $path = gen_file('bgdeliver/files/replace.bin', 1_000_000);
-    my $orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+    my $orig = slurp($path);
     my $s = http_connect(rcvbuf => 4096);
     http_send($s, 'GET', '/bgdeliver/files/replace.bin');
     my $done = 0;

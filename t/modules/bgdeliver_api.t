@@ -12,7 +12,8 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
-                 slow_clients server_status log_mark error_log_since bgd_status);
+                 slow_clients server_status log_mark error_log_since bgd_status
+                 slurp);
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
@@ -20,7 +21,7 @@ plan tests => 16, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
-my $data = do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> };
+my $data = slurp($file);
 
 sub note_of {
     my ($path) = @_;

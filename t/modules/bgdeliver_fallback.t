@@ -12,7 +12,7 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time);
-use Bgd::Test qw(gen_file hostport_of mpm_name bgd_status access_log_lines request);
+use Bgd::Test qw(gen_file hostport_of mpm_name bgd_status access_log_lines request slurp);
 
 my $curl = `sh -c 'command -v curl'`;
 chomp $curl;
@@ -36,7 +36,7 @@ sub curl {
     my $t0 = time;
     my $info = `$curl -sk --http2 @extra -o $out -w '%{http_version} %{http_code} %{time_starttransfer}' '$base$path'`;
     my $t = time - $t0;
-    my $body = do { open my $fh, '<', $out; binmode $fh; local $/; <$fh> // '' };
+    my $body = slurp($out);
     unlink $out;
     my ($ver, $code, $ttfb) = split ' ', $info;
     return ($ver, $code, $body, $t, $ttfb);
@@ -53,7 +53,7 @@ ok t_cmp(bgd_status()->{BgDeliverFallbacks} > $before ? 1 : 0, 1,
 # Paced on an HTTP/2 stream: paced in the worker, still right.
 my $t;
 ($ver, $code, $body, $t) = curl('/paced/files/h2-1m.bin?pace=100000,200', '-r', '0-149999');
-ok t_cmp(($code == 206 && $body eq substr(do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> }, 0, 150000)) ? 1 : 0,
+ok t_cmp(($code == 206 && $body eq substr(slurp($file), 0, 150000)) ? 1 : 0,
          1, 'paced HTTP/2 stream: exact bytes');
 t_debug("paced h2: $t s");
 ok t_cmp(($t > 1.4 && $t < 2.6) ? 1 : 0, 1, "paced HTTP/2 stream: paced (~1.7 s, took $t)");

@@ -22,7 +22,7 @@ use Apache::Test;
 use Apache::TestUtil;
 use Bgd::Test qw(gen_file http_connect http_send read_response mpm_name
                  bgd_status read_truncating log_mark error_log_since
-                 access_log_lines wait_until);
+                 access_log_lines wait_until slurp);
 
 my $mpm = mpm_name();
 my $tls = have_module('mod_ssl.c') && eval { require IO::Socket::SSL; 1 };
@@ -78,7 +78,7 @@ gen_file('bgdeliver/files/fg-hold.bin', 2_000_000);
 
 # Plain HTTP.
 my $path = gen_file('bgdeliver/files/fg-shrink.bin', 3_500_000);
-my $orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+my $orig = slurp($path);
 my $uri = '/bgdeliver/files/fg-shrink.bin';
 my @vhost;
 my @hold;
@@ -109,7 +109,7 @@ unlink $path;
 # Paced through the API (a worker paces it on prefork and worker, the MPM
 # on event): the truncation ends the connection at once, logged, marked X.
 $path = gen_file('bgdeliver/files/fg-shrink-paced.bin', 3_500_000);
-$orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+$orig = slurp($path);
 $uri = '/paced/files/fg-shrink-paced.bin?pace=400000,0';
 $mark = log_mark();
 $res = get_truncated($path, $uri);
@@ -130,7 +130,7 @@ if (!$tls) {
 }
 @vhost = (vhost => 'bgd_tls_caps', ssl => 1);
 $path = gen_file('bgdeliver/files/fg-shrink-tls.bin', 3_500_000);
-$orig = do { open my $fh, '<', $path; binmode $fh; local $/; <$fh> };
+$orig = slurp($path);
 $uri = '/fallback/files/fg-shrink-tls.bin';
 @hold = $mpm eq 'event' ? fill_cap(@vhost) : ();
 $fallbacks = bgd_status()->{BgDeliverFallbacks};

@@ -12,13 +12,13 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request http_connect http_send read_response
-                 access_log_lines mpm_name bgd_status);
+                 access_log_lines mpm_name bgd_status slurp);
 
 plan tests => 33, need need_module('mod_bgdeliver.c');
 
 my $size = 200_000;
 my $file = gen_file('bgdeliver/files/http-200k.bin', $size);
-my $data = do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> };
+my $data = slurp($file);
 my $url = '/bgdeliver/files/http-200k.bin';
 my $bg = mpm_name() eq 'event';
 

@@ -13,12 +13,12 @@ use Apache::Test;
 use Apache::TestUtil;
 use Time::HiRes qw(time);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
-                 mpm_name bgd_status pattern);
+                 mpm_name bgd_status pattern slurp);
 
 plan tests => 13, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
-my $data = do { open my $fh, '<', $file; binmode $fh; local $/; <$fh> };
+my $data = slurp($file);
 
 # 40,000 B/s, 150 ms latency, 60,000 bytes of body: ~1.66 s in all.
 my $path = '/paced/files/pace-1m.bin?pace=40000,150';

@@ -24,7 +24,7 @@ use Apache::TestConfig ();
 use POSIX ();
 
 our @EXPORT_OK = qw(
-    pattern pattern_md5 gen_file docroot hostport_of
+    pattern pattern_md5 gen_file slurp docroot hostport_of
     http_connect http_send read_response request
     server_status status_value mpm_name
     server_pids fd_count close_wait_count error_log_since log_mark
@@ -50,6 +50,15 @@ sub pattern_md5 { md5_hex(pattern(@_)) }
 
 sub docroot {
     return Apache::Test::vars('documentroot');
+}
+
+# The whole content of the file at $path, as bytes ('' when empty).
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or die "$path: $!";
+    binmode $fh;
+    local $/;
+    return <$fh> // '';
 }
 
 # A file of $size pseudo-random bytes under htdocs, created once.
