@@ -156,6 +156,7 @@ static const apr_uint64_t conntimes_bounds[] = {
 #define CT_HANDLER_LEN   64
 #define CT_NO_HANDLER    "(none)"
 #define CT_DEFAULT_HANDLER "default-handler"
+#define CT_REDIRECT_HANDLER "redirect-handler"
 #define CT_OVERFLOW_NAME "(other)"
 
 #define CT_UNSET (-1)
@@ -298,6 +299,7 @@ struct conntimes_req_t {
     apr_time_t logged;                  /* end of the phases, when final */
     const char *handler;
     int source;                         /* conntimes_arrival_e */
+    int by_type;                        /* no handler set after fixups */
     int suspended;
     int done;
     conntimes_phases_t ph;
@@ -2654,8 +2656,28 @@ static int conntimes_post_read_request(request_rec *r)
     return DECLINED;
 }
 
+/* fixups at REALLY_LAST: a request that no directive or module gave a
+ * handler is dispatched by ap_invoke_handler() on its content type, which
+ * mod_mime derives from the file name that the client chose.  Such a
+ * request is the default handler's (modules that still claim requests by
+ * their MIME type are counted there too): otherwise a client could fill
+ * the bounded handler table with "image/png", "application/pdf" ... */
+static int conntimes_fixups(request_rec *r)
+{
+    conntimes_req_t *rs;
+
+    if (!r->main && (rs = conntimes_req_of(r)) != NULL) {
+        rs->by_type = !r->handler;
+    }
+    return DECLINED;
+}
+
 /* handler at REALLY_FIRST, declining: the content handler is about to run.
- * Sub-requests belong to their main request's run phase. */
+ * Sub-requests belong to their main request's run phase.  mod_rewrite's
+ * per-directory rules (an .htaccess front controller) only pick the URL:
+ * its redirect-handler makes the internal redirect, and the redirected
+ * request's translate ... fixups are filter time, its handler the one that
+ * runs. */
 static int conntimes_handler_start(request_rec *r)
 {
     conntimes_req_t *rs;
@@ -2664,11 +2686,12 @@ static int conntimes_handler_start(request_rec *r)
         return DECLINED;
     }
     rs = conntimes_req_of(r);
-    if (rs && !rs->hstart) {
+    if (rs && (!rs->hstart
+               || (r->prev && !strcmp(rs->handler, CT_REDIRECT_HANDLER)))) {
         rs->hstart = apr_time_now();
         /* ap_invoke_handler names the default handler "". */
-        rs->handler = r->handler && *r->handler ? r->handler
-                                                : CT_DEFAULT_HANDLER;
+        rs->handler = r->handler && *r->handler && !rs->by_type
+                      ? r->handler : CT_DEFAULT_HANDLER;
     }
     return DECLINED;
 }
@@ -3132,6 +3155,8 @@ static void conntimes_register_hooks(apr_pool_t *p)
                               APR_HOOK_REALLY_FIRST);
     /* First, declining: marks the start of the content handler whichever
      * module then takes the request. */
+    /* Last: the handler that the other fixups chose, if any. */
+    ap_hook_fixups(conntimes_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(conntimes_handler_start, NULL, NULL,
                     APR_HOOK_REALLY_FIRST);
     ap_hook_handler(conntimes_status_handler, NULL, NULL, APR_HOOK_MIDDLE);

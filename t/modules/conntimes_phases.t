@@ -14,7 +14,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Time::HiRes qw(time sleep);
 
-plan tests => 34, need_module('conntimes', 'ct_test');
+plan tests => 41, need_module('conntimes', 'ct_test');
 
 my $mpm = ct_mpm();
 t_debug("MPM $mpm");
@@ -153,4 +153,38 @@ t_debug("MPM $mpm");
                             $h->{arrival}, $h->{handler}),
              'a list of values in one tag');
     ok t_cmp($line =~ / - ct-sleep$/ ? 1 : 0, 1, 'the handler last');
+}
+
+# Handler names.  A request that nothing gave a handler goes to the one of
+# its content type, which mod_mime takes from the file name that the client
+# chose: it counts as the default handler's, whatever the extension, found
+# or not (otherwise clients fill the bounded handler table).
+{
+    my %want = ('/conntimes/small.txt' => 200, '/conntimes/nosuch.png' => 404,
+                '/conntimes/nosuch.pdf' => 404);
+    for my $uri (sort keys %want) {
+        my $tag = ct_tag();
+        my $r = GET $uri, 'X-CT-Tag' => $tag;
+        my ($h) = ct_wait_lines($tag, 1);
+        ok t_cmp(($h // {})->{handler} // 'no line', 'default-handler',
+                 "$uri ($want{$uri}) is the default handler's");
+    }
+}
+
+# A front controller: per-directory mod_rewrite sends every request of
+# /conntimes/front/ to a 150 ms handler through its redirect-handler.  The
+# handler that runs is the redirect's target, and its run is the handler's
+# 150 ms; what came before the target's handler is filter time.
+if (have_module('rewrite')) {
+    my $tag = ct_tag();
+    my $r = GET '/conntimes/front/anything', 'X-CT-Tag' => $tag;
+    ok t_cmp($r->code, 200, 'front controller');
+    my ($h) = ct_wait_lines($tag, 1);
+    t_debug($h ? $h->{line} : 'no line');
+    ok t_cmp(($h // {})->{handler}, 'ct-sleep', 'the target handler');
+    ok $h && $h->{run} >= 150_000 && $h->{run} < 250_000;
+    ok $h && ct_check_sums($h);
+}
+else {
+    skip('mod_rewrite', 1) for 1 .. 4;
 }
