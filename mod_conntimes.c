@@ -1358,7 +1358,13 @@ static const char *conntimes_log_field(const conntimes_req_t *rs,
     if (colon) {
         apr_size_t ulen = len - nlen - 1;
         frac = ulen == 1 && colon[1] == 's' ? 6
-               : ulen == 2 && colon[1] == 'm' && colon[2] == 's' ? 3 : 0;
+               : ulen == 2 && colon[2] == 's' && colon[1] == 'm' ? 3
+               : ulen == 2 && colon[2] == 's' && colon[1] == 'u' ? 0 : -1;
+        if (frac < 0) {
+            /* "total:sec" must not log microseconds in a seconds column. */
+            *out_len = 1;
+            return text;
+        }
     }
     /* Every request formats these: the first letter, which only "read"
      * and "run" share, spares most of the string comparisons. */
@@ -1392,9 +1398,10 @@ static const char *conntimes_log_field(const conntimes_req_t *rs,
 }
 
 /* %{NAME[:UNIT][,NAME[:UNIT]...]}^CT: a phase in us (default), ms or s;
- * also "class", "handler" and "arrival"; several, comma-separated, give
- * their values separated by spaces, as the "conntimes" nickname does.  It
- * spares mod_log_config an item per value and per space, which wrk could
+ * also "class", "handler" and "arrival"; an unknown name or unit logs "-"
+ * (mod_log_config cannot refuse it at start-up).  Several, comma-separated,
+ * give their values separated by spaces, as the "conntimes" nickname does.
+ * It spares mod_log_config an item per value and per space, which wrk could
  * not tell from nine tags (bench/conntimes). */
 #define CONNTIMES_LOG_FIELDS 16
 static const char *conntimes_log_phase(request_rec *r, char *a)
@@ -1435,7 +1442,7 @@ static const char *conntimes_log_phase(request_rec *r, char *a)
 }
 
 /* %{FORMAT}^CS: arrival of the request: seconds.microseconds (default),
- * "us", "ms" or "iso" (UTC). */
+ * "us", "ms" or "iso" (UTC); "-" for any other format. */
 static const char *conntimes_log_start(request_rec *r, char *a)
 {
     conntimes_req_t *rs = conntimes_logged_req(r);
@@ -1457,6 +1464,9 @@ static const char *conntimes_log_start(request_rec *r, char *a)
         return apr_psprintf(r->pool, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
                             xt.tm_year + 1900, xt.tm_mon + 1, xt.tm_mday,
                             xt.tm_hour, xt.tm_min, xt.tm_sec, xt.tm_usec);
+    }
+    if (a && *a) {
+        return "-";
     }
     {
         char buf[CONNTIMES_NUM_MAX], *end = buf + sizeof(buf);
