@@ -422,7 +422,8 @@ static void conntimes_agg_sum(conntimes_agg_t *into, conntimes_agg_t *from)
 /* ------------------------------------------------------------ statistics */
 
 /* Percentile q (0..1) of a histogram, interpolating linearly inside the
- * bucket that holds it; never above the observed maximum. */
+ * bucket that holds it, whose top is the observed maximum when that lies
+ * inside. */
 static double conntimes_quantile(const conntimes_hist_t *h,
                                  apr_uint64_t count, double q)
 {
@@ -431,6 +432,10 @@ static double conntimes_quantile(const conntimes_hist_t *h,
 
     if (!count) {
         return 0;
+    }
+    if (count == 1) {
+        /* The only observation is the maximum: exact. */
+        return (double)h->max;
     }
     for (b = 0; b < CT_NBUCKET; b++) {
         double n = (double)h->bucket[b];

@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 54, need_module('conntimes', 'ct_test', 'status');
+plan tests => 55, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -273,6 +273,24 @@ sub parse_prom {
     $r = GET '/server-status?auto';
     ok $r->content =~ /^ConntimesRequests: \d+$/m
         && $r->content =~ /^ConntimesQueueP99Us: \d+$/m;
+}
+
+# --- a single request: its percentiles are that request's time, not the
+# middle of its histogram bucket.
+{
+    ok ct_reset();
+    GET '/conntimes/sleep?ms=60';
+    my $j;
+    for (1 .. 50) {
+        $j = ct_json();
+        last if $j->{requests} >= 1;
+        sleep 0.05;
+    }
+    my $run = $j->{phases}{run};
+    t_debug(encode_json($run));
+    ok t_cmp(join(' ', $run->{count}, $run->{p50}, $run->{p99}),
+             join(' ', 1, $run->{max}, $run->{max}),
+             'one request: p50 = p99 = max');
 }
 
 # --- bounded handler cardinality: 12 named slots, the rest in "(other)"
