@@ -443,8 +443,11 @@ static double conntimes_quantile(const conntimes_hist_t *h,
             double lo = b ? (double)conntimes_bounds[b - 1] / 10.0 : 0;
             double hi = b < CT_NBOUND ? (double)conntimes_bounds[b] / 10.0
                                       : (double)h->max;
-            double v = lo + (hi - lo) * ((rank - cum) / n);
-            return v > (double)h->max ? (double)h->max : v;
+            /* The bucket that holds the maximum ends there. */
+            if (hi > (double)h->max) {
+                hi = (double)h->max;
+            }
+            return lo + (hi - lo) * ((rank - cum) / n);
         }
         cum += n;
     }
@@ -2428,10 +2431,17 @@ static int conntimes_handle_reset(request_rec *r, conntimes_shm_t *m,
 }
 
 /* Format from the query (?auto, ?json, ?prometheus) or, without one, from
- * the Accept header, the way Prometheus scrapers and API clients ask. */
+ * the Accept header, the way Prometheus scrapers and API clients ask: the
+ * media range with the highest q wins, and q=0 refuses a format.  On a tie
+ * Prometheus comes first (scrapers list several of its versions), then
+ * HTML (browsers that also list application/json want the page). */
 static const char *conntimes_format(request_rec *r)
 {
+    static const char *const formats[] = { "prometheus", "html", "json" };
+    double best_q[3] = { -1, -1, -1 };
     const char *accept;
+    char *list, *range, *state;
+    int i, best = 1;
 
     if (r->args) {
         if (!strcmp(r->args, "auto") || !strncmp(r->args, "auto&", 5)) {
@@ -2446,17 +2456,56 @@ static const char *conntimes_format(request_rec *r)
         }
     }
     accept = apr_table_get(r->headers_in, "Accept");
-    if (accept) {
-        if (ap_strcasestr(accept, "application/openmetrics-text")
-            || ap_strcasestr(accept, "version=0.0.4")) {
-            return "prometheus";
+    if (!accept) {
+        return "html";
+    }
+    list = apr_pstrdup(r->pool, accept);
+    for (range = apr_strtok(list, ",", &state); range;
+         range = apr_strtok(NULL, ",", &state)) {
+        char *param, *pstate, *type = apr_strtok(range, ";", &pstate);
+        double q = 1;
+        int v004 = 0, which;
+
+        if (!type) {
+            continue;
         }
-        if (ap_strcasestr(accept, "application/json")
-            && !ap_strcasestr(accept, "text/html")) {
-            return "json";
+        apr_collapse_spaces(type, type);
+        while ((param = apr_strtok(NULL, ";", &pstate)) != NULL) {
+            apr_collapse_spaces(param, param);
+            if ((param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+                q = atof(param + 2);
+            }
+            else if (!strcasecmp(param, "version=0.0.4")) {
+                v004 = 1;
+            }
+        }
+        if (!strcasecmp(type, "application/openmetrics-text")
+            || (v004 && !strcasecmp(type, "text/plain"))) {
+            which = 0;
+        }
+        else if (!strcasecmp(type, "text/html")
+                 || !strcasecmp(type, "application/xhtml+xml")
+                 || !strcmp(type, "*/*") || !strcasecmp(type, "text/*")) {
+            which = 1;
+        }
+        else if (!strcasecmp(type, "application/json")) {
+            which = 2;
+        }
+        else {
+            continue;
+        }
+        if (q > best_q[which]) {
+            best_q[which] = q;
         }
     }
-    return "html";
+    for (i = 0; i < 3; i++) {
+        if (best_q[i] > best_q[best]) {
+            best = i;
+        }
+    }
+    /* Nothing acceptable (every q=0, or only other types): the page, as
+     * httpd's own handlers answer such requests. */
+    return best_q[best] > 0 ? formats[best] : "html";
 }
 
 static int conntimes_status_handler(request_rec *r)

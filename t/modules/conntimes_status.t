@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 55, need_module('conntimes', 'ct_test', 'status');
+plan tests => 59, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -252,6 +252,16 @@ sub parse_prom {
     $r = GET '/conntimes-status',
         Accept => 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
     ok t_cmp($r->header('Content-Type'), qr{^text/html});
+    # q=0 refuses a format; the highest q wins.
+    $r = GET '/conntimes-status',
+        Accept => 'application/json, application/openmetrics-text;q=0';
+    ok t_cmp($r->header('Content-Type'), 'application/json', 'q=0 refuses');
+    $r = GET '/conntimes-status',
+        Accept => 'text/html;q=0.5, application/json;q=0.9';
+    ok t_cmp($r->header('Content-Type'), 'application/json', 'highest q');
+    $r = GET '/conntimes-status', Accept => 'text/x-version=0.0.4';
+    ok t_cmp($r->header('Content-Type'), qr{^text/html}, 'a media type, '
+             . 'not a substring');
 }
 
 # --- HTML: escaped, inline SVG, nothing external
