@@ -2067,16 +2067,19 @@ static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
     int i, k, d, has = 0;
     apr_time_t span = (apr_time_t)npts * iv;
 
+    /* An average is above its p99 when a single outlier lies in the top
+     * 1 %: the range spans both lines of every point. */
     for (i = 0; i < npts; i++) {
+        double a = pts[i].avg[phase], q = pts[i].p99[phase];
         if (!pts[i].count) {
             continue;
         }
         has = 1;
-        if (pts[i].avg[phase] < lo) {
-            lo = pts[i].avg[phase];
+        if ((a < q ? a : q) < lo) {
+            lo = a < q ? a : q;
         }
-        if (pts[i].p99[phase] > hi) {
-            hi = pts[i].p99[phase];
+        if ((a > q ? a : q) > hi) {
+            hi = a > q ? a : q;
         }
     }
     /* Decades (of microseconds) shown: at least two, around the data. */

@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 59, need_module('conntimes', 'ct_test', 'status');
+plan tests => 61, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -301,6 +301,46 @@ sub parse_prom {
     ok t_cmp(join(' ', $run->{count}, $run->{p50}, $run->{p99}),
              join(' ', 1, $run->{max}, $run->{max}),
              'one request: p50 = p99 = max');
+}
+
+# --- the chart's scale spans both lines.  One 1 s request among 150 fast
+# ones puts the run average (~7 ms) above the run p99 (a fast request's):
+# the y axis must reach down to that p99 and up to that average.  A private
+# server, so that no earlier request shares the interval.
+{
+    my $mpm = ct_mpm();
+    $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
+    my $srv = private_server(ct_private_locations(), mpm => $mpm,
+                             modules => ['conntimes'],
+                             test_modules => ['ct_test']);
+    my $url = "http://127.0.0.1:$srv->{port}";
+    my $http = HTTP::Tiny->new(timeout => 10);
+    $http->get("$url/sleep?ms=1000");
+    $http->get("$url/sleep?ms=0") for 1 .. 150;
+    my $j = {};
+    for (1 .. 50) {
+        my $r = $http->get("$url/status?json");
+        $j = decode_json($r->{content}) if $r->{success};
+        last if ($j->{requests} // 0) >= 151;
+        sleep 0.05;
+    }
+    my $html = $http->get("$url/status")->{content} // '';
+    my ($svg) = $html =~ m{(<svg[^>]*><title>run: .*?</svg>)}s;
+    my %decade = ('1µs' => 0, '10µs' => 1, '100µs' => 2, '1ms' => 3,
+                  '10ms' => 4, '100ms' => 5, '1s' => 6, '10s' => 7);
+    my @d = sort { $a <=> $b } grep { defined }
+            map { $decade{$_} } ($svg // '') =~ m{class="y">([^<]+)</text>}g;
+    my ($lo, $hi) = (10 ** ($d[0] // 9), 10 ** ($d[-1] // -1));
+    my ($out, $above) = (0, 0);
+    for my $p (grep { $_->{count} } @{ $j->{series}{points} || [] }) {
+        my ($avg, $p99) = ($p->{avg}{run} * 1e6, $p->{p99}{run} * 1e6);
+        t_debug("run chart $lo .. $hi us: avg $avg us, p99 $p99 us");
+        $above++ if $avg > $p99;
+        $out += grep { ($_ < 1 ? 1 : $_) < $lo || $_ > $hi } $avg, $p99;
+    }
+    ok t_cmp($above ? 1 : 0, 1, 'an average above its p99');
+    ok t_cmp($out, 0, 'the run chart spans every average and p99');
+    $srv->{stop}->();
 }
 
 # --- bounded handler cardinality: 12 named slots, the rest in "(other)"
