@@ -2057,6 +2057,22 @@ static double conntimes_log10(double v)
 
 /* One SVG chart of a phase over the series window: average (solid) and p99
  * (dashed) on a log scale, with gaps where nothing was recorded. */
+/* The series' window, as the page's heading says it: "24 hours",
+ * "1 minute", "90 seconds". */
+static const char *conntimes_span_text(apr_pool_t *p, apr_uint32_t secs)
+{
+    static const struct { apr_uint32_t secs; const char *unit; } units[] = {
+        { 3600, "hour" }, { 60, "minute" }, { 1, "second" }
+    };
+    int u = 0;
+
+    while (secs % units[u].secs) {
+        u++;
+    }
+    return apr_psprintf(p, "%u %s%s", secs / units[u].secs, units[u].unit,
+                        secs == units[u].secs ? "" : "s");
+}
+
 static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
                                 const conntimes_pt_t *pts, int npts,
                                 apr_uint64_t first, int phase)
@@ -2134,6 +2150,9 @@ static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
             v = v < 1 ? 0 : conntimes_log10(v);
             if (v < dlo) {
                 v = dlo;
+            }
+            else if (v > dhi) {
+                v = dhi;
             }
             x = L + (double)(W - L - R) * (i + 0.5) / npts;
             y = T + (H - T - B) * (1 - (v - dlo) / (dhi - dlo));
@@ -2281,11 +2300,7 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     ap_rprintf(r, "<h2>Last %s</h2>\n<p><span class=\"k\">&#9473; average"
                "</span> &#160; <span class=\"q\">&#9476; p99</span> per %u s, "
                "log scale; server local time.</p>\n",
-               hdr->nslots * hdr->interval % 3600 == 0
-                   ? apr_psprintf(r->pool, "%u hours",
-                                  hdr->nslots * hdr->interval / 3600)
-                   : apr_psprintf(r->pool, "%u minutes",
-                                  hdr->nslots * hdr->interval / 60),
+               conntimes_span_text(r->pool, hdr->nslots * hdr->interval),
                hdr->interval);
     for (i = 0; i < CT_NPHASE; i++) {
         if (i == CT_WORKER || i == CT_OFFWORKER) {
