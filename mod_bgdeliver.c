@@ -3898,7 +3898,8 @@ static int bgd_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (bgd_retained->table && bgd_retained->nslots != want) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      "BGD015: BgDeliverMaxDeliveries changed from %u to %u: "
-                     "the new value takes effect after a full restart",
+                     "the new value takes effect after a stop and start "
+                     "(a restart keeps the table)",
                      bgd_retained->nslots, want);
     }
     if (!bgd_retained->table) {
@@ -4090,21 +4091,38 @@ bad:
                         cmd->cmd->name, arg, min);
 }
 
+/* A time: a plain decimal number of seconds, or of milliseconds with "ms"
+ * ("30", "0.5", "1.5s", "250ms").  strtod() alone would also take "nan",
+ * "inf", "0x10" or "1e3", and NaN passes any range check.  A value that
+ * rounds to 0 while not 0 is refused rather than turned into `zero`. */
 static const char *bgd_parse_seconds(cmd_parms *cmd, const char *arg,
+                                     const char *zero,
                                      apr_interval_time_t *out)
 {
-    char *end;
-    double d;
+    apr_size_t n = strspn(arg, "0123456789");
+    double us = 0, mult = APR_USEC_PER_SEC;
 
-    errno = 0;
-    d = strtod(arg, &end);
-    if (end == arg || *end || errno || d < 0 || d > 86400.0 * 366) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a valid time; "
-                            "expected seconds between 0 and 31622400 "
-                            "(fractions allowed, 0 = off)",
-                            cmd->cmd->name, arg);
+    if (n && arg[n] == '.') {
+        apr_size_t frac = strspn(arg + n + 1, "0123456789");
+        n = frac ? n + 1 + frac : 0;
     }
-    *out = (apr_interval_time_t)(d * APR_USEC_PER_SEC);
+    if (n && !strcasecmp(arg + n, "ms")) {
+        mult = 1000;
+    }
+    else if (n && arg[n] && strcasecmp(arg + n, "s")) {
+        n = 0;
+    }
+    if (n) {
+        us = strtod(arg, NULL) * mult;
+    }
+    if (!n || us > 86400.0 * 366 * APR_USEC_PER_SEC || (us > 0 && us < 0.5)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a valid time; "
+                            "expected seconds from 0.000001 to 31622400 "
+                            "(fractions allowed; or milliseconds with 'ms', "
+                            "e.g. 250ms), or 0 for %s",
+                            cmd->cmd->name, arg, zero);
+    }
+    *out = (apr_interval_time_t)(us + 0.5);
     return NULL;
 }
 
@@ -4158,7 +4176,8 @@ static const char *bgd_cmd_min_rate(cmd_parms *cmd, void *dconf,
     bgd_dir_conf_t *conf = dconf;
     const char *err = bgd_parse_size(cmd, rate, 0, &conf->min_rate);
     if (!err && grace) {
-        err = bgd_parse_seconds(cmd, grace, &conf->min_rate_grace);
+        err = bgd_parse_seconds(cmd, grace, "no grace period",
+                                &conf->min_rate_grace);
     }
     return err;
 }
@@ -4166,14 +4185,15 @@ static const char *bgd_cmd_min_rate(cmd_parms *cmd, void *dconf,
 static const char *bgd_cmd_idle_timeout(cmd_parms *cmd, void *dconf,
                                         const char *arg)
 {
-    return bgd_parse_seconds(cmd, arg,
+    return bgd_parse_seconds(cmd, arg, "the server's Timeout",
                              &((bgd_dir_conf_t *)dconf)->idle_timeout);
 }
 
 static const char *bgd_cmd_max_time(cmd_parms *cmd, void *dconf,
                                     const char *arg)
 {
-    return bgd_parse_seconds(cmd, arg, &((bgd_dir_conf_t *)dconf)->max_time);
+    return bgd_parse_seconds(cmd, arg, "no limit",
+                             &((bgd_dir_conf_t *)dconf)->max_time);
 }
 
 static const char *bgd_cmd_overflow(cmd_parms *cmd, void *dconf,

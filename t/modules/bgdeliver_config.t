@@ -21,6 +21,12 @@ my @bad = (
     [ 'BgDeliverMinRate 100 soon',        qr/BgDeliverMinRate: 'soon' is not a valid time/ ],
     [ 'BgDeliverIdleTimeout -1',          qr/BgDeliverIdleTimeout: '-1' is not a valid time/ ],
     [ 'BgDeliverMaxTime 1e9',             qr/BgDeliverMaxTime: '1e9' is not a valid time/ ],
+    # strtod() takes these; NaN passed every range check (no limit).
+    [ 'BgDeliverMaxTime nan',             qr/BgDeliverMaxTime: 'nan' is not a valid time; expected seconds .*or 0 for no limit/ ],
+    [ 'BgDeliverIdleTimeout 0x1p4',       qr/BgDeliverIdleTimeout: '0x1p4' is not a valid time; .*or 0 for the server's Timeout/ ],
+    [ 'BgDeliverMinRate 256 inf',         qr/BgDeliverMinRate: 'inf' is not a valid time; .*or 0 for no grace period/ ],
+    [ 'BgDeliverMaxTime 0.0000001',       qr/BgDeliverMaxTime: '0.0000001' is not a valid time/ ],
+    [ 'BgDeliverMaxTime 5min',            qr/BgDeliverMaxTime: '5min' is not a valid time/ ],
     [ 'BgDeliverOverflow drop',           qr/BgDeliverOverflow: 'drop' is not valid; expected 'fallback' .* or 'reject \[retry-after-seconds\]'/ ],
     [ 'BgDeliverOverflow fallback 5',     qr/BgDeliverOverflow: a Retry-After value only goes with 'reject'/ ],
     [ 'BgDeliverOverflow reject soon',    qr/BgDeliverOverflow: 'soon' is not valid; expected a whole number from 0 to 86400/ ],
@@ -60,8 +66,8 @@ BgDeliverMaxPerClient 4
     BgDeliverMemoryLimit 16k
     BgDeliverSpoolLimit 2G
     BgDeliverMinRate 1000 20
-    BgDeliverIdleTimeout 0.5
-    BgDeliverMaxTime 3600
+    BgDeliverIdleTimeout 500ms
+    BgDeliverMaxTime 3600s
     BgDeliverOverflow reject 30
 </Location>
 CONF
