@@ -148,6 +148,9 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 /* What one worker visit may send before it yields to other connections. */
 #define BGD_VISIT_BYTES       (4 * 1024 * 1024)
 #define BGD_VISIT_TIME        apr_time_from_msec(2)
+/* A producer with nothing ready yet is asked again this much later: it
+ * polls on a timer, never in a loop on the worker. */
+#define BGD_PRODUCER_RETRY    apr_time_from_msec(10)
 #define BGD_WATCHDOG_PERIOD   apr_time_from_msec(100)
 /* Each timed wake-up costs a trip through the MPM's listener and worker
  * queue (~50 us of CPU, measured): beyond this many wake-ups per second
@@ -262,6 +265,8 @@ typedef struct bgd_job_t {
     bgdeliver_pacing_t pacing;
     bgdeliver_producer_fn *producer;
     void *baton;
+    apr_bucket_brigade *produced;       /* the producer's, reused */
+    int api_used;                       /* a handler API call has the body */
 
     apr_file_t *spool;
     apr_off_t spool_size;
@@ -2065,6 +2070,19 @@ static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent)
 
 /* ----------------------------------------------------------------- pump */
 
+/* A producer's answer without data and without EOS: nothing ready yet. */
+static int bgd_brigade_has_nothing(apr_bucket_brigade *bb)
+{
+    apr_bucket *b;
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        if (!APR_BUCKET_IS_METADATA(b) || APR_BUCKET_IS_EOS(b)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
                                 const char *what)
 {
@@ -2138,17 +2156,28 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             else {
                 /* The producer's output goes through the protocol filters
                  * and lands in our queue again. */
-                apr_bucket_brigade *bb = apr_brigade_create(job->r->pool,
-                                                            c->bucket_alloc);
-                rv = job->producer(job->r, job->baton, bb, BGD_SLICE_BYTES);
+                int nothing;
+
+                if (!job->produced) {
+                    job->produced = apr_brigade_create(job->r->pool,
+                                                       c->bucket_alloc);
+                }
+                rv = job->producer(job->r, job->baton, job->produced,
+                                   BGD_SLICE_BYTES);
+                nothing = bgd_brigade_has_nothing(job->produced);
                 if (rv == APR_SUCCESS) {
                     job->capturing = 1;
-                    rv = ap_pass_brigade(job->r->output_filters, bb);
+                    rv = ap_pass_brigade(job->r->output_filters,
+                                         job->produced);
                     job->capturing = 0;
                 }
-                apr_brigade_destroy(bb);
+                apr_brigade_cleanup(job->produced);
                 if (rv != APR_SUCCESS) {
                     return bgd_pump_fail(job, rv, "the producer failed");
+                }
+                if (nothing) {
+                    job->next_tick = apr_time_now() + BGD_PRODUCER_RETRY;
+                    return BGD_PUMP_WAIT_TIMER;
                 }
                 continue;
             }
@@ -3221,6 +3250,15 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
     int wrapped = job->started && job->capturing;
     int rv = OK;
 
+    if (job->api_used || job->eos || job->handoff) {
+        /* A second body would reach the wire before the rest of the first
+         * (or after its Content-Length), and the job be counted twice. */
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "BGD030: the bgdeliver API was called again for a "
+                      "response whose body it already has; ignored");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    job->api_used = 1;
     if (p) {
         bgd_job_set_pacing(job, p);
     }
@@ -3231,12 +3269,19 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
             return rv;
         }
     }
+    if (producer && r->header_only) {
+        /* HEAD: the header filter would drop every byte produced, and an
+         * endless producer would never be done; the headers are all. */
+        producer = NULL;
+        bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    }
     if (producer && rv == OK) {
         job->producer = producer;
         job->baton = baton;
     }
     else if (producer) {
-        /* No engine for this request: run the producer to the end here. */
+        /* No engine for this request: run the producer to the end here,
+         * sleeping while it has nothing (this worker is held anyway). */
         apr_bucket_brigade *tmp = apr_brigade_create(r->pool,
                                                      r->connection->bucket_alloc);
         apr_status_t st;
@@ -3245,7 +3290,10 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
             st = producer(r, baton, tmp, BGD_SLICE_BYTES);
             last = !APR_BRIGADE_EMPTY(tmp)
                    && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
-            if (st == APR_SUCCESS) {
+            if (st == APR_SUCCESS && bgd_brigade_has_nothing(tmp)) {
+                apr_sleep(BGD_PRODUCER_RETRY);
+            }
+            else if (st == APR_SUCCESS) {
                 st = ap_pass_brigade(r->output_filters, tmp);
             }
             apr_brigade_cleanup(tmp);

@@ -101,9 +101,12 @@ typedef struct bgdeliver_totals_t {
 /**
  * Signature of a producer: called on a worker whenever the engine wants
  * more of the response body.  Append at most @a max bytes to @a bb (more
- * is accepted but defeats pacing), and an EOS bucket when done.  Return
+ * is accepted but defeats pacing), and an EOS bucket when done.  With
+ * nothing ready yet, append nothing and return APR_SUCCESS: the engine
+ * asks again 10 ms later, without holding a worker meanwhile.  Return
  * APR_SUCCESS, or an error to abort the delivery.  Never block on the
- * network: the producer runs on a shared worker thread.
+ * network: the producer runs on a shared worker thread.  A HEAD request's
+ * producer is never called.
  * @param r      the request being delivered
  * @param baton  the pointer given to bgdeliver_send_producer()
  * @param bb     the brigade to fill (empty on entry)
@@ -135,7 +138,9 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,
  *         took the response, OK when it was delivered in the foreground,
  *         or an HTTP status when nothing was sent: 503 from a cap, 500
  *         when @a offset and @a length are not within the file (logged
- *         as BGD028).
+ *         as BGD028), 500 when the response already has its body from an
+ *         earlier call (BGD030; the handler returns what that call
+ *         returned).
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_file,
                         (request_rec *r, apr_file_t *fd, apr_off_t offset,

@@ -16,7 +16,12 @@
  *   bgd-test-gen       generated content: ?size=N bytes of the suite's
  *                      pattern in ?chunk=N pieces, with ?flush=1 a FLUSH
  *                      after each piece and ?delay=MS between pieces
- *   bgd-test-producer  the same bytes through bgdeliver_send_producer()
+ *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
+ *                      ?idle=MS: nothing (an empty brigade) for the first
+ *                      MS ms, ?endless=1: no end; how often it was called
+ *                      is logged ("bgd-test: producer ?ARGS called N
+ *                      times")
+ *   bgd-test-twice     bgdeliver_send_brigade() twice for one response
  *   bgd-test-file      r->filename through bgdeliver_send_file(), with
  *                      ?offset=N&length=N
  *   bgd-test-brigade   the pattern through bgdeliver_send_brigade()
@@ -48,6 +53,10 @@ module AP_MODULE_DECLARE_DATA bgd_test_module;
 typedef struct bgd_test_gen_t {
     apr_off_t size;
     apr_off_t pos;
+    const char *args;                   /* names it in the log */
+    apr_time_t ready;                   /* nothing before this */
+    int endless;
+    long calls;
 } bgd_test_gen_t;
 
 static APR_OPTIONAL_FN_TYPE(bgdeliver_send_producer) *bgd_test_send_producer;
@@ -143,6 +152,15 @@ static apr_status_t bgd_test_produce(request_rec *r, void *baton,
 {
     bgd_test_gen_t *g = baton;
     apr_size_t n = (apr_size_t)(g->size - g->pos);
+
+    g->calls++;
+    if (apr_time_now() < g->ready) {
+        return APR_SUCCESS;
+    }
+    if (g->endless) {
+        n = max;
+        g->pos = 0;
+    }
     if (n > max) {
         n = max;
     }
@@ -150,9 +168,18 @@ static apr_status_t bgd_test_produce(request_rec *r, void *baton,
         APR_BRIGADE_INSERT_TAIL(bb, bgd_test_piece(r, g->pos, n));
         g->pos += (apr_off_t)n;
     }
-    if (g->pos >= g->size) {
+    if (g->pos >= g->size && !g->endless) {
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
     }
+    return APR_SUCCESS;
+}
+
+static apr_status_t bgd_test_log_calls(void *data)
+{
+    bgd_test_gen_t *g = data;
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, NULL,
+                 "bgd-test: producer ?%s called %ld times", g->args,
+                 g->calls);
     return APR_SUCCESS;
 }
 
@@ -184,7 +211,27 @@ static int bgd_test_handler(request_rec *r)
     if (!strcmp(r->handler, "bgd-test-producer")) {
         bgd_test_gen_t *g = apr_pcalloc(r->pool, sizeof(*g));
         g->size = bgd_test_arg(r, "size", 100000);
+        g->ready = apr_time_now()
+                   + apr_time_from_msec(bgd_test_arg(r, "idle", 0));
+        g->endless = bgd_test_arg(r, "endless", 0) != 0;
+        g->args = r->args ? r->args : "";
+        apr_pool_cleanup_register(r->pool, g, bgd_test_log_calls,
+                                  apr_pool_cleanup_null);
         return bgd_test_send_producer(r, bgd_test_produce, g, NULL);
+    }
+    if (!strcmp(r->handler, "bgd-test-twice")) {
+        apr_bucket_brigade *bb = apr_brigade_create(
+                                     r->pool, r->connection->bucket_alloc);
+        apr_off_t size = bgd_test_arg(r, "size", 100000);
+        int first, second;
+        APR_BRIGADE_INSERT_TAIL(bb, bgd_test_piece(r, 0, (apr_size_t)size));
+        first = bgd_test_send_brigade(r, bb, NULL);
+        bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+        APR_BRIGADE_INSERT_TAIL(bb, bgd_test_piece(r, 0, 64));
+        second = bgd_test_send_brigade(r, bb, NULL);
+        ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r,
+                      "bgd-test: second call returned %d", second);
+        return first;
     }
     if (!strcmp(r->handler, "bgd-test-brigade")) {
         apr_bucket_brigade *bb = apr_brigade_create(

@@ -13,11 +13,11 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
                  slow_clients server_status log_mark error_log_since bgd_status
-                 slurp);
+                 slurp http_connect http_send read_response);
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 16, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 22, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -70,6 +70,61 @@ ok t_cmp(md5_hex($r->{body}), pattern_md5(250000), 'brigade: exact bytes');
 # HEAD through the producer sends headers only.
 $r = request(HEAD => '/api/producer?size=5000');
 ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
+
+# A producer with nothing ready yet is asked again on a timer, not in a
+# loop: 300 ms of nothing is about 30 calls (10 ms apart), not millions.
+{
+    my $m = log_mark();
+    my $t0 = time;
+    $r = request(GET => '/api/producer?size=100000&idle=300', timeout => 20);
+    my $took = time - $t0;
+    ok t_cmp(md5_hex($r->{body}), pattern_md5(100000), 'idle producer: exact bytes');
+    ok t_cmp($took >= 0.29 ? 1 : 0, 1, sprintf('idle producer: took %.3f s', $took));
+    my $calls;
+    for (1 .. 50) {
+        ($calls) = error_log_since($m) =~ /bgd-test: producer \?size=100000&idle=300 called (\d+) times/;
+        last if defined $calls;
+        select undef, undef, undef, 0.05;
+    }
+    ok t_cmp(defined $calls && $calls < 100 ? 1 : 0, 1,
+             'idle producer: called ' . ($calls // '?') . ' times');
+}
+
+# HEAD: the producer is not called at all (the header filter would drop its
+# bytes), so an endless one ends too.
+{
+    my $m = log_mark();
+    $r = request(HEAD => '/api/producer?endless=1', timeout => 5);
+    ok t_cmp($r->{status}, 200, 'HEAD on an endless producer: 200');
+    my $calls;
+    for (1 .. 50) {
+        ($calls) = error_log_since($m) =~ /bgd-test: producer \?endless=1 called (\d+) times/;
+        last if defined $calls;
+        select undef, undef, undef, 0.05;
+    }
+    ok t_cmp($calls // -1, 0, 'HEAD: the producer is never called');
+}
+
+# A second API call for one response is refused: the first body arrives
+# exact and alone, BGD030 is logged, and the delivery is counted once.
+{
+    my $m = log_mark();
+    my $before = bgd_status();
+    my $s = http_connect();
+    http_send($s, 'GET', '/api/twice?size=70000');
+    $r = read_response($s, timeout => 10);
+    # Nothing after the first body: the next response on the connection
+    # starts right where the first ended.
+    http_send($s, 'GET', '/api/twice?size=100');
+    my $next = read_response($s, timeout => 10);
+    close $s;
+    my $log = error_log_since($m);
+    ok t_cmp(join(' ', $r->{status}, length $r->{body}, md5_hex($r->{body}) eq pattern_md5(70000) ? 'exact' : 'wrong',
+                  $next->{status}, length $next->{body},
+                  $log =~ /BGD030: .*called again/ ? 'BGD030' : 'no BGD030',
+                  $log =~ /second call returned 500/ ? 500 : '?'),
+             '200 70000 exact 200 100 BGD030 500', 'the API called twice');
+}
 
 # Slow producer clients do not hold workers.
 if (!$bg) {
