@@ -1483,26 +1483,41 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
     return rv;
 }
 
+static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now);
+
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
- * spool stays small.  Paced deliveries wait for their schedule instead,
- * a latency without a rate (the C API allows it) until it has passed. */
+ * spool stays small.  A paced delivery sends what its schedule allows by
+ * now (nothing before its latency has passed), so that a stream that
+ * lasts (progress output, server-sent events) is paced from its start,
+ * not held back until the handler ends. */
 static void bgd_forward_opportunistic(bgd_job_t *job)
 {
     conn_rec *c = job->c;
-    apr_off_t want, len, mem;
+    apr_off_t want, len, mem, allowed = APR_INT64_MAX;
     int read_pass;
 
-    if (job->pacing.rate > 0 || APR_BRIGADE_EMPTY(job->queue)
-        || (job->pacing.latency > 0
-            && apr_time_now() < job->r->request_time + job->pacing.latency)) {
+    if (APR_BRIGADE_EMPTY(job->queue)) {
         return;
+    }
+    if (bgd_job_timed(job)) {
+        /* A paced stream goes out as the emulated line carries it, from
+         * its first byte's due time on: the schedule is the one the
+         * hand-off continues (see bgd_capture_end). */
+        job->pace_start = job->r->request_time + job->pacing.latency;
+        allowed = bgd_pacing_allowance(job, apr_time_now());
+        if (allowed <= 0) {
+            return;
+        }
     }
     if (c->data_in_output_filters
         && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
         return;
     }
     want = bgd_slice_size(job, bgd_conn_fd(c), &read_pass);
+    if (want > allowed) {
+        want = allowed;
+    }
     /* On a failure the pump, which sees it next, aborts and logs it. */
     if (want == 0
         || bgd_take_pass(job, want, read_pass, 0, &len, &mem)

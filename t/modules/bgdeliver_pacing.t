@@ -15,7 +15,7 @@ use Time::HiRes qw(time);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
                  mpm_name bgd_status pattern slurp);
 
-plan tests => 13, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -92,6 +92,24 @@ for my $case (
     ok t_cmp($r->{body} eq $want && $ttfb > 0.19 && $ttfb < 0.3 ? 1 : 0, 1,
              sprintf('latency only, %s: first byte at %.0f ms', $what,
                      $ttfb * 1000));
+}
+
+# A paced stream that lasts (a handler producing 1000 bytes every 50 ms
+# for 1.5 s) is paced from its first byte's due time, not held back until
+# the handler ends; and never ahead of the emulated line.
+{
+    $t0 = time;
+    my $ahead = 0;
+    $r = request(GET => '/paced/h/gen?size=30000&chunk=1000&flush=1&delay=50&pace=20000,100',
+                 on_progress => sub {
+                     my ($got) = @_;
+                     $ahead++ if $got > 20000 * (time - $t0 - 0.1) + 1500;
+                 });
+    $ttfb = $r->{t_first} - $t0;
+    ok t_cmp($r->{body} eq pattern(30_000) && $ttfb > 0.09 && $ttfb < 0.6 ? 1 : 0, 1,
+             sprintf('paced stream: first byte at %.0f ms, handler runs 1.5 s',
+                     $ttfb * 1000));
+    ok t_cmp($ahead, 0, 'paced stream: never ahead of the line');
 }
 
 my $st = bgd_status();
