@@ -3058,6 +3058,21 @@ static int bgd_fallback(request_rec *r, bgd_job_t *job)
     return 1;
 }
 
+/* mod_ratelimit's RATE_LIMIT filter sleeps between its chunks, by design,
+ * in whatever thread passes it data: a response that goes through it
+ * cannot leave without holding a thread, and each of our slices would hold
+ * a worker for seconds.  Such a response goes the ordinary way (mod_dialup
+ * paces without a worker). */
+static int bgd_chain_sleeps(const ap_filter_t *f)
+{
+    for (; f; f = f->next) {
+        if (!strcasecmp(f->frec->name, "RATE_LIMIT")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Can the MPM drive this request's delivery for us? */
 static int bgd_async_possible(request_rec *r)
 {
@@ -3143,6 +3158,15 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     if (!async && !timed) {
         if (job->requested || job->conf->enabled == 1) {
             bgd_fallback(r, job);
+        }
+        return DECLINED;
+    }
+    if (bgd_chain_sleeps(r->output_filters)) {
+        if (bgd_fallback(r, job)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                          "BGD031: mod_ratelimit's RATE_LIMIT filter paces "
+                          "this response in the worker; delivering in the "
+                          "foreground");
         }
         return DECLINED;
     }

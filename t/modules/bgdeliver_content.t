@@ -14,11 +14,11 @@ use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md5
                  http_connect http_send read_response access_log_lines wait_until
-                 log_mark error_log_since);
+                 log_mark error_log_since bgd_status);
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 14, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 16, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -113,4 +113,21 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 
     # Stock httpd counts %b when the body enters the filters; the engine
     # takes back what never left.
     ok t_cmp((!$bg || $a[9] < 500_000) ? 1 : 0, 1, "aborted: %b $a[9] corrected too");
+}
+
+# mod_ratelimit's RATE_LIMIT filter sleeps between chunks in the thread
+# that passes it data: a response through it goes the ordinary way, counted
+# as a fallback (BGD031).
+if (have_module('ratelimit')) {
+    my $m = log_mark();
+    my $fb = bgd_status()->{BgDeliverFallbacks};
+    my $r = request(GET => '/ratelimit/files/content-1m.bin', timeout => 20);
+    ok t_cmp(md5_hex($r->{body}), $want, 'RATE_LIMIT: exact bytes');
+    ok t_cmp(join(' ', bgd_status()->{BgDeliverFallbacks} - $fb,
+                  error_log_since($m) =~ /BGD031: mod_ratelimit's RATE_LIMIT filter/ ? 'BGD031' : '-'),
+             # Without WAITIO it is a fallback for that reason already.
+             $bg ? '1 BGD031' : '1 -', 'RATE_LIMIT: a fallback, logged');
+}
+else {
+    skip('mod_ratelimit', 1) for 1 .. 2;
 }
