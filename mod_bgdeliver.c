@@ -2959,6 +2959,7 @@ static int bgd_drive(bgd_conn_t *bc)
 static int bgd_deliver_in_worker(bgd_job_t *job)
 {
     conn_rec *c = job->c;
+    apr_status_t rv;
 
     for (;;) {
         bgd_pump_e what;
@@ -2981,11 +2982,13 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
             }
         }
         else if (what == BGD_PUMP_WAIT_SOCKET) {
-            apr_bucket_brigade *bb = apr_brigade_create(job->r->pool,
-                                                        c->bucket_alloc);
-            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(
+            /* A blocking flush: the wait for the socket, on this thread.
+             * The slice brigade is empty between passes. */
+            APR_BRIGADE_INSERT_TAIL(job->slice, apr_bucket_flush_create(
                                         c->bucket_alloc));
-            if (ap_pass_brigade(job->capture->next, bb) != APR_SUCCESS) {
+            rv = ap_pass_brigade(job->capture->next, job->slice);
+            apr_brigade_cleanup(job->slice);
+            if (rv != APR_SUCCESS) {
                 job->outcome = "aborted";
                 break;
             }
