@@ -3164,6 +3164,11 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
         }
         return DECLINED;
     }
+    if (r->header_only && !timed) {
+        /* HEAD: no body to deliver, so no slot (and no 503 at a cap); a
+         * paced one's headers are on the emulated line, though. */
+        return DECLINED;
+    }
     if (bgd_chain_sleeps(r->output_filters)) {
         if (bgd_fallback(r, job)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines);
 
 my $mpm = mpm_name();
-plan tests => 16, need need_module('mod_bgdeliver.c'),
+plan tests => 17, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -99,6 +99,10 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
              1, 'fallback logged (BGD003)');
     my $after = bgd_status();
     ok t_cmp($after->{BgDeliverRejected} - $before->{BgDeliverRejected}, 1, 'rejection counted');
+    # A HEAD request has no body to deliver: it never takes a slot, so a
+    # cap never refuses it.
+    $res = request(HEAD => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps');
+    ok t_cmp($res->{status}, 200, 'HEAD at the cap: 200');
     close $_ for @held;
     # Once the held deliveries are gone, the client may start new ones.
     wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
