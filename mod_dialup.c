@@ -685,6 +685,7 @@ static const char *dialup_cmd_burst(cmd_parms *cmd, void *dconf,
         switch (*end) {
         case 'k': case 'K': mult = 1024; end++; break;
         case 'm': case 'M': mult = 1024 * 1024; end++; break;
+        case 'g': case 'G': mult = 1024 * 1024 * 1024; end++; break;
         default: break;
         }
     }
@@ -692,7 +693,8 @@ static const char *dialup_cmd_burst(cmd_parms *cmd, void *dconf,
         || n > DIALUP_MAX_BURST / mult) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a valid size; "
                             "expected whole bytes from 0 to 1G, optionally "
-                            "with a k or M suffix (powers of 1024), e.g. 4k",
+                            "with a k, M or G suffix (powers of 1024), "
+                            "e.g. 4k",
                             cmd->cmd->name, arg);
     }
     conf->burst = (apr_off_t)n * mult;

@@ -29,8 +29,9 @@ my @bad = (
     [ 'DialupLatency 2min', qr/DialupLatency: '2min' is not a valid latency \(unknown unit\); expected milliseconds from 0 to 60000, optionally with ms or s/ ],
     [ 'DialupLatency 61s',  qr/DialupLatency: '61s' is not a valid latency \(out of range\)/ ],
     [ 'DialupFraming 9',    qr/DialupFraming: '9' is not valid; expected 'sync' \(8 bits per byte\) or 'async' \(10 bits per byte/ ],
-    [ 'DialupBurst 1.5k',   qr/DialupBurst: '1\.5k' is not a valid size; expected whole bytes from 0 to 1G, optionally with a k or M suffix/ ],
+    [ 'DialupBurst 1.5k',   qr/DialupBurst: '1\.5k' is not a valid size; expected whole bytes from 0 to 1G, optionally with a k, M or G suffix/ ],
     [ 'DialupBurst 2048M',  qr/DialupBurst: '2048M' is not a valid size/ ],
+    [ 'DialupBurst 2G',     qr/DialupBurst: '2G' is not a valid size; expected whole bytes from 0 to 1G, optionally with a k, M or G suffix/ ],
     [ 'DialupPulse 5',      qr/DialupPulse: '5' is not a valid pulse length \(out of range\); expected milliseconds from 10 to 1000/ ],
     [ 'DialupPulse 2s',     qr/DialupPulse: '2s' is not a valid pulse length \(out of range\)/ ],
 );
@@ -141,11 +142,13 @@ my $limits = conf('limits', <<'EOF');
     DialupRate 100G
     DialupLatency 60s
     DialupPulse 1s
+    DialupBurst 1G
 </Location>
 <Location /highest-plain>
     DialupRate 100000000000
     DialupLatency 60000
     DialupPulse 1000
+    DialupBurst 1073741824
 </Location>
 EOF
 ($rc, $out) = run_httpd($limits, '-t');
