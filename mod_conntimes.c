@@ -3162,6 +3162,23 @@ static const char *conntimes_set_kernel_stamps(cmd_parms *cmd, void *d,
     return err ? err : conntimes_set_flag(cmd, arg, &g->kernel_stamps);
 }
 
+/* ap_timeout_parameter_parse() looks at the first letters of the unit
+ * only: "10sec" would be 10 s and "5hours" 5 h.  Exactly its units. */
+static int conntimes_time_unit_ok(const char *arg)
+{
+    static const char *const units[] = { "", "ms", "s", "mi", "min", "h",
+                                         NULL };
+    const char *unit = arg + strspn(arg, "0123456789");
+    int i;
+
+    for (i = 0; units[i]; i++) {
+        if (!strcasecmp(unit, units[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static const char *conntimes_set_slow(cmd_parms *cmd, void *d,
                                       const char *arg)
 {
@@ -3177,7 +3194,7 @@ static const char *conntimes_set_slow(cmd_parms *cmd, void *d,
     if (!strcasecmp(arg, "off")) {
         t = 0;
     }
-    else if (!apr_isdigit(*arg)
+    else if (!apr_isdigit(*arg) || !conntimes_time_unit_ok(arg)
              || ap_timeout_parameter_parse(arg, &t, "ms") != APR_SUCCESS
              || t < 0 || t > apr_time_from_sec(86400)) {
         return apr_psprintf(cmd->pool, "%s: bad value '%s': must be Off or a "

@@ -23,6 +23,9 @@ my @cases = (
     [ 'ConntimesRecord maybe',        qr/ConntimesRecord: bad value 'maybe': must be On or Off/ ],
     [ 'ConntimesAllowReset 1',        qr/ConntimesAllowReset: bad value '1': must be On or Off/ ],
     [ 'ConntimesSlowThreshold soon',  qr/ConntimesSlowThreshold: bad value 'soon': must be Off or a duration/ ],
+    # httpd's parser reads only the unit's first letters.
+    [ 'ConntimesSlowThreshold 10sec', qr/ConntimesSlowThreshold: bad value '10sec': must be Off or a duration/ ],
+    [ 'ConntimesSlowThreshold 5hours', qr/ConntimesSlowThreshold: bad value '5hours'/ ],
     [ "<VirtualHost 127.0.0.1:1>\nConntimesMaxHandlers 8\n</VirtualHost>",
       qr/ConntimesMaxHandlers cannot occur within <VirtualHost> section/ ],
     [ "ConntimesMaxHandlers 8\nConntimesSlowThreshold 2s\nConntimesRecord Off\n"
