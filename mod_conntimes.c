@@ -2961,33 +2961,41 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
     return APR_SUCCESS;
 }
 
-/* Ask the kernel to stamp arriving data on every listener; accepted
- * sockets inherit the option. */
-static void conntimes_stamp_listeners(server_rec *s)
+/* Ask the kernel to stamp arriving data on every listener, or to stop:
+ * accepted sockets inherit the option, and listeners survive restarts, so
+ * "ConntimesKernelTimestamps Off" must clear what an earlier generation
+ * set, or the kernel goes on stamping every packet for nobody. */
+static void conntimes_stamp_listeners(server_rec *s, int on)
 {
 #if defined(__linux__) && defined(SO_TIMESTAMPNS)
     ap_listen_rec *lr;
-    int one = 1, n = 0;
+    int n = 0;
 
     for (lr = ap_listeners; lr; lr = lr->next) {
         apr_os_sock_t fd;
         if (!lr->sd || apr_os_sock_get(&fd, lr->sd) != APR_SUCCESS) {
             continue;
         }
-        if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) < 0) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, "CT0009: cannot "
-                         "set SO_TIMESTAMPNS on a listener; arrivals on it "
-                         "are taken when a worker sees the request");
+        if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) < 0) {
+            if (on) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, "CT0009: "
+                             "cannot set SO_TIMESTAMPNS on a listener; "
+                             "arrivals on it are taken when a worker sees "
+                             "the request");
+            }
             continue;
         }
         n++;
     }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "CT0010: kernel arrival time "
-                 "stamps enabled on %d listener(s)", n);
+                 "stamps %s on %d listener(s)", on ? "enabled" : "disabled",
+                 n);
 #else
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "CT0011: no kernel arrival time "
-                 "stamps on this platform; arrivals are taken when a worker "
-                 "sees the request");
+    if (on) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "CT0011: no kernel arrival "
+                     "time stamps on this platform; arrivals are taken when "
+                     "a worker sees the request");
+    }
 #endif
 }
 
@@ -3029,9 +3037,7 @@ static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (conntimes_shm_attach(s, g) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (g->kernel_stamps) {
-        conntimes_stamp_listeners(s);
-    }
+    conntimes_stamp_listeners(s, g->kernel_stamps ? 1 : 0);
     APR_REGISTER_OPTIONAL_FN(conntimes_request_phases);
     return OK;
 }
