@@ -742,8 +742,18 @@ static void conntimes_series_close(conntimes_shm_t *m, apr_uint64_t tag)
     memcpy(&se->base, &sum, sizeof(sum));
 }
 
+/* Whether the series must turn from its open interval to @tag: a newer
+ * interval, or one more than an interval older, which only a clock set back
+ * explains (a request whose clock reading lost a race with the turn is one
+ * interval late).  After a step back the open interval lies in the future,
+ * where no status page looks: the series goes on from now. */
+static int conntimes_series_must_turn(apr_uint64_t open, apr_uint64_t tag)
+{
+    return open < tag || open > tag + 1;
+}
+
 /* Turn the series to @tag, the interval of a request about to be recorded
- * or of a status page, when it is newer than the open one.  Without the
+ * or of a status page (see conntimes_series_must_turn()).  Without the
  * lock (held for over CT_LOCK_SPINS yields) the request counts in the open
  * interval. */
 static void conntimes_series_turn(conntimes_shm_t *m, apr_uint64_t tag)
@@ -752,13 +762,15 @@ static void conntimes_series_turn(conntimes_shm_t *m, apr_uint64_t tag)
     apr_uint64_t open = apr_atomic_read64(&se->tag);
     apr_uint32_t mine;
 
-    if (open >= tag
+    if (!conntimes_series_must_turn(open, tag)
         || !(mine = conntimes_lock(&m->hdr->series_lock, CT_LOCK_SPINS))) {
         return;
     }
     open = apr_atomic_read64(&se->tag);
-    if (open < tag) {
-        conntimes_series_close(m, open);
+    if (conntimes_series_must_turn(open, tag)) {
+        /* A future interval gets no point: its slot in the ring is that of
+         * an interval of the window.  Its requests stay in the totals. */
+        conntimes_series_close(m, open < tag ? open : 0);
         apr_atomic_set64(&se->tag, tag);
     }
     conntimes_unlock(&m->hdr->series_lock, mine);
