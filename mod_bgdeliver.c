@@ -2111,6 +2111,24 @@ static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
     return BGD_PUMP_ERROR;
 }
 
+/* A producer failed before a byte of the response, not even its headers,
+ * went out: the client gets a 500, as from a handler that fails, rather
+ * than a connection closed on it with nothing.  The page is captured and
+ * delivered like any response. */
+static void bgd_producer_error_page(bgd_job_t *job, apr_status_t rv)
+{
+    request_rec *r = job->r;
+
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                  "BGD032: the producer failed before the first byte of "
+                  "the response; answering 500");
+    job->producer = NULL;
+    r->status = HTTP_INTERNAL_SERVER_ERROR;
+    job->capturing = 1;
+    ap_send_error_response(r, 0);
+    job->capturing = 0;
+}
+
 static bgd_pump_e bgd_file_changed(bgd_job_t *job)
 {
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
@@ -2187,6 +2205,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
                     job->capturing = 0;
                 }
                 apr_brigade_cleanup(job->produced);
+                if (rv != APR_SUCCESS && !job->captured) {
+                    bgd_producer_error_page(job, rv);
+                    continue;
+                }
                 if (rv != APR_SUCCESS) {
                     return bgd_pump_fail(job, rv, "the producer failed");
                 }
@@ -3345,6 +3367,7 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
             }
             apr_brigade_cleanup(tmp);
         } while (st == APR_SUCCESS && !last);
+        /* Before any output, ap_die() turns AP_FILTER_ERROR into a 500. */
         return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
     }
     else {

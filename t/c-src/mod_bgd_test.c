@@ -18,7 +18,8 @@
  *                      after each piece and ?delay=MS between pieces
  *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
  *                      ?idle=MS: nothing (an empty brigade) for the first
- *                      MS ms, ?endless=1: no end; how often it was called
+ *                      MS ms, ?endless=1: no end, ?fail=N: an error at the
+ *                      N-th call (from 1); how often it was called
  *                      is logged ("bgd-test: producer ?ARGS called N
  *                      times")
  *   bgd-test-twice     bgdeliver_send_brigade() twice for one response
@@ -56,6 +57,7 @@ typedef struct bgd_test_gen_t {
     const char *args;                   /* names it in the log */
     apr_time_t ready;                   /* nothing before this */
     int endless;
+    long fail_at;
     long calls;
 } bgd_test_gen_t;
 
@@ -153,7 +155,9 @@ static apr_status_t bgd_test_produce(request_rec *r, void *baton,
     bgd_test_gen_t *g = baton;
     apr_size_t n = (apr_size_t)(g->size - g->pos);
 
-    g->calls++;
+    if (++g->calls == g->fail_at) {
+        return APR_EGENERAL;
+    }
     if (apr_time_now() < g->ready) {
         return APR_SUCCESS;
     }
@@ -214,6 +218,7 @@ static int bgd_test_handler(request_rec *r)
         g->ready = apr_time_now()
                    + apr_time_from_msec(bgd_test_arg(r, "idle", 0));
         g->endless = bgd_test_arg(r, "endless", 0) != 0;
+        g->fail_at = (long)bgd_test_arg(r, "fail", 0);
         g->args = r->args ? r->args : "";
         apr_pool_cleanup_register(r->pool, g, bgd_test_log_calls,
                                   apr_pool_cleanup_null);

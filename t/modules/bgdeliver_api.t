@@ -17,7 +17,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 22, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 23, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -103,6 +103,19 @@ ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
         select undef, undef, undef, 0.05;
     }
     ok t_cmp($calls // -1, 0, 'HEAD: the producer is never called');
+}
+
+# A producer that fails before the first byte (not even the headers went
+# out): the client gets httpd's 500 page (a 500 closes the connection, as
+# it does in stock httpd), not a connection closed with nothing.
+{
+    my $m = log_mark();
+    $r = request(GET => '/api/producer?size=100000&fail=1', timeout => 10);
+    ok t_cmp(join(' ', $r->{status},
+                  $r->{body} =~ /Internal Server Error/ ? 'page' : 'no page',
+                  !$bg || error_log_since($m) =~ /BGD032: the producer failed before the first byte/
+                      ? 'logged' : 'not logged'),
+             '500 page logged', 'producer failing at once: a 500 page');
 }
 
 # A second API call for one response is refused: the first body arrives
