@@ -148,9 +148,11 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 /* What one worker visit may send before it yields to other connections. */
 #define BGD_VISIT_BYTES       (4 * 1024 * 1024)
 #define BGD_VISIT_TIME        apr_time_from_msec(2)
-/* A producer with nothing ready yet is asked again this much later: it
- * polls on a timer, never in a loop on the worker. */
-#define BGD_PRODUCER_RETRY    apr_time_from_msec(10)
+/* A producer with nothing ready yet is asked again this much later, then
+ * twice as late each time up to the maximum (an idle event stream costs a
+ * few wake-ups a second): it polls on a timer, never in a loop. */
+#define BGD_PRODUCER_RETRY     apr_time_from_msec(10)
+#define BGD_PRODUCER_RETRY_MAX apr_time_from_msec(250)
 #define BGD_WATCHDOG_PERIOD   apr_time_from_msec(100)
 /* Each timed wake-up costs a trip through the MPM's listener and worker
  * queue (~50 us of CPU, measured): beyond this many wake-ups per second
@@ -266,6 +268,9 @@ typedef struct bgd_job_t {
     bgdeliver_producer_fn *producer;
     void *baton;
     apr_bucket_brigade *produced;       /* the producer's, reused */
+    apr_interval_time_t producer_retry; /* its next poll, when it is idle */
+    apr_time_t producer_idle_start;     /* first empty answer in a row */
+    apr_interval_time_t producer_wait;  /* earlier idle runs, in total */
     int api_used;                       /* a handler API call has the body */
 
     apr_file_t *spool;
@@ -497,11 +502,17 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
         apr_time_t need = job->handoff
                           + (apr_time_t)((double)job->sent / (double)min_rate
                                          * APR_USEC_PER_SEC);
-        /* A paced delivery's own latency does not count against it. */
+        /* A paced delivery's own latency does not count against it, nor
+         * does the time its producer had nothing to send (the client had
+         * taken everything: last_progress marks the latest empty answer). */
+        apr_interval_time_t excused = job->producer_wait
+            + (job->producer_idle_start
+               ? job->last_progress - job->producer_idle_start : 0);
         if (job->pace_start > job->handoff) {
-            t += job->pace_start - job->handoff;
-            need += job->pace_start - job->handoff;
+            excused += job->pace_start - job->handoff;
         }
+        t += excused;
+        need += excused;
         if (need > t) {
             t = need;
         }
@@ -2091,7 +2102,8 @@ static int bgd_brigade_has_nothing(apr_bucket_brigade *bb)
     apr_bucket *b;
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
          b = APR_BUCKET_NEXT(b)) {
-        if (!APR_BUCKET_IS_METADATA(b) || APR_BUCKET_IS_EOS(b)) {
+        if ((!APR_BUCKET_IS_METADATA(b) && b->length != 0)
+            || APR_BUCKET_IS_EOS(b)) {
             return 0;
         }
     }
@@ -2109,6 +2121,35 @@ static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
         job->outcome = "aborted";
     }
     return BGD_PUMP_ERROR;
+}
+
+/* The producer has nothing yet, and the client has everything before it
+ * (the core holds nothing): no rule on slow clients may count this wait
+ * (see bgd_deadline()).  Returns 1 with the next poll in next_tick, or 0
+ * when the producer has been idle for the server's Timeout: the response
+ * ends then, as mod_cgi ends a script that writes nothing for that long. */
+static int bgd_producer_idle(bgd_job_t *job)
+{
+    apr_time_t now = apr_time_now();
+    apr_interval_time_t timeout = job->r->server->timeout;
+
+    if (!job->producer_idle_start) {
+        job->producer_idle_start = now;
+    }
+    else if (timeout > 0 && now - job->producer_idle_start >= timeout) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
+                      "BGD033: the producer has had nothing to send for "
+                      "%" APR_TIME_T_FMT " s (Timeout); ending the response",
+                      apr_time_sec(now - job->producer_idle_start));
+        return 0;
+    }
+    job->last_progress = now;
+    job->producer_retry = job->producer_retry
+        ? (job->producer_retry * 2 < BGD_PRODUCER_RETRY_MAX
+           ? job->producer_retry * 2 : BGD_PRODUCER_RETRY_MAX)
+        : BGD_PRODUCER_RETRY;
+    job->next_tick = now + job->producer_retry;
+    return 1;
 }
 
 /* A producer failed before a byte of the response, not even its headers,
@@ -2197,8 +2238,11 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
                 }
                 rv = job->producer(job->r, job->baton, job->produced,
                                    BGD_SLICE_BYTES);
+                /* Nothing (or only metadata) is not passed on: the header
+                 * filter would send the headers on it, and a producer that
+                 * never starts could no longer get a 500. */
                 nothing = bgd_brigade_has_nothing(job->produced);
-                if (rv == APR_SUCCESS) {
+                if (rv == APR_SUCCESS && !nothing) {
                     job->capturing = 1;
                     rv = ap_pass_brigade(job->r->output_filters,
                                          job->produced);
@@ -2213,9 +2257,22 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
                     return bgd_pump_fail(job, rv, "the producer failed");
                 }
                 if (nothing) {
-                    job->next_tick = apr_time_now() + BGD_PRODUCER_RETRY;
-                    return BGD_PUMP_WAIT_TIMER;
+                    if (bgd_producer_idle(job)) {
+                        return BGD_PUMP_WAIT_TIMER;
+                    }
+                    if (!job->captured) {
+                        bgd_producer_error_page(job, APR_TIMEUP);
+                        continue;
+                    }
+                    return bgd_pump_fail(job, APR_TIMEUP,
+                                         "the producer timed out");
                 }
+                if (job->producer_idle_start) {
+                    job->producer_wait += apr_time_now()
+                                          - job->producer_idle_start;
+                    job->producer_idle_start = 0;
+                }
+                job->producer_retry = 0;
                 continue;
             }
         }
@@ -3353,6 +3410,8 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
          * sleeping while it has nothing (this worker is held anyway). */
         apr_bucket_brigade *tmp = apr_brigade_create(r->pool,
                                                      r->connection->bucket_alloc);
+        apr_interval_time_t retry = 0;
+        apr_time_t idle_start = 0;
         apr_status_t st;
         int last;
         do {
@@ -3360,13 +3419,34 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
             last = !APR_BRIGADE_EMPTY(tmp)
                    && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
             if (st == APR_SUCCESS && bgd_brigade_has_nothing(tmp)) {
-                apr_sleep(BGD_PRODUCER_RETRY);
+                /* As bgd_producer_idle(), on this thread. */
+                apr_time_t now = apr_time_now();
+                if (!idle_start) {
+                    idle_start = now;
+                }
+                else if (r->server->timeout > 0
+                         && now - idle_start >= r->server->timeout) {
+                    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                                  "BGD033: the producer has had nothing to "
+                                  "send for %" APR_TIME_T_FMT " s (Timeout); "
+                                  "ending the response",
+                                  apr_time_sec(now - idle_start));
+                    st = APR_TIMEUP;
+                }
+                retry = retry ? (retry * 2 < BGD_PRODUCER_RETRY_MAX
+                                 ? retry * 2 : BGD_PRODUCER_RETRY_MAX)
+                              : BGD_PRODUCER_RETRY;
+                if (st == APR_SUCCESS) {
+                    apr_sleep(retry);
+                }
             }
             else if (st == APR_SUCCESS) {
                 st = ap_pass_brigade(r->output_filters, tmp);
+                retry = 0;
+                idle_start = 0;
             }
             apr_brigade_cleanup(tmp);
-        } while (st == APR_SUCCESS && !last);
+        } while (st == APR_SUCCESS && !last && !r->connection->aborted);
         /* Before any output, ap_die() turns AP_FILTER_ERROR into a 500. */
         return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
     }

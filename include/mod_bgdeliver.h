@@ -103,7 +103,12 @@ typedef struct bgdeliver_totals_t {
  * more of the response body.  Append at most @a max bytes to @a bb (more
  * is accepted but defeats pacing), and an EOS bucket when done.  With
  * nothing ready yet, append nothing and return APR_SUCCESS: the engine
- * asks again 10 ms later, without holding a worker meanwhile.  Return
+ * asks again 10 ms later, then twice as late each time up to 250 ms,
+ * without holding a worker meanwhile (where the engine cannot drive the
+ * response, the handler's thread sleeps instead).  That wait never counts
+ * against the client's read rate; a producer with nothing for the
+ * server's Timeout ends the response (a 500 if nothing was sent yet: the
+ * headers wait for the first data).  Return
  * APR_SUCCESS, or an error to abort the delivery.  Never block on the
  * network: the producer runs on a shared worker thread.  A HEAD request's
  * producer is never called.

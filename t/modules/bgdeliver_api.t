@@ -13,11 +13,12 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
                  slow_clients server_status log_mark error_log_since bgd_status
-                 slurp http_connect http_send read_response);
+                 slurp http_connect http_send read_response private_server
+                 wait_until);
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 23, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 27, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -116,6 +117,34 @@ ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
                   !$bg || error_log_since($m) =~ /BGD032: the producer failed before the first byte/
                       ? 'logged' : 'not logged'),
              '500 page logged', 'producer failing at once: a 500 page');
+}
+
+# A producer's idle time is not the client's: with a 1 s grace of
+# BgDeliverMinRate, a producer with nothing for 1.5 s (the client has taken
+# everything) must not get its client dropped as slow.  But a producer with
+# nothing for the server's Timeout ends the response (BGD033), here before
+# its first byte: a 500.  Both on whatever driver this MPM gives.
+{
+    my $srv = private_server(<<'CONF', mpm => $mpm =~ /^(event|worker|prefork)$/ ? $mpm : 'event',
+Timeout 2
+<Location /p>
+    SetHandler bgd-test-producer
+    BgDeliverMinRate 1000 1
+</Location>
+CONF
+                             test_modules => ['bgd_test']);
+    $r = request(GET => '/p?size=50000&idle=1500', port => $srv->{port}, timeout => 10);
+    ok t_cmp(md5_hex($r->{body}), pattern_md5(50000),
+             'producer idle 1.5 s past a 1 s grace: not dropped');
+    my $t0 = time;
+    $r = request(GET => '/p?size=50000&idle=6000', port => $srv->{port}, timeout => 10);
+    my $took = time - $t0;
+    ok t_cmp($r->{status}, 500, 'producer idle for Timeout: 500');
+    ok t_cmp($took > 1.9 && $took < 3 ? 1 : 0, 1, sprintf('after Timeout (%.2f s)', $took));
+    my $log = "$srv->{dir}/error_log";
+    ok t_cmp(wait_until(3, sub { slurp($log) =~ /BGD033: the producer has had nothing to send for 2 s/ }) ? 1 : 0,
+             1, 'logged (BGD033)');
+    $srv->{stop}->();
 }
 
 # A second API call for one response is refused: the first body arrives
