@@ -2468,10 +2468,10 @@ static int conntimes_handle_reset(request_rec *r, conntimes_shm_t *m,
 static const char *conntimes_format(request_rec *r)
 {
     static const char *const formats[] = { "prometheus", "html", "json" };
-    double best_q[3] = { -1, -1, -1 };
+    double best_q[3] = { -1, -1, -1 }, any_q = -1;
     const char *accept;
     char *list, *range, *state;
-    int i, best = 1;
+    int i, best = 0;
 
     if (r->args) {
         if (!strcmp(r->args, "auto") || !strncmp(r->args, "auto&", 5)) {
@@ -2514,9 +2514,16 @@ static const char *conntimes_format(request_rec *r)
             which = 0;
         }
         else if (!strcasecmp(type, "text/html")
-                 || !strcasecmp(type, "application/xhtml+xml")
-                 || !strcmp(type, "*/*") || !strcasecmp(type, "text/*")) {
+                 || !strcasecmp(type, "application/xhtml+xml")) {
             which = 1;
+        }
+        else if (!strcmp(type, "*/*") || !strcasecmp(type, "text/*")) {
+            /* A wildcard stands for the page unless text/html itself is
+             * named (text/html;q=0, * / * refuses it). */
+            if (q > any_q) {
+                any_q = q;
+            }
+            continue;
         }
         else if (!strcasecmp(type, "application/json")) {
             which = 2;
@@ -2528,7 +2535,10 @@ static const char *conntimes_format(request_rec *r)
             best_q[which] = q;
         }
     }
-    for (i = 0; i < 3; i++) {
+    if (best_q[1] < 0) {
+        best_q[1] = any_q;
+    }
+    for (i = 1; i < 3; i++) {
         if (best_q[i] > best_q[best]) {
             best = i;
         }

@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 61, need_module('conntimes', 'ct_test', 'status');
+plan tests => 63, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -259,6 +259,12 @@ sub parse_prom {
     $r = GET '/conntimes-status',
         Accept => 'text/html;q=0.5, application/json;q=0.9';
     ok t_cmp($r->header('Content-Type'), 'application/json', 'highest q');
+    # A tie goes to Prometheus; a wildcard does not bring back a refused
+    # text/html.
+    $r = GET '/conntimes-status', Accept => 'application/openmetrics-text, text/html';
+    ok t_cmp($r->header('Content-Type'), qr{^text/plain; version=0\.0\.4}, 'a tie: Prometheus');
+    $r = GET '/conntimes-status', Accept => 'text/html;q=0, */*, application/json;q=0.5';
+    ok t_cmp($r->header('Content-Type'), 'application/json', 'text/html;q=0 beats */*');
     $r = GET '/conntimes-status', Accept => 'text/x-version=0.0.4';
     ok t_cmp($r->header('Content-Type'), qr{^text/html}, 'a media type, '
              . 'not a substring');
