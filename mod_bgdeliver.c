@@ -3695,7 +3695,8 @@ static void bgd_status_auto(request_rec *r)
                    " rate=%" APR_OFF_T_FMT " avg_rate=%" APR_OFF_T_FMT
                    " target_rate=%" APR_OFF_T_FMT " age_ms=%" APR_TIME_T_FMT
                    " label=%s vhost=%s method=%s uri=%s\n",
-                   v->s.pid, v->s.client, v->s.https ? "https" : "http",
+                   v->s.pid, ap_escape_urlencoded(r->pool, v->s.client),
+                   v->s.https ? "https" : "http",
                    v->s.mode == 1 ? "background" : "worker",
                    v->s.sent, v->s.total, v->s.current_rate, v->avg_rate,
                    v->s.target_rate, apr_time_as_msec(v->age),
