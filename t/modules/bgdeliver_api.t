@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 27, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 28, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -166,6 +166,13 @@ CONF
                   $log =~ /BGD030: .*called again/ ? 'BGD030' : 'no BGD030',
                   $log =~ /second call returned 500/ ? 500 : '?'),
              '200 70000 exact 200 100 BGD030 500', 'the API called twice');
+    # Counted once each: started = completed (the 70,000 bytes are above
+    # BgDeliverMinSize; the 100 bytes are not, and go out at once).
+    wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
+    my $after = bgd_status();
+    ok t_cmp(join(' ', map { $after->{"BgDeliver$_"} - $before->{"BgDeliver$_"} }
+                           qw(Started Completed)),
+             $bg ? '1 1' : '0 0', 'the API called twice: one delivery counted');
 }
 
 # Slow producer clients do not hold workers.
