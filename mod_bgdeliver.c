@@ -68,6 +68,7 @@
 #include "mpm_common.h"
 #include "util_filter.h"
 #include "mod_status.h"
+#include "scoreboard.h"
 
 #include "apr_atomic.h"
 #include "apr_buckets.h"
@@ -393,7 +394,8 @@ static int bgd_max_wakeups = BGD_UNSET;     /* BgDeliverMaxWakeups */
 static volatile apr_uint32_t bgd_paced_jobs;    /* paced, in this child */
 static bgd_retained_t *bgd_retained;
 static bgd_shm_t *bgd_table;
-static volatile apr_uint32_t bgd_child_stopping_flag;
+static volatile apr_uint32_t bgd_child_stopping_flag;  /* no new ones */
+static volatile apr_uint32_t bgd_child_draining_flag;  /* and hurry */
 static pid_t bgd_my_pid;
 
 static int bgd_engine_threads = BGD_UNSET;  /* BgDeliverEngineThreads */
@@ -2491,10 +2493,10 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
 static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
 {
     bgd_engine_t *e = bc->engine;
-    int stopping = apr_atomic_read32(&bgd_child_stopping_flag) != 0;
+    int draining = apr_atomic_read32(&bgd_child_draining_flag) != 0;
     bgd_pump_e what = BGD_PUMP_DONE;
 
-    if (!stopping && bc->job) {
+    if (!draining && bc->job) {
         bc->pace_index = BGD_PACE_BUSY;
         apr_thread_mutex_unlock(e->mutex);
         what = bgd_engine_write(bc, at);
@@ -2515,13 +2517,13 @@ static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
 
 static void bgd_pace_run_locked(bgd_engine_t *e)
 {
-    int stopping = apr_atomic_read32(&bgd_child_stopping_flag) != 0;
+    int draining = apr_atomic_read32(&bgd_child_draining_flag) != 0;
 
     while (e->pace_count) {
         bgd_pace_entry_t top = e->heap[0];
         apr_time_t now = apr_time_now();
 
-        if (!stopping && top.due > now + BGD_PACE_SLACK) {
+        if (!draining && top.due > now + BGD_PACE_SLACK) {
             break;
         }
         bgd_pace_remove_locked(top.bc);
@@ -2622,7 +2624,7 @@ static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
             bgd_watchdog_scan_locked(e, now);
             next_scan = now + BGD_WATCHDOG_PERIOD;
         }
-        if (apr_atomic_read32(&bgd_child_stopping_flag)) {
+        if (apr_atomic_read32(&bgd_child_draining_flag)) {
             bgd_stream_hand_back_all_locked(e);
         }
         bgd_pace_run_locked(e);
@@ -3007,7 +3009,7 @@ static int bgd_drive(bgd_conn_t *bc)
         what = BGD_PUMP_ERROR;
     }
     else {
-        if (apr_atomic_read32(&bgd_child_stopping_flag)) {
+        if (apr_atomic_read32(&bgd_child_draining_flag)) {
             job->drain = 1;
         }
         what = bgd_pump(job);
@@ -3044,7 +3046,7 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
         bgd_pump_e what;
         apr_time_t t0 = apr_time_now();
 
-        if (apr_atomic_read32(&bgd_child_stopping_flag)) {
+        if (apr_atomic_read32(&bgd_child_draining_flag)) {
             job->drain = 1;
         }
         what = bgd_pump(job);
@@ -4024,14 +4026,23 @@ static int bgd_pre_connection(conn_rec *c, void *csd)
 
 static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
 {
-    int i;
+    int i, mine = 0;
 
     (void)pchild;
-    (void)graceful;
-    /* New responses go out normally and paced ones drain at full speed,
-     * so that an old generation exits quickly after a graceful restart:
-     * the engine threads hand their connections back at once. */
+    /* New responses go out normally from here on.  After a graceful
+     * restart (the parent runs a newer generation) or on a hard stop,
+     * paced ones also drain at full speed, so that the old generation
+     * exits quickly: the engine threads hand their connections back at
+     * once.  A child that only retires (idle, MaxConnectionsPerChild, or
+     * a graceful stop, as stock Apache finishes its transfers then) keeps
+     * pacing them: its engine threads serve until the last one ends. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
+    if (graceful && ap_mpm_query(AP_MPMQ_GENERATION, &mine) == APR_SUCCESS
+        && ap_scoreboard_image
+        && ap_scoreboard_image->global->running_generation == mine) {
+        return;
+    }
+    apr_atomic_set32(&bgd_child_draining_flag, 1);
     for (i = 0; i < bgd_engine_count; i++) {
         bgd_engine_t *e = &bgd_engines[i];
         apr_thread_mutex_lock(e->mutex);
@@ -4181,6 +4192,7 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
 
     bgd_my_pid = getpid();
     apr_atomic_set32(&bgd_child_stopping_flag, 0);
+    apr_atomic_set32(&bgd_child_draining_flag, 0);
     if (bgd_table) {
         bgd_slots_reap();
     }

@@ -12,10 +12,10 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file slow_clients server_pids wait_until mpm_name request
-                 bgd_status);
+                 bgd_status private_server http_connect http_send read_response);
 
 my $mpm = mpm_name();
-plan tests => 6, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 9, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 my $file = gen_file('bgdeliver/files/graceful-1m.bin', 1_000_000);
@@ -67,3 +67,49 @@ my $r = request(GET => '/bgdeliver/files/graceful-1m.bin', rcvbuf => 8192, rate 
 ok t_cmp(md5_hex($r->{body}), $want, 'the new generation delivers');
 ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 1,
          'the delivery table is clean after the restart');
+
+# A child that only retires (here MaxConnectionsPerChild; the event MPM's
+# idle-child reaping is the same) keeps pacing its deliveries: only a new
+# generation makes them drain.  60,000 bytes at 20,000 B/s take 3 s.
+{
+    my $small = gen_file('bgdeliver/files/retire-60k.bin', 60_000);
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], std_modules => ['env', 'alias']);
+MaxConnectionsPerChild 3
+Alias /paced "@DOCROOT@/bgdeliver/files"
+<Location /paced>
+    SetEnv bgd-test-pace 20000,0
+</Location>
+<Location /pid>
+    SetHandler bgd-test-pid
+</Location>
+CONF
+    my $pid_of = sub {
+        my $r = request(GET => '/pid', port => $srv->{port}, timeout => 10);
+        return $r->{body} =~ /pid=(\d+)/ ? $1 : 0;
+    };
+    # Connection 1 was private_server()'s probe.
+    my $t0 = time;
+    my $s = http_connect(port => $srv->{port});          # connection 2
+    http_send($s, 'GET', '/paced/retire-60k.bin');
+    my $old = $pid_of->();                               # 3: the last one
+    my $r = read_response($s, timeout => 20);
+    my $took = time - $t0;
+    close $s;
+    my $new;
+    wait_until(10, sub { $new = $pid_of->(); $new && $new != $old });
+    t_debug("pids: old $old new " . ($new // '-'));
+    ok t_cmp($old && $new && $new != $old ? 1 : 0, 1,
+             'the child retired after its third connection');
+    ok t_cmp(slurp_ok($r->{body}, $small), 1, 'the paced delivery finishes intact');
+    ok t_cmp($took > 2.7 && $took < 4 ? 1 : 0, 1,
+             sprintf('and still paced (%.2f s for 3 s of line)', $took));
+    $srv->{stop}->();
+}
+
+sub slurp_ok {
+    my ($body, $file) = @_;
+    open my $fh, '<', $file or return 0;
+    binmode $fh;
+    local $/;
+    return ($body // '') eq <$fh> ? 1 : 0;
+}
