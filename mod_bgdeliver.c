@@ -191,9 +191,12 @@ typedef struct bgd_srv_conf_t {
 
 /* One in-flight delivery as seen by every child (shared memory).  The
  * owner is the only writer; `seq` is odd while it writes so that readers
- * can retry instead of locking. */
+ * can retry instead of locking.  `owner` is the owner's pid, 0 when free:
+ * one word, so that claiming, releasing and reaping a dead owner's slot
+ * are each a single compare-and-swap on exactly the value seen (a reaper
+ * can never free a slot that a live child has claimed meanwhile). */
 typedef struct bgd_slot_t {
-    volatile apr_uint32_t in_use;
+    volatile apr_uint32_t owner;
     volatile apr_uint32_t seq;
     pid_t pid;
     int https;
@@ -232,7 +235,7 @@ typedef struct bgd_shm_t {
 
 /* Changes with the layout of bgd_shm_t: the table outlives a graceful
  * restart, and a new build must not read an old layout. */
-#define BGD_SHM_MAGIC 0x42474434u       /* "BGD4" */
+#define BGD_SHM_MAGIC 0x42474435u       /* "BGD5" */
 
 typedef struct bgd_retained_t {
     apr_shm_t *shm;
@@ -573,9 +576,9 @@ static void bgd_slots_reap(void)
     apr_uint32_t i;
     for (i = 0; i < bgd_table->nslots; i++) {
         bgd_slot_t *s = &bgd_table->slots[i];
-        if (s->in_use && s->pid > 0 && kill(s->pid, 0) != 0
-            && errno == ESRCH) {
-            if (apr_atomic_cas32(&s->in_use, 0, 1) == 1) {
+        apr_uint32_t owner = apr_atomic_read32(&s->owner);
+        if (owner && kill((pid_t)owner, 0) != 0 && errno == ESRCH) {
+            if (apr_atomic_cas32(&s->owner, 0, owner) == owner) {
                 if (apr_atomic_xchg32(&s->counted, 0)) {
                     bgd_count(&bgd_table->aborted, 1);
                 }
@@ -591,7 +594,7 @@ static int bgd_count_client(const char *client)
     int n = 0;
     for (i = 0; i < bgd_table->nslots; i++) {
         bgd_slot_t *s = &bgd_table->slots[i];
-        if (s->in_use && !strcmp(s->client, client)) {
+        if (s->owner && !strcmp(s->client, client)) {
             n++;
         }
     }
@@ -616,10 +619,14 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
         for (i = 0; i < bgd_table->nslots; i++) {
             apr_uint32_t k = (start + i) % bgd_table->nslots;
             bgd_slot_t *s = &bgd_table->slots[k];
-            if (s->in_use || apr_atomic_cas32(&s->in_use, 1, 0) != 0) {
+            if (s->owner || apr_atomic_cas32(&s->owner,
+                                             (apr_uint32_t)bgd_my_pid, 0)) {
                 continue;
             }
-            bgd_slot_begin_write(s);
+            /* Odd whatever it was: an owner that died in the middle of a
+             * write left it odd, and a plain increment would invert its
+             * parity for good. */
+            apr_atomic_set32(&s->seq, apr_atomic_read32(&s->seq) | 1);
             s->pid = bgd_my_pid;
             s->counted = 0;
             s->https = ap_ssl_conn_is_ssl(r->connection);
@@ -645,7 +652,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
                 bgd_slot_begin_write(s);
                 s->client[0] = '\0';
                 bgd_slot_end_write(s);
-                apr_atomic_set32(&s->in_use, 0);
+                apr_atomic_set32(&s->owner, 0);
                 apr_atomic_dec32(&bgd_table->in_flight);
                 return -2;
             }
@@ -686,7 +693,7 @@ static void bgd_slot_release(bgd_job_t *job)
     bgd_slot_begin_write(s);
     s->client[0] = '\0';
     bgd_slot_end_write(s);
-    apr_atomic_set32(&s->in_use, 0);
+    apr_atomic_set32(&s->owner, 0);
     apr_atomic_dec32(&bgd_table->in_flight);
 }
 
@@ -3612,7 +3619,7 @@ static apr_array_header_t *bgd_snapshot(apr_pool_t *p)
         bgd_slot_view_t v;
         int tries;
 
-        if (!s->in_use) {
+        if (!s->owner) {
             continue;
         }
         for (tries = 0; tries < 8; tries++) {
@@ -3625,7 +3632,7 @@ static apr_array_header_t *bgd_snapshot(apr_pool_t *p)
                 break;
             }
         }
-        if (tries == 8 || !v.s.in_use || !v.s.client[0]) {
+        if (tries == 8 || !v.s.owner || !v.s.client[0]) {
             continue;
         }
         v.age = now - v.s.started;
