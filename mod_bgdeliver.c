@@ -2965,9 +2965,15 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
         int paced_here = bgd_engine_can_take(job);
 
         /* The engine thread writes the pulses meanwhile, and wakes the
-         * connection earlier when it needs a worker. */
+         * connection earlier when it needs a worker; the slow-read
+         * deadline (BgDeliverMaxTime above all: a paced client reads at
+         * the line's rate) wakes it too. */
         if (paced_here || due - now > max_wait) {
             due = now + max_wait;
+        }
+        deadline = bgd_deadline(job, &reason);
+        if (deadline && deadline < due) {
+            due = deadline;
         }
         rv = bgd_timed_wait_arm(bc, due);
         if (rv == APR_SUCCESS) {
@@ -3006,7 +3012,11 @@ static int bgd_drive(bgd_conn_t *bc)
     bgd_timed_wait_disarm(bc);
     if (!reason && !bc->c->aborted) {
         deadline = bgd_deadline(job, &reason);
-        if (!deadline || t0 < deadline) {
+        /* A response whose last byte the kernel already has is complete,
+         * whatever time it is. */
+        if (!deadline || t0 < deadline
+            || (job->eos && job->sent >= job->captured
+                && !bc->c->data_in_output_filters)) {
             reason = NULL;
         }
     }
@@ -3043,7 +3053,9 @@ static int bgd_drive(bgd_conn_t *bc)
 
 /* Where the MPM cannot wait for us (prefork, worker, HTTP/2 streams) a
  * paced response is paced here, on the handler's thread, like
- * mod_ratelimit: the same pump, with sleeping and blocking flushes. */
+ * mod_ratelimit: the same pump, with sleeping and blocking flushes, and
+ * the same slow-read rules (BgDeliverMaxTime bounds what an .htaccess
+ * DialupRate can hold a worker for). */
 static int bgd_deliver_in_worker(bgd_job_t *job)
 {
     conn_rec *c = job->c;
@@ -3051,7 +3063,8 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
 
     for (;;) {
         bgd_pump_e what;
-        apr_time_t t0 = apr_time_now();
+        apr_time_t t0 = apr_time_now(), deadline;
+        const char *reason;
 
         if (apr_atomic_read32(&bgd_child_draining_flag)) {
             job->drain = 1;
@@ -3063,10 +3076,18 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
         if (what == BGD_PUMP_DONE || what == BGD_PUMP_ERROR) {
             break;
         }
+        t0 = apr_time_now();
+        deadline = bgd_deadline(job, &reason);
+        if (deadline && t0 >= deadline) {
+            bgd_drop_log(job, reason);
+            job->outcome = reason;
+            break;
+        }
         if (what == BGD_PUMP_WAIT_TIMER) {
-            apr_interval_time_t d = job->next_tick - apr_time_now();
-            if (d > 0) {
-                apr_sleep(d);
+            apr_time_t until = deadline && deadline < job->next_tick
+                               ? deadline : job->next_tick;
+            if (until > t0) {
+                apr_sleep(until - t0);
             }
         }
         else if (what == BGD_PUMP_WAIT_SOCKET) {

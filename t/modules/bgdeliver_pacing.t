@@ -13,9 +13,10 @@ use Apache::Test;
 use Apache::TestUtil;
 use Time::HiRes qw(time);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
-                 mpm_name bgd_status pattern slurp);
+                 mpm_name bgd_status pattern slurp log_mark error_log_since
+                 wait_until);
 
-plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 17, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -110,6 +111,20 @@ for my $case (
              sprintf('paced stream: first byte at %.0f ms, handler runs 1.5 s',
                      $ttfb * 1000));
     ok t_cmp($ahead, 0, 'paced stream: never ahead of the line');
+}
+
+# BgDeliverMaxTime bounds a paced response wherever it is paced (in the
+# worker on prefork, worker and HTTP/2 too): 3 s of line, dropped at 1 s.
+{
+    gen_file('bgdeliver/files/maxtime/paced-60k.bin', 60_000);
+    my $m = log_mark();
+    $t0 = time;
+    $r = request(GET => '/paced/files/maxtime/paced-60k.bin?pace=20000,0', timeout => 10);
+    my $took = time - $t0;
+    ok t_cmp(!$r->{complete} && $took > 0.9 && $took < 1.6 ? 1 : 0, 1,
+             sprintf('paced, BgDeliverMaxTime 1: dropped after %.2f s', $took));
+    ok t_cmp(wait_until(3, sub { error_log_since($m) =~ /BGD004: .* max-time/ }) ? 1 : 0, 1,
+             'paced, max-time: logged (BGD004)');
 }
 
 my $st = bgd_status();
