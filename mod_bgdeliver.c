@@ -946,6 +946,18 @@ static const char *bgd_wd_unlist(bgd_conn_t *bc)
  * that can see the connection next (our process_connection hook,
  * pre_close_connection, the connection pool's pre-cleanup) disarms first.
  */
+/* On a hard stop the MPM's main thread closes the sockets of busy workers
+ * while they run (2.4's close_worker_sockets()): the descriptor number may
+ * be another thread's by then, and dup3() onto it would silently replace
+ * that thread's file.  APR marks a closed socket -1. */
+static int bgd_fd_still_ours(bgd_conn_t *bc)
+{
+    apr_socket_t *csd = ap_get_conn_socket(bc->c);
+    apr_os_sock_t fd = -1;
+
+    return csd && apr_os_sock_get(&fd, csd) == APR_SUCCESS && fd == bc->fd;
+}
+
 static apr_status_t bgd_timed_wait_arm(bgd_conn_t *bc, apr_time_t due)
 {
 #if BGD_HAVE_TIMED_WAIT
@@ -970,6 +982,10 @@ static apr_status_t bgd_timed_wait_arm(bgd_conn_t *bc, apr_time_t due)
     if (tfd < 0) {
         return errno;
     }
+    if (!bgd_fd_still_ours(bc)) {
+        close(tfd);
+        return APR_EBADF;
+    }
     if (timerfd_settime(tfd, 0, &its, NULL) < 0
         || dup3(tfd, bc->fd, O_CLOEXEC) < 0) {
         apr_status_t rv = errno;
@@ -992,6 +1008,10 @@ static void bgd_timed_wait_disarm(bgd_conn_t *bc)
     if (!bc->timer_armed) {
         return;
     }
+    bc->timer_armed = 0;
+    if (!bgd_fd_still_ours(bc)) {
+        return;
+    }
     do {
         rc = dup3(bc->sock_dup, bc->fd, O_CLOEXEC);
     } while (rc < 0 && (errno == EINTR || errno == EBUSY));
@@ -1000,7 +1020,6 @@ static void bgd_timed_wait_disarm(bgd_conn_t *bc)
                       "BGD019: cannot put the socket back on descriptor %d",
                       bc->fd);
     }
-    bc->timer_armed = 0;
 }
 
 static void bgd_timed_wait_release(bgd_conn_t *bc)
