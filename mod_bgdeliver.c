@@ -230,6 +230,7 @@ typedef struct bgd_shm_t {
     /* writes of the engine threads, by thread index in their child */
     volatile apr_uint64_t engine_writes[BGD_MAX_ENGINE_THREADS];
     volatile apr_uint32_t in_flight;
+    volatile apr_uint64_t reaped_at;    /* last bgd_slots_reap(), any child */
     bgd_slot_t slots[1];
 } bgd_shm_t;
 
@@ -588,6 +589,17 @@ static void bgd_slots_reap(void)
     }
 }
 
+/* At most once a second, server-wide: the child that wins the swap
+ * reaps. */
+static int bgd_slots_reap_due(void)
+{
+    apr_uint64_t now = (apr_uint64_t)apr_time_now();
+    apr_uint64_t last = apr_atomic_read64(&bgd_table->reaped_at);
+
+    return now - last >= (apr_uint64_t)APR_USEC_PER_SEC
+           && apr_atomic_cas64(&bgd_table->reaped_at, now, last) == last;
+}
+
 static int bgd_count_client(const char *client)
 {
     apr_uint32_t i;
@@ -657,6 +669,11 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
                 return -2;
             }
             return (int)k;
+        }
+        /* A full table is the overload case: each refused request must
+         * stay cheap, and the reaper's kill() per slot in use is not. */
+        if (!bgd_slots_reap_due()) {
+            break;
         }
         bgd_slots_reap();
     }
@@ -2649,6 +2666,14 @@ static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
         if (now >= next_scan) {
             bgd_watchdog_scan_locked(e, now);
             next_scan = now + BGD_WATCHDOG_PERIOD;
+            /* Slots of a child that crashed or was killed would otherwise
+             * wait for the next child to start, counting against their
+             * clients' BgDeliverMaxPerClient meanwhile. */
+            if (e == &bgd_engines[0] && bgd_table && bgd_slots_reap_due()) {
+                apr_thread_mutex_unlock(e->mutex);
+                bgd_slots_reap();
+                apr_thread_mutex_lock(e->mutex);
+            }
         }
         if (apr_atomic_read32(&bgd_child_draining_flag)) {
             bgd_stream_hand_back_all_locked(e);
