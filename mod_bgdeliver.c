@@ -555,6 +555,14 @@ static void bgd_slot_end_write(bgd_slot_t *s)
     apr_atomic_inc32(&s->seq);
 }
 
+/* A reader's view of seq, through a compare-and-swap that changes
+ * nothing: a full barrier, so that on weakly ordered CPUs the copy of the
+ * slot cannot be read outside the two readings. */
+static apr_uint32_t bgd_slot_seq_read(bgd_slot_t *s)
+{
+    return apr_atomic_cas32(&s->seq, 0, 0);
+}
+
 static void bgd_copy(char *dst, apr_size_t size, const char *src)
 {
     apr_cpystrn(dst, src ? src : "", size);
@@ -3688,12 +3696,12 @@ static apr_array_header_t *bgd_snapshot(apr_pool_t *p)
             continue;
         }
         for (tries = 0; tries < 8; tries++) {
-            apr_uint32_t seq = apr_atomic_read32(&s->seq);
+            apr_uint32_t seq = bgd_slot_seq_read(s);
             if (seq & 1) {
                 continue;
             }
             memcpy(&v.s, s, sizeof(v.s));
-            if (apr_atomic_read32(&s->seq) == seq) {
+            if (bgd_slot_seq_read(s) == seq) {
                 break;
             }
         }
