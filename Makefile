@@ -51,7 +51,7 @@ TEST_PORT ?= select
 # The compiler is listed although apache2-dev happens to pull it in.
 DEB_PKGS   = apache2-bin apache2-dev libapache2-mod-perl2 libwww-perl \
              liblwp-protocol-https-perl libio-socket-ssl-perl openssl curl \
-             procps make gcc libc6-dev
+             procps make gcc libc6-dev libfaketime
 
 .PHONY: all deps test test-run test-prefork check run demo-start stop \
         install uninstall clean distclean cppcheck bench FORCE

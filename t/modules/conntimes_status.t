@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 63, need_module('conntimes', 'ct_test', 'status');
+plan tests => 64, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -350,6 +350,50 @@ sub parse_prom {
     ok t_cmp($above ? 1 : 0, 1, 'an average above its p99');
     ok t_cmp($out, 0, 'the run chart spans every average and p99');
     $srv->{stop}->();
+}
+
+# --- a clock set back: the time series goes on from the present interval.
+# libfaketime moves the server's clock (not the kernel's stamps, hence
+# ConntimesKernelTimestamps Off) by the offset in a file it re-reads.
+{
+    my ($ft) = grep { -e } map { "$_/faketime/libfaketimeMT.so.1" }
+                             '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu',
+                             '/usr/lib';
+    if (!$ft) {
+        skip('libfaketime not installed', 1);
+    }
+    else {
+        my $mpm = ct_mpm();
+        $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
+        my $offset = Apache::Test::vars('t_logs') . "/faketime.$$";
+        open my $fh, '>', $offset or die $!;
+        print $fh "+0\n";
+        close $fh;
+        my $srv = do {
+            local $ENV{LD_PRELOAD} = join ':', grep { length } $ENV{LD_PRELOAD} // '', $ft;
+            local $ENV{FAKETIME_TIMESTAMP_FILE} = $offset;
+            local $ENV{FAKETIME_NO_CACHE} = 1;
+            local $ENV{FAKETIME_DONT_FAKE_MONOTONIC} = 1;
+            private_server("ConntimesSeriesInterval 10\nConntimesKernelTimestamps Off\n"
+                           . ct_private_locations(), mpm => $mpm,
+                           modules => ['conntimes'], test_modules => ['ct_test']);
+        };
+        my $url = "http://127.0.0.1:$srv->{port}";
+        my $http = HTTP::Tiny->new(timeout => 10);
+        $http->get("$url/sleep?ms=0") for 1 .. 3;
+        open $fh, '>', $offset or die $!;
+        print $fh "-120\n";                             # twelve intervals back
+        close $fh;
+        $http->get("$url/sleep?ms=0") for 1 .. 2;
+        my $r = $http->get("$url/status?json");
+        my $j = $r->{success} ? decode_json($r->{content}) : {};
+        my $shown = 0;
+        $shown += $_->{count} for @{ $j->{series}{points} || [] };
+        ok t_cmp($shown, 2, 'after the clock went back 2 minutes, the series '
+                 . 'shows the requests made since');
+        $srv->{stop}->();
+        unlink $offset;
+    }
 }
 
 # --- bounded handler cardinality: 12 named slots, the rest in "(other)"
