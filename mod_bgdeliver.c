@@ -1544,6 +1544,16 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
     if (rv != APR_SUCCESS) {
         APR_BRIGADE_PREPEND(job->queue, job->slice);
     }
+    else {
+        /* What the capture counts against BgDeliverMemoryLimit leaves
+         * here, whoever sends it (the handler's thread, the pump, the
+         * engine thread): a producer's output after the hand-off would
+         * otherwise be spooled ever more, and end at BGD013. */
+        job->mem_bytes -= *mem;
+        if (job->mem_bytes < 0) {
+            job->mem_bytes = 0;
+        }
+    }
     return rv;
 }
 
@@ -1589,7 +1599,6 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         return;
     }
     job->sent += len;
-    job->mem_bytes -= mem;
     bgd_append_push(job->slice);
     ap_pass_brigade(job->capture->next, job->slice);
     apr_brigade_cleanup(job->slice);

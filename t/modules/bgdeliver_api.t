@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 28, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 29, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -145,6 +145,19 @@ CONF
     ok t_cmp(wait_until(3, sub { slurp($log) =~ /BGD033: the producer has had nothing to send for 2 s/ }) ? 1 : 0,
              1, 'logged (BGD033)');
     $srv->{stop}->();
+}
+
+# What the client has taken no longer counts against the memory limit: a
+# 600,000-byte producer under BgDeliverMemoryLimit 16k and
+# BgDeliverSpoolLimit 32k, read at once, never needs the spool's limit
+# (before, every byte produced after the hand-off stayed counted, and the
+# rest went out in the foreground after BGD013 at about 40 KB).
+{
+    my $m = log_mark();
+    $r = request(GET => '/api/producer-tight?size=600000', timeout => 20);
+    ok t_cmp(join(' ', md5_hex($r->{body}) eq pattern_md5(600000) ? 'exact' : 'wrong',
+                  error_log_since($m) =~ /BGD013/ ? 'BGD013' : 'no BGD013'),
+             'exact no BGD013', 'producer under tight limits: exact, never over the spool limit');
 }
 
 # A second API call for one response is refused: the first body arrives
