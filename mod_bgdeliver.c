@@ -472,9 +472,12 @@ static int bgd_job_timed(const bgd_job_t *job)
 static apr_off_t bgd_min_rate_for(const bgd_job_t *job)
 {
     apr_off_t floor = job->conf->min_rate;
-    /* A paced delivery is slow on purpose: only ask half its own pace. */
+    /* A paced delivery is slow on purpose: only ask half its own pace,
+     * rounded down (at 1 or 2 B/s, "half plus one" was the line's own rate
+     * and dropped clients that were on schedule); none below 2 B/s, where
+     * Timeout still applies. */
     if (job->pacing.rate > 0 && job->pacing.rate / 2 < (double)floor) {
-        floor = (apr_off_t)(job->pacing.rate / 2) + 1;
+        floor = (apr_off_t)(job->pacing.rate / 2);
     }
     return floor;
 }
