@@ -1952,7 +1952,10 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
         job->next_tick = job->pace_start;
         return 0;
     }
-    if (p->rate <= 0 || job->drain || job->bodiless) {
+    /* Every byte sent, only the EOS left: nothing to hold back (it would
+     * wait a byte-time more, and the last wake-up would find no byte). */
+    if (p->rate <= 0 || job->drain || job->bodiless
+        || (job->eos && job->sent >= job->captured)) {
         return APR_INT64_MAX;
     }
     allowed = p->burst + 1
