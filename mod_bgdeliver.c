@@ -2588,8 +2588,13 @@ static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
 static void bgd_pace_run_locked(bgd_engine_t *e)
 {
     int draining = apr_atomic_read32(&bgd_child_draining_flag) != 0;
+    /* At most one write per connection per round: served connections go
+     * back into the heap, and an overloaded thread (pulses due faster than
+     * it writes them) must still get back to its watchdog, its sockets and
+     * its exit flag between rounds. */
+    int budget = e->pace_count;
 
-    while (e->pace_count) {
+    while (e->pace_count && budget-- > 0) {
         bgd_pace_entry_t top = e->heap[0];
         apr_time_t now = apr_time_now();
 
