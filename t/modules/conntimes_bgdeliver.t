@@ -20,7 +20,7 @@ use conntimes_util;
 
 my $j = ct_json();
 my $engine = $j && exists $j->{current}{background_in_flight};
-plan tests => 9, need(need_module('conntimes', 'ct_test', 'bgdeliver'),
+plan tests => 11, need(need_module('conntimes', 'ct_test', 'bgdeliver'),
                       { 'the mod_bgdeliver engine (bgdeliver_get_totals) is not loaded' => $engine });
 
 my $mpm = ct_mpm();
@@ -66,4 +66,20 @@ else {
 ok ct_check_sums($h);
 my $after = ct_json();
 ok t_cmp($after->{classes}{$mpm eq 'event' ? 'bg' : 'fg'}{requests}, 1);
+
+# A paced response (60,000 bytes at 100,000 B/s: pulses of 10 KB that
+# never fill the socket): the engine paces it off the worker on event;
+# elsewhere the worker sleeps between the pulses, and that is worker time.
+if (have_module('bgd_test')) {
+    $tag = ct_tag();
+    my $r = GET '/conntimes-paced', Range => 'bytes=0-59999', 'X-CT-Tag' => $tag;
+    ($h) = ct_wait_lines($tag, 1);
+    t_debug($h ? $h->{line} : 'no line');
+    ok t_cmp(($h // {})->{class}, 'bg', 'paced: class bg');
+    ok $h && ($mpm eq 'event' ? $h->{worker} < 300_000 && $h->{offworker} >= 400_000
+                              : $h->{worker} >= 500_000 && $h->{offworker} < 100_000);
+}
+else {
+    skip('mod_bgd_test', 1) for 1 .. 2;
+}
 unlink $file;
