@@ -3624,6 +3624,11 @@ static int bgd_api_request_info(const request_rec *r, bgdeliver_info_t *info)
     while (r->main) {
         r = r->main;
     }
+    /* After an internal redirect the job is the last request's, whose
+     * handler ran; a logging module holds the first one. */
+    while (r->next) {
+        r = r->next;
+    }
     job = bgd_req_job(r);
     memset(info, 0, sizeof(*info));
     info->bytes_total = -1;
