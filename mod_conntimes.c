@@ -285,6 +285,12 @@ typedef struct {
     conntimes_req_t *passing;           /* its EOR is being passed down */
     conntimes_req_t *setaside;          /* its EOR waits in the core filter */
     int suspended;                      /* counted in the suspended gauge */
+    int suspend_cleanup;                /* its uncount is registered */
+    /* When a handler returned SUSPENDED, and for which request: kept here,
+     * not in the request, which another worker may be finishing (and its
+     * pool destroying) while the MPM runs the suspend hook. */
+    apr_time_t suspended_at;
+    int suspended_seq;
 } conntimes_conn_t;
 
 struct conntimes_req_t {
@@ -300,6 +306,7 @@ struct conntimes_req_t {
     const char *handler;
     int source;                         /* conntimes_arrival_e */
     int by_type;                        /* no handler set after fixups */
+    int seq;                            /* its number on the connection */
     int suspended;
     int done;
     conntimes_phases_t ph;
@@ -914,6 +921,11 @@ static void conntimes_compute(request_rec *r, conntimes_req_t *rs,
         bg = 1;
     }
 
+    if (!rs->hend && rs->cc && rs->cc->suspended_at
+        && rs->cc->suspended_seq == rs->seq) {
+        rs->hend = rs->cc->suspended_at;
+        rs->suspended = 1;
+    }
     t[0] = rs->arrival ? rs->arrival : rs->pickup;
     t[1] = rs->pickup;
     t[2] = rs->ready ? rs->ready : rs->pickup;
@@ -2723,6 +2735,7 @@ static void conntimes_pre_read_request(request_rec *r, conn_rec *c)
     rs = apr_pcalloc(r->pool, sizeof(*rs));
     rs->cc = cc;
     rs->pickup = cc->requests++ ? apr_time_now() : cc->pickup;
+    rs->seq = cc->requests;
     rs->source = CONNTIMES_ARRIVAL_WORKER;
     if (!cc->secondary) {
         cc->reading = rs;
@@ -2800,6 +2813,19 @@ static int conntimes_handler_start(request_rec *r)
     return DECLINED;
 }
 
+/* The suspended gauge counts a connection once, until it is resumed or
+ * its pool goes. */
+static apr_status_t conntimes_conn_unsuspend(void *data)
+{
+    conntimes_conn_t *cc = data;
+
+    if (cc->suspended && conntimes_shm) {
+        cc->suspended = 0;
+        apr_atomic_dec32(&conntimes_shm->hdr->suspended);
+    }
+    return APR_SUCCESS;
+}
+
 /* The event MPM calls suspend_connection whenever a worker lets go of a
  * connection (write completion, keep-alive, WAITIO, SUSPENDED) and
  * resume_connection when one takes it back.  A response still being written
@@ -2822,14 +2848,21 @@ static void conntimes_suspend_connection(conn_rec *c, request_rec *r)
         cc->setaside->released = now;
     }
     if (c->cs && c->cs->state == CONN_STATE_SUSPENDED) {
-        conntimes_req_t *rs = cc->current;
-        if (rs && !rs->hend) {
-            rs->hend = now ? now : apr_time_now();
-            rs->suspended = 1;
+        if (cc->suspended_seq != cc->requests) {
+            cc->suspended_at = now ? now : apr_time_now();
+            cc->suspended_seq = cc->requests;
         }
         if (!cc->suspended && conntimes_shm) {
             cc->suspended = 1;
             apr_atomic_inc32(&conntimes_shm->hdr->suspended);
+            /* A suspended connection may end without being resumed (2.4
+             * has no resume API: its owner destroys c->pool). */
+            if (!cc->suspend_cleanup) {
+                cc->suspend_cleanup = 1;
+                apr_pool_cleanup_register(c->pool, cc,
+                                          conntimes_conn_unsuspend,
+                                          apr_pool_cleanup_null);
+            }
         }
     }
 }
@@ -2839,9 +2872,8 @@ static void conntimes_resume_connection(conn_rec *c, request_rec *r)
     conntimes_conn_t *cc = conntimes_conn_of(c);
 
     (void)r;
-    if (cc && cc->suspended && conntimes_shm) {
-        cc->suspended = 0;
-        apr_atomic_dec32(&conntimes_shm->hdr->suspended);
+    if (cc) {
+        conntimes_conn_unsuspend(cc);
     }
 }
 
