@@ -381,12 +381,24 @@ sub parse_prom {
         my $url = "http://127.0.0.1:$srv->{port}";
         my $http = HTTP::Tiny->new(timeout => 10);
         $http->get("$url/sleep?ms=0") for 1 .. 3;
+        # A response can reach the client before its request is recorded:
+        # wait for the three before moving the clock.
+        for (1 .. 50) {
+            my $r = $http->get("$url/status?json");
+            last if $r->{success} && decode_json($r->{content})->{requests} >= 3;
+            sleep 0.05;
+        }
         open $fh, '>', $offset or die $!;
         print $fh "-120\n";                             # twelve intervals back
         close $fh;
         $http->get("$url/sleep?ms=0") for 1 .. 2;
-        my $r = $http->get("$url/status?json");
-        my $j = $r->{success} ? decode_json($r->{content}) : {};
+        my $j = {};
+        for (1 .. 50) {
+            my $r = $http->get("$url/status?json");
+            $j = decode_json($r->{content}) if $r->{success};
+            last if ($j->{requests} // 0) >= 5;
+            sleep 0.05;
+        }
         my $shown = 0;
         $shown += $_->{count} for @{ $j->{series}{points} || [] };
         ok t_cmp($shown, 2, 'after the clock went back 2 minutes, the series '
