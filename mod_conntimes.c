@@ -285,7 +285,6 @@ typedef struct {
     conntimes_req_t *passing;           /* its EOR is being passed down */
     conntimes_req_t *setaside;          /* its EOR waits in the core filter */
     int suspended;                      /* counted in the suspended gauge */
-    int suspend_cleanup;                /* its uncount is registered */
     /* When a handler returned SUSPENDED, and for which request: kept here,
      * not in the request, which another worker may be finishing (and its
      * pool destroying) while the MPM runs the suspend hook. */
@@ -921,8 +920,10 @@ static void conntimes_compute(request_rec *r, conntimes_req_t *rs,
         bg = 1;
     }
 
-    if (!rs->hend && rs->cc && rs->cc->suspended_at
-        && rs->cc->suspended_seq == rs->seq) {
+    /* The handler returned SUSPENDED: its run ended then, however late
+     * the EOR that its callback sends later (which sets hend) passes. */
+    if (rs->cc && rs->cc->suspended_at && rs->cc->suspended_seq == rs->seq
+        && (!rs->hend || rs->cc->suspended_at < rs->hend)) {
         rs->hend = rs->cc->suspended_at;
         rs->suspended = 1;
     }
@@ -2670,6 +2671,19 @@ static conntimes_conn_t *conntimes_conn_of(conn_rec *c)
     return ap_get_module_config(c->conn_config, &conntimes_module);
 }
 
+/* The suspended gauge counts a connection once, until it is resumed or
+ * its pool goes. */
+static apr_status_t conntimes_conn_unsuspend(void *data)
+{
+    conntimes_conn_t *cc = data;
+
+    if (cc->suspended && conntimes_shm) {
+        cc->suspended = 0;
+        apr_atomic_dec32(&conntimes_shm->hdr->suspended);
+    }
+    return APR_SUCCESS;
+}
+
 /* pre_connection at REALLY_FIRST: the earliest moment a worker is known to
  * hold the connection, before mod_ssl and the others set theirs up.  The
  * filters go on every connection, secondary (HTTP/2 stream) ones included,
@@ -2693,6 +2707,10 @@ static int conntimes_pre_connection(conn_rec *c, void *csd)
         }
     }
     ap_set_module_config(c->conn_config, &conntimes_module, cc);
+    /* Registered now, on the connection's only thread: when a handler
+     * suspends it, another worker may already be using c->pool. */
+    apr_pool_cleanup_register(c->pool, cc, conntimes_conn_unsuspend,
+                              apr_pool_cleanup_null);
     if (!cc->secondary) {
         ap_add_input_filter_handle(conntimes_in_handle, cc, NULL, c);
     }
@@ -2813,19 +2831,6 @@ static int conntimes_handler_start(request_rec *r)
     return DECLINED;
 }
 
-/* The suspended gauge counts a connection once, until it is resumed or
- * its pool goes. */
-static apr_status_t conntimes_conn_unsuspend(void *data)
-{
-    conntimes_conn_t *cc = data;
-
-    if (cc->suspended && conntimes_shm) {
-        cc->suspended = 0;
-        apr_atomic_dec32(&conntimes_shm->hdr->suspended);
-    }
-    return APR_SUCCESS;
-}
-
 /* The event MPM calls suspend_connection whenever a worker lets go of a
  * connection (write completion, keep-alive, WAITIO, SUSPENDED) and
  * resume_connection when one takes it back.  A response still being written
@@ -2855,14 +2860,6 @@ static void conntimes_suspend_connection(conn_rec *c, request_rec *r)
         if (!cc->suspended && conntimes_shm) {
             cc->suspended = 1;
             apr_atomic_inc32(&conntimes_shm->hdr->suspended);
-            /* A suspended connection may end without being resumed (2.4
-             * has no resume API: its owner destroys c->pool). */
-            if (!cc->suspend_cleanup) {
-                cc->suspend_cleanup = 1;
-                apr_pool_cleanup_register(c->pool, cc,
-                                          conntimes_conn_unsuspend,
-                                          apr_pool_cleanup_null);
-            }
         }
     }
 }
