@@ -3358,6 +3358,18 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
          * paced one's headers are on the emulated line, though. */
         return DECLINED;
     }
+    /* An internal redirect's earlier requests deliver nothing of their
+     * own any more: their slots must not count against this client's
+     * BgDeliverMaxPerClient next to the one claimed below. */
+    {
+        request_rec *prev;
+        for (prev = r->prev; prev; prev = prev->prev) {
+            bgd_job_t *superseded = bgd_req_job(prev);
+            if (superseded && !superseded->handoff) {
+                bgd_slot_release(superseded);
+            }
+        }
+    }
     if (bgd_chain_sleeps(r, r->output_filters)) {
         if (bgd_fallback(r, job)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,

@@ -12,10 +12,10 @@ use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
                  log_mark error_log_since wait_until mpm_name bgd_status
-                 access_log_lines);
+                 access_log_lines private_server);
 
 my $mpm = mpm_name();
-plan tests => 17, need need_module('mod_bgdeliver.c'),
+plan tests => 18, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -109,4 +109,28 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps',
                    rcvbuf => 8192, rate => 5_000_000);
     ok t_cmp($res->{status}, 200, 'below the cap again: 200');
+}
+
+# An internal redirect from the handler phase (an .htaccess-style front
+# controller) to a paced response: the redirected request takes its slot,
+# the first one no longer counts, so BgDeliverMaxPerClient 1 admits it.
+{
+    gen_file('bgdeliver/files/front-20k.bin', 20_000);
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], std_modules => ['env', 'alias', 'rewrite']);
+BgDeliverMaxPerClient 1
+Alias /p/ "@DOCROOT@/bgdeliver/"
+<Location /p/>
+    BgDeliver On
+    BgDeliverOverflow reject
+    SetEnv bgd-test-pace 200000,0
+</Location>
+<Directory "@DOCROOT@/bgdeliver/front">
+    RewriteEngine On
+    RewriteRule "^" "/p/files/front-20k.bin" [L]
+</Directory>
+CONF
+    my $r = request(GET => '/p/front/anything', port => $srv->{port}, timeout => 10);
+    ok t_cmp(join(' ', $r->{status}, length($r->{body} // '')), '200 20000',
+             'a paced redirect under BgDeliverMaxPerClient 1: admitted');
+    $srv->{stop}->();
 }
