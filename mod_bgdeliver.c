@@ -400,10 +400,24 @@ static bgd_retained_t *bgd_retained;
 static bgd_shm_t *bgd_table;
 static volatile apr_uint32_t bgd_child_stopping_flag;  /* no new ones */
 static volatile apr_uint32_t bgd_child_draining_flag;  /* and hurry */
+static int bgd_my_generation;
 static pid_t bgd_my_pid;
 
 static int bgd_engine_threads = BGD_UNSET;  /* BgDeliverEngineThreads */
 static bgd_engine_t *bgd_engines;
+
+/* Whether paced deliveries must drain at full speed: after a hard stop,
+ * or once the parent runs a newer generation (a graceful restart), which
+ * a child notices by itself too: prefork runs child_stopping only after
+ * its request, and event and worker do not run it again for a child that
+ * was already retiring. */
+static int bgd_draining(void)
+{
+    return apr_atomic_read32(&bgd_child_draining_flag)
+           || (ap_scoreboard_image
+               && ap_scoreboard_image->global->running_generation
+                  != bgd_my_generation);
+}
 static int bgd_engine_count;            /* running in this child */
 #define BGD_PACE_BUSY  (-2)             /* pace_index: the thread writes */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
@@ -2563,7 +2577,7 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
 static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
 {
     bgd_engine_t *e = bc->engine;
-    int draining = apr_atomic_read32(&bgd_child_draining_flag) != 0;
+    int draining = bgd_draining();
     bgd_pump_e what = BGD_PUMP_DONE;
 
     if (!draining && bc->job) {
@@ -2587,7 +2601,7 @@ static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
 
 static void bgd_pace_run_locked(bgd_engine_t *e)
 {
-    int draining = apr_atomic_read32(&bgd_child_draining_flag) != 0;
+    int draining = bgd_draining();
     /* At most one write per connection per round: served connections go
      * back into the heap, and an overloaded thread (pulses due faster than
      * it writes them) must still get back to its watchdog, its sockets and
@@ -2707,7 +2721,7 @@ static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
                 apr_thread_mutex_lock(e->mutex);
             }
         }
-        if (apr_atomic_read32(&bgd_child_draining_flag)) {
+        if (bgd_draining()) {
             bgd_stream_hand_back_all_locked(e);
         }
         bgd_pace_run_locked(e);
@@ -3102,7 +3116,7 @@ static int bgd_drive(bgd_conn_t *bc)
         what = BGD_PUMP_ERROR;
     }
     else {
-        if (apr_atomic_read32(&bgd_child_draining_flag)) {
+        if (bgd_draining()) {
             job->drain = 1;
         }
         what = bgd_pump(job);
@@ -3142,7 +3156,7 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
         apr_time_t t0 = apr_time_now(), deadline;
         const char *reason;
 
-        if (apr_atomic_read32(&bgd_child_draining_flag)) {
+        if (bgd_draining()) {
             job->drain = 1;
         }
         what = bgd_pump(job);
@@ -4151,7 +4165,7 @@ static int bgd_pre_connection(conn_rec *c, void *csd)
 
 static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
 {
-    int i, mine = 0;
+    int i;
 
     (void)pchild;
     /* New responses go out normally from here on.  After a graceful
@@ -4162,9 +4176,7 @@ static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
      * a graceful stop, as stock Apache finishes its transfers then) keeps
      * pacing them: its engine threads serve until the last one ends. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
-    if (graceful && ap_mpm_query(AP_MPMQ_GENERATION, &mine) == APR_SUCCESS
-        && ap_scoreboard_image
-        && ap_scoreboard_image->global->running_generation == mine) {
+    if (graceful && !bgd_draining()) {
         return;
     }
     apr_atomic_set32(&bgd_child_draining_flag, 1);
@@ -4316,6 +4328,10 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
     int pace_size;
 
     bgd_my_pid = getpid();
+    if (ap_mpm_query(AP_MPMQ_GENERATION, &bgd_my_generation) != APR_SUCCESS
+        && ap_scoreboard_image) {
+        bgd_my_generation = ap_scoreboard_image->global->running_generation;
+    }
     apr_atomic_set32(&bgd_child_stopping_flag, 0);
     apr_atomic_set32(&bgd_child_draining_flag, 0);
     if (bgd_table) {

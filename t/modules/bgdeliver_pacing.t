@@ -14,9 +14,9 @@ use Apache::TestUtil;
 use Time::HiRes qw(time);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
                  mpm_name bgd_status pattern slurp log_mark error_log_since
-                 wait_until);
+                 wait_until private_server);
 
-plan tests => 17, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -125,6 +125,45 @@ for my $case (
              sprintf('paced, BgDeliverMaxTime 1: dropped after %.2f s', $took));
     ok t_cmp(wait_until(3, sub { error_log_since($m) =~ /BGD004: .* max-time/ }) ? 1 : 0, 1,
              'paced, max-time: logged (BGD004)');
+}
+
+# A graceful restart drains paced deliveries at full speed, also where the
+# worker paces them (prefork runs child_stopping only after its request):
+# 60,000 bytes at 20,000 B/s would take 3 s.
+for my $m (qw(prefork event)) {
+    gen_file('bgdeliver/files/drain-60k.bin', 60_000);
+    my $srv = private_server(<<'CONF', mpm => $m, test_modules => ['bgd_test'], std_modules => ['env', 'alias']);
+Alias /paced "@DOCROOT@/bgdeliver/files"
+<Location /paced>
+    SetEnv bgd-test-pace 20000,0
+</Location>
+CONF
+    my $s = http_connect(port => $srv->{port});
+    my $t1 = time;
+    http_send($s, 'GET', '/paced/drain-60k.bin');
+    # Raw reads: the restart comes once a few kB of body are in.
+    my ($data, $signalled, $left) = ('', 0, 60_000);
+    my $end = time + 10;
+    while (time < $end) {
+        vec(my $rin = '', fileno($s), 1) = 1;
+        next unless select($rin, undef, undef, 0.5);
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $data .= $buf;
+        my $at = index($data, "\r\n\r\n");
+        next if $at < 0;
+        $left = 60_000 - (length($data) - $at - 4);
+        if (!$signalled && $left < 56_000) {
+            kill 'USR1', $srv->{pid};
+            $signalled = 1;
+        }
+        last if $left <= 0;
+    }
+    my $took = time - $t1;
+    close $s;
+    ok t_cmp($left <= 0 && $took < 2.2 ? 1 : 0, 1, sprintf('%s: a graceful restart drains a '
+             . 'paced delivery (%.2f s of 3, %d bytes missing)', $m, $took, $left));
+    $srv->{stop}->();
 }
 
 my $st = bgd_status();
