@@ -163,6 +163,11 @@ CONF
     close $s;
     ok t_cmp($left <= 0 && $took < 2.2 ? 1 : 0, 1, sprintf('%s: a graceful restart drains a '
              . 'paced delivery (%.2f s of 3, %d bytes missing)', $m, $took, $left));
+    # Let the restart finish (the new generation answers) before stopping.
+    wait_until(5, sub {
+        my $r = request(GET => '/server-status?auto', port => $srv->{port}, timeout => 5);
+        return ($r->{body} // '') =~ /^ParentServerConfigGeneration: [2-9]/m;
+    });
     $srv->{stop}->();
 }
 

@@ -525,8 +525,13 @@ sub private_server {
                   : ''),
               "$body\n";
     close $fh;
-    system($vars->{httpd}, '-f', "$dir/httpd.conf", '-k', 'start') == 0
-        or die "private server failed to start: " . `cat $dir/error_log 2>/dev/null`;
+    {
+        # env => { NAME => value }: for the server only, not for the tools
+        # run above.
+        local @ENV{ keys %{ $o{env} || {} } } = values %{ $o{env} || {} };
+        system($vars->{httpd}, '-f', "$dir/httpd.conf", '-k', 'start') == 0
+            or die "private server failed to start: " . `cat $dir/error_log 2>/dev/null`;
+    }
     my $pid;
     wait_until(10, sub {
         return 0 unless open my $pf, '<', "$dir/httpd.pid";
@@ -540,7 +545,12 @@ sub private_server {
     $srv{stop} = sub {
         return unless kill 0, $pid;
         kill 'TERM', $pid;
-        wait_until(10, sub { !kill 0, $pid }) or kill 'KILL', $pid;
+        return if wait_until(10, sub { !kill 0, $pid });
+        # The parent did not stop (a TERM that raced a graceful restart
+        # was seen to leave prefork children behind): the whole process
+        # group then, which `-k start` made the parent's own.
+        kill 'KILL', $pid;
+        kill 'KILL', -$pid;
     };
     push @private_servers, \%srv;
     return \%srv;
