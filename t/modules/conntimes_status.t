@@ -25,6 +25,20 @@ plan tests => 64, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
+# A private server's ?json once it has recorded $n requests (a response
+# can reach the client before its request is recorded), or the last one.
+sub private_json {
+    my ($http, $url, $n) = @_;
+    my $j = {};
+    for (1 .. 50) {
+        my $r = $http->get("$url/status?json");
+        $j = decode_json($r->{content}) if $r->{success};
+        last if ($j->{requests} // 0) >= $n;
+        sleep 0.05;
+    }
+    return $j;
+}
+
 # --- reset is protected
 {
     my $j = ct_json();
@@ -326,13 +340,7 @@ sub parse_prom {
     my $http = HTTP::Tiny->new(timeout => 10);
     $http->get("$url/sleep?ms=1000");
     $http->get("$url/sleep?ms=0") for 1 .. 150;
-    my $j = {};
-    for (1 .. 50) {
-        my $r = $http->get("$url/status?json");
-        $j = decode_json($r->{content}) if $r->{success};
-        last if ($j->{requests} // 0) >= 151;
-        sleep 0.05;
-    }
+    my $j = private_json($http, $url, 151);
     my $html = $http->get("$url/status")->{content} // '';
     my ($svg) = $html =~ m{(<svg[^>]*><title>run: .*?</svg>)}s;
     my %decade = ('1µs' => 0, '10µs' => 1, '100µs' => 2, '1ms' => 3,
@@ -384,22 +392,12 @@ sub parse_prom {
         $http->get("$url/sleep?ms=0") for 1 .. 3;
         # A response can reach the client before its request is recorded:
         # wait for the three before moving the clock.
-        for (1 .. 50) {
-            my $r = $http->get("$url/status?json");
-            last if $r->{success} && decode_json($r->{content})->{requests} >= 3;
-            sleep 0.05;
-        }
+        private_json($http, $url, 3);
         open $fh, '>', $offset or die $!;
         print $fh "-120\n";                             # twelve intervals back
         close $fh;
         $http->get("$url/sleep?ms=0") for 1 .. 2;
-        my $j = {};
-        for (1 .. 50) {
-            my $r = $http->get("$url/status?json");
-            $j = decode_json($r->{content}) if $r->{success};
-            last if ($j->{requests} // 0) >= 5;
-            sleep 0.05;
-        }
+        my $j = private_json($http, $url, 5);
         my $shown = 0;
         $shown += $_->{count} for @{ $j->{series}{points} || [] };
         ok t_cmp($shown, 2, 'after the clock went back 2 minutes, the series '
