@@ -2209,32 +2209,51 @@ static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
     return BGD_PUMP_ERROR;
 }
 
+/* The producer had nothing again: how long to wait before asking it
+ * again (10 ms, then twice as long each time up to 250 ms), or 0 when it
+ * has had nothing for the server's Timeout (logged): the response ends
+ * then, as mod_cgi ends a script that writes nothing for that long.
+ * *idle_start and *retry are the caller's: the job's for the engine, the
+ * handler thread's own where it runs the producer itself. */
+static apr_interval_time_t bgd_producer_backoff(request_rec *r,
+                                                apr_time_t now,
+                                                apr_time_t *idle_start,
+                                                apr_interval_time_t *retry)
+{
+    apr_interval_time_t timeout = r->server->timeout;
+
+    if (!*idle_start) {
+        *idle_start = now;
+    }
+    else if (timeout > 0 && now - *idle_start >= timeout) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "BGD033: the producer has had nothing to send for "
+                      "%" APR_TIME_T_FMT " s (Timeout); ending the response",
+                      apr_time_sec(now - *idle_start));
+        return 0;
+    }
+    *retry = !*retry ? BGD_PRODUCER_RETRY
+             : *retry * 2 < BGD_PRODUCER_RETRY_MAX ? *retry * 2
+             : BGD_PRODUCER_RETRY_MAX;
+    return *retry;
+}
+
 /* The producer has nothing yet, and the client has everything before it
  * (the core holds nothing): no rule on slow clients may count this wait
  * (see bgd_deadline()).  Returns 1 with the next poll in next_tick, or 0
- * when the producer has been idle for the server's Timeout: the response
- * ends then, as mod_cgi ends a script that writes nothing for that long. */
+ * when the response must end (bgd_producer_backoff()). */
 static int bgd_producer_idle(bgd_job_t *job)
 {
     apr_time_t now = apr_time_now();
-    apr_interval_time_t timeout = job->r->server->timeout;
+    apr_interval_time_t wait = bgd_producer_backoff(job->r, now,
+                                                    &job->producer_idle_start,
+                                                    &job->producer_retry);
 
-    if (!job->producer_idle_start) {
-        job->producer_idle_start = now;
-    }
-    else if (timeout > 0 && now - job->producer_idle_start >= timeout) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
-                      "BGD033: the producer has had nothing to send for "
-                      "%" APR_TIME_T_FMT " s (Timeout); ending the response",
-                      apr_time_sec(now - job->producer_idle_start));
+    if (!wait) {
         return 0;
     }
     job->last_progress = now;
-    job->producer_retry = job->producer_retry
-        ? (job->producer_retry * 2 < BGD_PRODUCER_RETRY_MAX
-           ? job->producer_retry * 2 : BGD_PRODUCER_RETRY_MAX)
-        : BGD_PRODUCER_RETRY;
-    job->next_tick = now + job->producer_retry;
+    job->next_tick = now + wait;
     return 1;
 }
 
@@ -3555,25 +3574,13 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
             last = !APR_BRIGADE_EMPTY(tmp)
                    && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
             if (st == APR_SUCCESS && bgd_brigade_has_nothing(tmp)) {
-                /* As bgd_producer_idle(), on this thread. */
-                apr_time_t now = apr_time_now();
-                if (!idle_start) {
-                    idle_start = now;
+                apr_interval_time_t wait = bgd_producer_backoff(
+                    r, apr_time_now(), &idle_start, &retry);
+                if (wait) {
+                    apr_sleep(wait);
                 }
-                else if (r->server->timeout > 0
-                         && now - idle_start >= r->server->timeout) {
-                    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                                  "BGD033: the producer has had nothing to "
-                                  "send for %" APR_TIME_T_FMT " s (Timeout); "
-                                  "ending the response",
-                                  apr_time_sec(now - idle_start));
+                else {
                     st = APR_TIMEUP;
-                }
-                retry = retry ? (retry * 2 < BGD_PRODUCER_RETRY_MAX
-                                 ? retry * 2 : BGD_PRODUCER_RETRY_MAX)
-                              : BGD_PRODUCER_RETRY;
-                if (st == APR_SUCCESS) {
-                    apr_sleep(retry);
                 }
             }
             else if (st == APR_SUCCESS) {
