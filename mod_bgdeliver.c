@@ -3284,13 +3284,15 @@ static int bgd_fallback(request_rec *r, bgd_job_t *job)
  * cannot leave without holding a thread, and each of our slices would hold
  * a worker for seconds.  Such a response goes the ordinary way (mod_dialup
  * paces without a worker). */
-static int bgd_chain_sleeps(request_rec *r, const ap_filter_t *f)
+static int bgd_chain_sleeps(request_rec *r)
 {
+    const ap_filter_t *f;
+
     /* Without its variable the filter takes itself out at once. */
     if (!apr_table_get(r->subprocess_env, "rate-limit")) {
         return 0;
     }
-    for (; f; f = f->next) {
+    for (f = r->output_filters; f; f = f->next) {
         if (!strcasecmp(f->frec->name, "RATE_LIMIT")) {
             return 1;
         }
@@ -3403,7 +3405,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
             }
         }
     }
-    if (bgd_chain_sleeps(r, r->output_filters)) {
+    if (bgd_chain_sleeps(r)) {
         if (bgd_fallback(r, job)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                           "BGD031: mod_ratelimit's RATE_LIMIT filter paces "
