@@ -405,6 +405,9 @@ static pid_t bgd_my_pid;
 
 static int bgd_engine_threads = BGD_UNSET;  /* BgDeliverEngineThreads */
 static bgd_engine_t *bgd_engines;
+static int bgd_engine_count;            /* running in this child */
+#define BGD_PACE_BUSY  (-2)             /* pace_index: the thread writes */
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
 
 /* Whether paced deliveries must drain at full speed: after a hard stop,
  * or once the parent runs a newer generation (a graceful restart), which
@@ -418,10 +421,6 @@ static int bgd_draining(void)
                && ap_scoreboard_image->global->running_generation
                   != bgd_my_generation);
 }
-static int bgd_engine_count;            /* running in this child */
-#define BGD_PACE_BUSY  (-2)             /* pace_index: the thread writes */
-static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
-
 
 /* ------------------------------------------------------------- helpers */
 
