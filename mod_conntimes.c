@@ -609,9 +609,35 @@ static void conntimes_unlock(volatile apr_uint32_t *lock, apr_uint32_t mine)
 
 /* ------------------------------------------------------------ handler slots */
 
+/* Names are kept as printable ASCII, anything else shown as '?', and
+ * compared that way: two names that differ only in bytes no output can show
+ * share a slot, rather than being two series with one label value. */
+static char conntimes_name_char(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return (u && (u < 0x20 || u >= 0x7f)) ? '?' : c;
+}
+
+static int conntimes_handler_is(const conntimes_handler_t *h,
+                                const char *name)
+{
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(h->name) - 1; i++) {
+        if (h->name[i] != conntimes_name_char(name[i])) {
+            return 0;
+        }
+        if (!name[i]) {
+            break;
+        }
+    }
+    return 1;
+}
+
 /* Slot of a handler name: named slots are claimed once, under a tiny lock
  * that only this rare path takes; when the table is full, or the lock
- * cannot be had, the request goes to the overflow slot. */
+ * cannot be had, the request goes to the overflow slot.  So does a handler
+ * that calls itself by the overflow slot's name, which must stay unique. */
 static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
@@ -624,23 +650,26 @@ static int conntimes_handler_slot(conntimes_shm_t *m, const char *name)
             break;
         }
         if (st == CT_HANDLER_READY
-            && !strncmp(m->handlers[i].name, name,
-                        sizeof(m->handlers[i].name) - 1)) {
+            && conntimes_handler_is(&m->handlers[i], name)) {
             return i;
         }
     }
-    if (i == n || !(mine = conntimes_lock(&hdr->handler_lock,
-                                          CT_LOCK_SPINS))) {
+    if (i == n || !strcmp(name, CT_OVERFLOW_NAME)
+        || !(mine = conntimes_lock(&hdr->handler_lock, CT_LOCK_SPINS))) {
         return n;
     }
     for (i = 0; i < n; i++) {
         conntimes_handler_t *h = &m->handlers[i];
         if (apr_atomic_read32(&h->state) == CT_HANDLER_FREE) {
-            apr_cpystrn(h->name, name, sizeof(h->name));
+            apr_size_t k;
+            for (k = 0; k < sizeof(h->name) - 1 && name[k]; k++) {
+                h->name[k] = conntimes_name_char(name[k]);
+            }
+            h->name[k] = '\0';
             apr_atomic_set32(&h->state, CT_HANDLER_READY);
             break;
         }
-        if (!strncmp(h->name, name, sizeof(h->name) - 1)) {
+        if (conntimes_handler_is(h, name)) {
             break;
         }
     }
@@ -1842,25 +1871,17 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
 
 /* ------------------------------------------------------------ output: prometheus */
 
-/* Label values must be valid UTF-8 with \, " and newline escaped; handler
- * names are reduced to printable ASCII first. */
+/* Label values escape \ and "; handler names are printable ASCII already
+ * (conntimes_handler_slot()), so they are valid UTF-8 without a newline. */
 static const char *conntimes_prom_label(apr_pool_t *p, const char *s)
 {
     char *out = apr_palloc(p, 2 * strlen(s) + 1), *o = out;
 
     for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\\' || c == '"') {
+        if (*s == '\\' || *s == '"') {
             *o++ = '\\';
-            *o++ = (char)c;
         }
-        else if (c == '\n') {
-            *o++ = '\\';
-            *o++ = 'n';
-        }
-        else {
-            *o++ = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
-        }
+        *o++ = *s;
     }
     *o = '\0';
     return out;
