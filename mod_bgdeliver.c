@@ -4456,28 +4456,23 @@ bad:
 }
 
 /* A time: a plain decimal number of seconds, or of milliseconds with "ms"
- * ("30", "0.5", "1.5s", "250ms").  strtod() alone would also take "nan",
- * "inf", "0x10" or "1e3", and NaN passes any range check.  A value that
- * rounds to 0 while not 0 is refused rather than turned into `zero`. */
+ * ("30", "0.5", "1.5s", "250ms").  A value that rounds to 0 while not 0 is
+ * refused rather than turned into `zero`. */
 static const char *bgd_parse_seconds(cmd_parms *cmd, const char *arg,
                                      const char *zero,
                                      apr_interval_time_t *out)
 {
-    apr_size_t n = strspn(arg, "0123456789");
-    double us = 0, mult = APR_USEC_PER_SEC;
+    double us = 0;
+    apr_size_t n = bgdeliver_parse_decimal(arg, &us);
 
-    if (n && arg[n] == '.') {
-        apr_size_t frac = strspn(arg + n + 1, "0123456789");
-        n = frac ? n + 1 + frac : 0;
-    }
     if (n && !strcasecmp(arg + n, "ms")) {
-        mult = 1000;
+        us *= 1000;
     }
-    else if (n && arg[n] && strcasecmp(arg + n, "s")) {
+    else if (n && (!arg[n] || !strcasecmp(arg + n, "s"))) {
+        us *= APR_USEC_PER_SEC;
+    }
+    else {
         n = 0;
-    }
-    if (n) {
-        us = strtod(arg, NULL) * mult;
     }
     if (!n || us > 86400.0 * 366 * APR_USEC_PER_SEC || (us > 0 && us < 0.5)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a valid time; "

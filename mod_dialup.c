@@ -207,30 +207,17 @@ static const char *dialup_preset_names(apr_pool_t *p)
     return apr_pstrcat(p, list, dialup_none.name, NULL);
 }
 
-/* Length of a plain decimal number at the start of s ("56", "33.6"):
- * strtod() alone would also take "inf", "0x10" or "1e3". */
-static apr_size_t dialup_decimal_len(const char *s)
-{
-    apr_size_t n = strspn(s, "0123456789");
-    if (n && s[n] == '.') {
-        apr_size_t frac = strspn(s + n + 1, "0123456789");
-        n = frac ? n + 1 + frac : 0;
-    }
-    return n;
-}
-
 /* A rate in bits/s: a positive number (fractions allowed) with an optional
  * k (10^3), M (10^6) or G (10^9) suffix, as line rates are written. */
 static const char *dialup_parse_bits(const char *arg, apr_int64_t *out)
 {
-    char *end;
-    double d, mult = 1;
+    double d = 0, mult = 1;
+    apr_size_t n = bgdeliver_parse_decimal(arg, &d);
+    const char *end = arg + n;
 
-    if (!dialup_decimal_len(arg)) {
+    if (!n) {
         return "not a number";
     }
-    d = strtod(arg, &end);
-    end = (char *)arg + dialup_decimal_len(arg);
     switch (*end) {
     case 'k': case 'K': mult = 1e3; end++; break;
     case 'm': case 'M': mult = 1e6; end++; break;
@@ -255,14 +242,13 @@ static const char *dialup_parse_time(const char *arg, apr_interval_time_t min,
                                      apr_interval_time_t max,
                                      apr_interval_time_t *out)
 {
-    char *end;
-    double d;
+    double d = 0;
+    apr_size_t n = bgdeliver_parse_decimal(arg, &d);
+    const char *end = arg + n;
 
-    if (!dialup_decimal_len(arg)) {
+    if (!n) {
         return "not a number";
     }
-    d = strtod(arg, NULL);
-    end = (char *)arg + dialup_decimal_len(arg);
     if (!strcasecmp(end, "s")) {
         d *= 1000.0;
     }

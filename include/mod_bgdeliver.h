@@ -37,6 +37,9 @@
 #include "apr_optional.h"
 #include "apr_buckets.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -182,6 +185,31 @@ APR_DECLARE_OPTIONAL_FN(int, bgdeliver_request_info,
 /** Fill @a totals with the server-wide counters (all children). */
 APR_DECLARE_OPTIONAL_FN(void, bgdeliver_get_totals,
                         (bgdeliver_totals_t *totals));
+
+/**
+ * Read the plain decimal number at the start of @a s ("56", "33.6"): digits
+ * with an optional fraction, nothing else.  For the directives of modules
+ * built on the engine, so that all of them take numbers alike: strtod()
+ * alone would also take "nan", "inf", "0x10" or "1e3", and NaN passes any
+ * range check.
+ * @param s     the text
+ * @param value set to the number when there is one
+ * @return the length of the number; 0 when @a s does not start with one
+ */
+static APR_INLINE apr_size_t bgdeliver_parse_decimal(const char *s,
+                                                     double *value)
+{
+    apr_size_t n = strspn(s, "0123456789");
+
+    if (n && s[n] == '.') {
+        apr_size_t frac = strspn(s + n + 1, "0123456789");
+        n = frac ? n + 1 + frac : 0;
+    }
+    if (n) {
+        *value = strtod(s, NULL);
+    }
+    return n;
+}
 
 #ifdef __cplusplus
 }
