@@ -1323,6 +1323,54 @@ static int bgd_all_files_unchanged(bgd_job_t *job, apr_time_t visit)
     return 1;
 }
 
+/* r goes out the ordinary way although BgDeliver would take it: counted
+ * as a fallback, and its files read rather than mapped (see
+ * bgd_unmapped_filter()).  Once per response: a handler that calls the
+ * API after the engine declined its response comes here a second time;
+ * it returns 0 then. */
+static int bgd_fallback(request_rec *r, bgd_job_t *job)
+{
+    if (job->fell_back) {
+        return 0;
+    }
+    job->fell_back = 1;
+    bgd_count(&bgd_table->fallbacks, 1);
+    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
+                                r->connection);
+    return 1;
+}
+
+/* mod_ratelimit's RATE_LIMIT filter sleeps between its chunks, by design,
+ * in whatever thread passes it data: a response that goes through it
+ * cannot leave without holding a thread, and each of our slices would hold
+ * a worker for seconds.  Such a response goes the ordinary way (mod_dialup
+ * paces without a worker). */
+static int bgd_chain_sleeps(request_rec *r)
+{
+    const ap_filter_t *f;
+
+    /* Without its variable the filter takes itself out at once. */
+    if (!apr_table_get(r->subprocess_env, "rate-limit")) {
+        return 0;
+    }
+    for (f = r->output_filters; f; f = f->next) {
+        if (!strcasecmp(f->frec->name, "RATE_LIMIT")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void bgd_fallback_chain_sleeps(request_rec *r, bgd_job_t *job)
+{
+    if (bgd_fallback(r, job)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "BGD031: mod_ratelimit's RATE_LIMIT filter paces "
+                      "this response in the worker; delivering in the "
+                      "foreground");
+    }
+}
+
 /* Pass `bb` on to the connection filters, now, in the worker, the way the
  * response would have gone without us (blocking if the client is slow). */
 static apr_status_t bgd_pass_foreground(bgd_job_t *job,
@@ -1633,6 +1681,14 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 
     if (!job->capturing) {
         return ap_pass_brigade(f->next, bb);
+    }
+
+    /* A handler may set rate-limit itself, after bgd_capture_begin()
+     * looked: its data must not reach the sleeping filter on our slices. */
+    if (bgd_chain_sleeps(r)) {
+        bgd_fallback_chain_sleeps(r, job);
+        APR_BRIGADE_CONCAT(job->queue, bb);
+        return bgd_capture_give_up(job);
     }
 
     /* An internal redirect inside the handler (e.g. a CGI's local
@@ -3261,44 +3317,6 @@ static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
     }
 }
 
-/* r goes out the ordinary way although BgDeliver would take it: counted
- * as a fallback, and its files read rather than mapped (see
- * bgd_unmapped_filter()).  Once per response: a handler that calls the
- * API after the engine declined its response comes here a second time;
- * it returns 0 then. */
-static int bgd_fallback(request_rec *r, bgd_job_t *job)
-{
-    if (job->fell_back) {
-        return 0;
-    }
-    job->fell_back = 1;
-    bgd_count(&bgd_table->fallbacks, 1);
-    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
-                                r->connection);
-    return 1;
-}
-
-/* mod_ratelimit's RATE_LIMIT filter sleeps between its chunks, by design,
- * in whatever thread passes it data: a response that goes through it
- * cannot leave without holding a thread, and each of our slices would hold
- * a worker for seconds.  Such a response goes the ordinary way (mod_dialup
- * paces without a worker). */
-static int bgd_chain_sleeps(request_rec *r)
-{
-    const ap_filter_t *f;
-
-    /* Without its variable the filter takes itself out at once. */
-    if (!apr_table_get(r->subprocess_env, "rate-limit")) {
-        return 0;
-    }
-    for (f = r->output_filters; f; f = f->next) {
-        if (!strcasecmp(f->frec->name, "RATE_LIMIT")) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* Can the MPM drive this request's delivery for us? */
 static int bgd_async_possible(request_rec *r)
 {
@@ -3405,12 +3423,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
         }
     }
     if (bgd_chain_sleeps(r)) {
-        if (bgd_fallback(r, job)) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                          "BGD031: mod_ratelimit's RATE_LIMIT filter paces "
-                          "this response in the worker; delivering in the "
-                          "foreground");
-        }
+        bgd_fallback_chain_sleeps(r, job);
         return DECLINED;
     }
     rv = bgd_admit(r, job, async ? 1 : 2);
@@ -3458,6 +3471,10 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     }
     job->capturing = 0;
     job->body_at_capture = r->bytes_sent;
+    if (!job->foreground && bgd_chain_sleeps(r)) {
+        bgd_fallback_chain_sleeps(r, job);      /* set after the last pass */
+        job->foreground = 1;
+    }
 
     if (rv != OK || job->foreground || c->aborted
         || (!job->eos && !job->producer)

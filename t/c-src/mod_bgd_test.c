@@ -15,7 +15,9 @@
  *
  *   bgd-test-gen       generated content: ?size=N bytes of the suite's
  *                      pattern in ?chunk=N pieces, with ?flush=1 a FLUSH
- *                      after each piece and ?delay=MS between pieces
+ *                      after each piece and ?delay=MS between pieces;
+ *                      ?ratelimit=KB sets mod_ratelimit's rate-limit
+ *                      variable first, as a handler may
  *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
  *                      ?idle=MS: nothing (an empty brigade) for the first
  *                      MS ms, ?endless=1: no end, ?fail=N: an error at the
@@ -118,11 +120,16 @@ static int bgd_test_gen(request_rec *r)
     apr_off_t chunk = bgd_test_arg(r, "chunk", 8192);
     apr_off_t delay = bgd_test_arg(r, "delay", 0);
     int flush = (int)bgd_test_arg(r, "flush", 0);
+    apr_off_t ratelimit = bgd_test_arg(r, "ratelimit", 0);
     apr_bucket_brigade *bb = apr_brigade_create(r->pool,
                                                 r->connection->bucket_alloc);
     apr_off_t pos = 0;
 
     ap_set_content_type(r, "text/plain");
+    if (ratelimit > 0) {
+        apr_table_setn(r->subprocess_env, "rate-limit",
+                       apr_off_t_toa(r->pool, ratelimit));
+    }
     if (r->header_only) {
         return OK;
     }

@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 17, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 18, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -127,6 +127,17 @@ if (have_module('ratelimit')) {
                   error_log_since($m) =~ /BGD031: mod_ratelimit's RATE_LIMIT filter/ ? 'BGD031' : '-'),
              # Without WAITIO it is a fallback for that reason already.
              $bg ? '1 BGD031' : '1 -', 'RATE_LIMIT: a fallback, logged');
+    # A handler that sets rate-limit itself, after the engine looked.
+    $m = log_mark();
+    $fb = bgd_status()->{BgDeliverFallbacks};
+    $r = request(GET => '/ratelimit/h/gen?size=300000&ratelimit=2000',
+                 timeout => 20);
+    ok t_cmp(join(' ', md5_hex($r->{body} // '') eq pattern_md5(300000)
+                           ? 'exact' : 'wrong',
+                  bgd_status()->{BgDeliverFallbacks} - $fb,
+                  error_log_since($m) =~ /BGD031/ ? 'BGD031' : '-'),
+             $bg ? 'exact 1 BGD031' : 'exact 1 -',
+             'rate-limit set by the handler: a fallback, logged');
     # Without the rate-limit variable the filter does nothing.
     $fb = bgd_status()->{BgDeliverFallbacks};
     $r = request(GET => '/ratelimit-unset/files/content-1m.bin', timeout => 20);
@@ -135,5 +146,5 @@ if (have_module('ratelimit')) {
              $bg ? 'exact 0' : 'exact 1', 'RATE_LIMIT without rate-limit: no fallback for it');
 }
 else {
-    skip('mod_ratelimit', 1) for 1 .. 3;
+    skip('mod_ratelimit', 1) for 1 .. 4;
 }
