@@ -261,6 +261,7 @@ typedef struct bgd_file_ref_t {
 
 typedef struct bgd_job_t {
     request_rec *r;
+    request_rec *top;                   /* whose end logs r (see below) */
     conn_rec *c;
     bgd_conn_t *bc;                     /* set once handed to the MPM */
     const bgd_dir_conf_t *conf;
@@ -3064,7 +3065,7 @@ static void bgd_finish_async(bgd_conn_t *bc)
      * (EOR) after everything before it was written, and sets the state
      * for write completion and keep-alive. */
     ap_finalize_request_protocol(r);
-    ap_process_request_after_handler(r);
+    ap_process_request_after_handler(job->top);
 }
 
 static void bgd_drop_log(bgd_job_t *job, const char *reason)
@@ -3297,6 +3298,7 @@ static bgd_job_t *bgd_job_get(request_rec *r)
     if (!job) {
         job = apr_pcalloc(r->pool, sizeof(*job));
         job->r = r;
+        job->top = r;
         job->c = r->connection;
         job->slot = -1;
         job->conf = bgd_resolved_conf(r);
@@ -3317,10 +3319,30 @@ static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
     }
 }
 
+/* The first request of r's internal-redirect chain, if our wrapper still
+ * runs its handler: per-directory mod_rewrite and a CGI's local Location:
+ * redirect from inside the handler, and the wrapper can then suspend the
+ * first request for r's delivery (bgd_capture_end()); only the first
+ * request's SUSPENDED reaches the MPM, since ap_internal_redirect() takes
+ * any other status as an error.  An ErrorDocument's redirect comes after
+ * the wrapper returned: NULL. */
+static request_rec *bgd_redirect_top(request_rec *r)
+{
+    request_rec *top = r;
+    const bgd_job_t *job;
+
+    while (top->prev) {
+        top = top->prev;
+    }
+    job = bgd_req_job(top);
+    return job && job->capturing && !job->in_worker ? top : NULL;
+}
+
 /* Can the MPM drive this request's delivery for us? */
 static int bgd_async_possible(request_rec *r)
 {
-    return bgd_mpm_can_waitio && !r->connection->master && !r->prev
+    return bgd_mpm_can_waitio && !r->connection->master
+           && (!r->prev || bgd_redirect_top(r))
            && !r->main && r->connection->cs
            && !apr_atomic_read32(&bgd_child_stopping_flag);
 }
@@ -3432,6 +3454,9 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     }
     job->started = 1;
     job->in_worker = !async;
+    if (async && r->prev) {
+        job->top = bgd_redirect_top(r);
+    }
     job->tls = ap_ssl_conn_is_ssl(r->connection) ? 1 : 0;
     job->queue = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     job->slice = apr_brigade_create(r->pool, r->connection->bucket_alloc);
@@ -3450,8 +3475,20 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 {
     conn_rec *c = r->connection;
-    bgd_conn_t *bc;
+    bgd_conn_t *bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
 
+    if (bc && bc->job && bc->job->top == r && bc->job != job) {
+        /* The handler redirected internally, and the new request's
+         * response waits for the MPM (see bgd_redirect_top()): this, the
+         * first request, is the one to suspend.  Whatever the handler
+         * says now, that response is the one the client gets. */
+        job->capturing = 0;
+        if (!APR_BRIGADE_EMPTY(job->queue)) {
+            bgd_pass_foreground(job, job->queue);
+        }
+        bgd_slot_release(job);
+        return SUSPENDED;
+    }
     if (rv == DONE) {
         rv = OK;        /* the handler sent the whole response itself */
     }
@@ -3510,7 +3547,6 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
      * the MPM: finishing the request later must not block reading it. */
     ap_discard_request_body(r);
 
-    bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->background = 1;
     bgd_conn_release_free(c);
     if (job->pacing.rate > 0 && !bgd_engine_can_take(job)) {
@@ -3520,7 +3556,9 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     }
     job->bc = bc;
     bc->job = job;
-    return SUSPENDED;
+    /* An internal redirect's request returns to ap_internal_redirect(),
+     * and the first request's wrapper suspends. */
+    return job->top == r ? SUSPENDED : OK;
 }
 
 /* ------------------------------------------------------- optional fns */
@@ -4136,7 +4174,7 @@ static apr_status_t bgd_conn_release(bgd_conn_t *bc, const char *outcome)
         apr_brigade_cleanup(job->queue);
         /* Logs the request and frees r, as the core does with an EOR
          * bucket, without touching the connection's state. */
-        eor = ap_bucket_eor_create(bc->c->bucket_alloc, job->r);
+        eor = ap_bucket_eor_create(bc->c->bucket_alloc, job->top);
         apr_bucket_destroy(eor);
     }
     return APR_SUCCESS;

@@ -11,10 +11,11 @@ use warnings FATAL => 'all';
 use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
+use Time::HiRes qw(sleep);
 use Bgd::Test qw(gen_file request http_connect http_send read_response
                  access_log_lines mpm_name bgd_status slurp);
 
-plan tests => 33, need need_module('mod_bgdeliver.c');
+plan tests => 36, need need_module('mod_bgdeliver.c');
 
 my $size = 200_000;
 my $file = gen_file('bgdeliver/files/http-200k.bin', $size);
@@ -89,9 +90,23 @@ $r = request(GET => '/bgdeliver/errdoc/missing.bin', rcvbuf => 8192, rate => 2_0
 ok t_cmp($r->{status}, 404, 'error document status');
 ok t_cmp(md5_hex($r->{body}), md5_hex($data), 'error document body');
 
-# Internal redirect by mod_rewrite [PT] in a per-dir context.
+# Internal redirect by mod_rewrite [PT] in a per-dir context, as in any
+# .htaccess front controller: the first request suspends for the new one,
+# whose response is delivered in the background.
 $r = request(GET => '/bgdeliver/redirect/anything.txt', rcvbuf => 8192, rate => 2_000_000);
 ok t_cmp(md5_hex($r->{body}), md5_hex($data), 'internal redirect body');
+{
+    my @lines;
+    for (1 .. 40) {
+        @lines = grep { m{"GET /bgdeliver/redirect/anything\.txt } }
+                 access_log_lines();
+        last if @lines;
+        sleep 0.05;
+    }
+    my @outcome = map { / 200 200000 \d+ \d+ (\S+) \+$/ ? $1 : $_ } @lines;
+    ok t_cmp("@outcome", $bg ? 'complete' : '-',
+             'internal redirect: delivered in the background, logged once');
+}
 
 # SSI: the included file is a sub-request, part of the main response.  The
 # page itself is small: its output is not.
@@ -117,6 +132,23 @@ ok t_cmp($taken->() - $before, 1,
                  && ($i < 3 ? $res->{body} eq $data : $res->{body} eq "hello\n");
     }
     ok t_cmp($ok, 3, 'keep-alive: three responses on one connection');
+}
+
+# A CGI's local Location: is an internal redirect from inside its handler
+# too: in the background, and the connection goes on.
+{
+    my $cgi = '/bgdeliver/cgi/local-redirect.pl';
+    my $s = http_connect(rcvbuf => 8192);
+    my @got;
+    for my $path ($cgi, '/bgdeliver/small.txt') {
+        http_send($s, 'GET', $path);
+        my $res = read_response($s, rate => 4_000_000);
+        push @got, $res->{status} == 200 && $res->{body} eq
+                   ($path eq $cgi ? $data : "hello\n") ? 'ok' : 'bad';
+    }
+    ok t_cmp("@got", 'ok ok', 'CGI local redirect, then keep-alive');
+    ok t_cmp(last_note($cgi), $bg ? 'complete' : '-',
+             'CGI local redirect: delivered in the background');
 }
 
 # Pipelining: three requests written at once, answered in order.
