@@ -1571,6 +1571,8 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
     return BGD_SLICE_MEM_MAX;
 }
 
+static void bgd_check_file_reads(apr_bucket *b, conn_rec *c);
+
 /* Moves the first `want` bytes of the queue to job->slice, ready to go:
  * the files they come from checked (`visit` as for bgd_files_unchanged())
  * and, for a pass through memory, read into a block.  *len is the pass's
@@ -1617,6 +1619,19 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
         job->mem_bytes -= *mem;
         if (job->mem_bytes < 0) {
             job->mem_bytes = 0;
+        }
+        if (job->tls && !read_pass) {
+            /* mod_ssl reads the files of a fast client's pass itself, and
+             * takes a short read for the end: a file truncated since the
+             * check above would end the body short with the connection
+             * kept alive.  Not in the core's buckets (see
+             * bgd_unmapped_filter()). */
+            for (e = APR_BRIGADE_FIRST(job->slice);
+                 e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
+                if (APR_BUCKET_IS_FILE(e)) {
+                    bgd_check_file_reads(e, job->c);
+                }
+            }
         }
     }
     return rv;
