@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response fd_count
                  read_truncating slurp);
 
 my $mpm = mpm_name();
-plan tests => 11, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 gen_file('bgdeliver/files/abort-2m.bin', 2_000_000);
@@ -112,6 +112,23 @@ ok t_cmp(wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 }) ? 1 : 0, 
     ok t_cmp(($res->{complete} && $res->{body} eq $orig) ? 1 : 0, 1,
              'replaced file: the original content, complete');
     unlink $path;
+}
+
+# 7. A client gone while a CGI still writes: the capture stops reading its
+# pipe at once, instead of spooling on up to BgDeliverSpoolLimit (4M here,
+# of the 24 MB the script would write in about 7 s).
+{
+    my $path = '/bgdeliver/cgi-limited/pattern.pl';
+    my $mark = log_mark();
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', "$path?size=24000000&pause=20");
+    read_response($s, max_body => 20000, rate => 200_000, chunk => 4096);
+    close $s;
+    my $logged = wait_until(15, sub {
+        grep { index($_, "\"GET $path?") >= 0 } access_log_lines() });
+    ok t_cmp(join(' ', $logged ? 'logged' : 'not logged',
+                  error_log_since($mark) =~ /BGD013/ ? 'BGD013' : '-'),
+             'logged -', 'client gone while a CGI writes: the capture stops');
 }
 
 ok t_cmp(settled($base) ? 1 : 0, 1, 'descriptors back to baseline at the end');

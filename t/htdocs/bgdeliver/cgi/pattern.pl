@@ -3,10 +3,12 @@
 # use this file except in compliance with the License.  You may obtain a copy
 # of the License at http://www.apache.org/licenses/LICENSE-2.0
 #
-# Writes ?size=N bytes (default 1000000) of the suite's test pattern.
+# Writes ?size=N bytes (default 1000000) of the suite's test pattern;
+# with ?pause=MS, pauses MS ms after each 64 KB.
 use strict;
 use warnings;
 my ($size) = ($ENV{QUERY_STRING} || '') =~ /size=(\d+)/;
+my ($pause) = ($ENV{QUERY_STRING} || '') =~ /pause=(\d+)/;
 $size //= 1000000;
 binmode STDOUT;
 $| = 0;
@@ -18,4 +20,9 @@ while ($out < $size) {
     print $l;
     $out += length $l;
     $n++;
+    if ($pause && $out % 65536 < length $l) {
+        $| = 1;
+        $| = 0;
+        select(undef, undef, undef, $pause / 1000);
+    }
 }
