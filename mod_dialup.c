@@ -394,8 +394,9 @@ static int dialup_fixups(request_rec *r)
     }
 
     if (!dialup_request_background) {
-        /* Only reachable through .htaccess: post_config refuses to start
-         * when the main configuration uses us without the engine. */
+        /* post_config refuses to start when the main configuration uses
+         * us without the engine; this is .htaccess, or a line chosen by
+         * the variables alone. */
         if (apr_atomic_cas32(&dialup_warned_engine, 1, 0) == 0) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
                           "DLP005: %s asks for modem emulation but "
