@@ -117,6 +117,10 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_DEFAULT_GRACE     apr_time_from_sec(30)
 #define BGD_DEFAULT_MAX_DELIVERIES 4096
 #define BGD_DEFAULT_PULSE     apr_time_from_msec(100)
+/* Line time a paced delivery may be behind its schedule and still catch
+ * up at once: two pulses, and no less than this (see
+ * bgd_pace_after_dry()). */
+#define BGD_PACE_CATCH_UP     apr_time_from_msec(200)
 /* The smallest pass: one bucket buffer (see bgd_slice_size()).  Exactly
  * APR_BUCKET_BUFF_SIZE, not 8 KiB: a file range read into memory comes in
  * reads of that size, and the 192 bytes left over by an 8 KiB pass would
@@ -289,6 +293,7 @@ typedef struct bgd_job_t {
     apr_time_t handoff;
     apr_time_t finished;
     apr_time_t pace_start;
+    apr_interval_time_t pace_lost;      /* line time nothing was there for */
     apr_time_t next_tick;
     apr_time_t last_progress;
     apr_time_t rate_mark_time;
@@ -1638,6 +1643,7 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
 }
 
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now);
+static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now);
 
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
@@ -1705,6 +1711,10 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         bgd_fallback_chain_sleeps(r, job);
         APR_BRIGADE_CONCAT(job->queue, bb);
         return bgd_capture_give_up(job);
+    }
+
+    if (APR_BRIGADE_EMPTY(job->queue) && bgd_job_timed(job)) {
+        bgd_pace_after_dry(job, apr_time_now());
     }
 
     /* An internal redirect inside the handler (e.g. a CGI's local
@@ -2029,13 +2039,41 @@ static apr_interval_time_t bgd_effective_pulse(const bgd_job_t *job)
     return pulse;
 }
 
+/* Data arrives for a paced delivery with nothing left to send: its line
+ * stood idle since the last byte sent was due.  A line banks no time it
+ * had nothing to carry (the handler or its producer paused), so what comes
+ * now takes the line's time again, but for a little catching up, for late
+ * wake-ups. */
+static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now)
+{
+    const bgdeliver_pacing_t *p = &job->pacing;
+    apr_interval_time_t pulse = bgd_effective_pulse(job), catch_up;
+    /* The schedule's anchor, as pace_start will be (it may not be set
+     * yet: see bgd_forward_opportunistic() and bgd_capture_end()). */
+    apr_time_t start = job->r->request_time + p->latency + job->pace_lost;
+    apr_time_t carried;
+
+    if (p->rate <= 0 || now <= start) {
+        return;
+    }
+    carried = start + (apr_time_t)((double)(job->sent - p->burst)
+                                   * APR_USEC_PER_SEC / p->rate);
+    if (carried < start) {
+        carried = start;        /* some of the burst is left */
+    }
+    catch_up = 2 * pulse > BGD_PACE_CATCH_UP ? 2 * pulse : BGD_PACE_CATCH_UP;
+    if (now - carried > catch_up) {
+        job->pace_lost += now - carried - catch_up;
+    }
+}
+
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
     apr_interval_time_t pulse = bgd_effective_pulse(job);
     double rate = p->rate;
     apr_off_t allowed;
-    apr_time_t next_byte, due;
+    apr_time_t start, next_byte, due;
 
     if (now < job->pace_start) {
         job->next_tick = job->pace_start;
@@ -2047,23 +2085,23 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
         || (job->eos && job->sent >= job->captured)) {
         return APR_INT64_MAX;
     }
+    start = job->pace_start + job->pace_lost;
     allowed = p->burst + 1
-              + (apr_off_t)(rate * (double)(now - job->pace_start)
-                            / APR_USEC_PER_SEC)
+              + (apr_off_t)(rate * (double)(now - start) / APR_USEC_PER_SEC)
               - job->sent;
     if (allowed > 0) {
         return allowed;
     }
     /* When the line has carried one more byte (rounded up, so that we
      * never wake a microsecond early and lose a whole pulse). */
-    next_byte = job->pace_start + 1
+    next_byte = start + 1
                 + (apr_time_t)((double)(job->sent - p->burst)
                                * APR_USEC_PER_SEC / rate);
     due = now + pulse;
     if (job->eos) {
         /* ... and when all of the rest will be on the line: the last
          * byte leaves on schedule, not at the next pulse boundary. */
-        apr_time_t all = job->pace_start + 1
+        apr_time_t all = start + 1
                          + (apr_time_t)((double)(job->captured - 1 - p->burst)
                                         * APR_USEC_PER_SEC / rate);
         if (all < due) {

@@ -16,7 +16,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  mpm_name bgd_status pattern slurp log_mark error_log_since
                  wait_until private_server);
 
-plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 20, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -111,6 +111,18 @@ for my $case (
              sprintf('paced stream: first byte at %.0f ms, handler runs 1.5 s',
                      $ttfb * 1000));
     ok t_cmp($ahead, 0, 'paced stream: never ahead of the line');
+}
+
+# A line banks no time it had nothing to carry: a producer with nothing
+# for its first second gets its 2000 bytes (and the headers) onto a 2000
+# B/s line in about a second (less the 200 ms it may catch up), instead of
+# all at once when it starts.
+{
+    $t0 = time;
+    $r = request(GET => '/paced/h/producer?size=2000&idle=1000&pace=2000,0');
+    my $took = time - $t0;
+    ok t_cmp($r->{body} eq pattern(2000) && $took > 1.7 && $took < 2.6 ? 1 : 0, 1,
+             sprintf('paced, after the producer idled 1 s: %.2f s', $took));
 }
 
 # BgDeliverMaxTime bounds a paced response wherever it is paced (in the
