@@ -46,7 +46,7 @@ while (my ($n, $s) = splice @specs, 0, 2) { push @names, $n; push @reqs, $s }
 # curl hangs at start-up with it.
 my $curl = 'env -u LD_PRELOAD curl';
 my $h2 = need_module('mod_http2.c') && `$curl -V 2>/dev/null` =~ /HTTP2/;
-plan tests => 24, need need_module('mod_dialup.c'),
+plan tests => 25, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $mark = log_mark();
@@ -95,12 +95,12 @@ ok rate_ok($r, $r->{header_bytes} + $r->{length} + $framing,
 $r = $res{https};
 ok t_cmp("$r->{status} $r->{md5}", "200 " . pattern_md5(24000),
          'HTTPS: exact body');
-# TODO (engine): mod_ssl's coalescing filter holds paced writes below 8 KB,
-# so the first bytes arrive only when 8 KB have piled up (or at the end).
+# mod_ssl's coalescing filter would hold writes below 8 KB: the pulses must
+# still reach the client on time.
 ok latency_ok($r, 'HTTPS');
 ok rate_ok($r, $r->{header_bytes} + $r->{length}, 'HTTPS');
 ok t_cmp($r->{max_gap} <= 0.115 ? 1 : 0, 1,
-         sprintf('HTTPS (TODO engine): longest pause %.0f ms (pulse 100 ms)',
+         sprintf('HTTPS: longest pause %.0f ms (pulse 100 ms)',
                  $r->{max_gap} * 1000));
 
 # 9-11: Range: the bytes actually sent are paced, not the whole file.
@@ -154,7 +154,7 @@ else {
     skip 'mod_http2 or an HTTP/2 curl missing' for 1 .. 2;
 }
 
-# 24: an error page of a paced location (TODO engine: the engine delivers
-# responses of a handler that returned an error in the foreground).
+# 24-25: an error page of a paced location is paced like any response.
 $r = $res{e404};
 ok latency_ok($r, '404 page');
+ok rate_ok($r, $r->{header_bytes} + $r->{length}, '404 page');
