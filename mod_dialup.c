@@ -153,8 +153,8 @@ static const dialup_preset_t dialup_none = { "None", 0, 0, 0 };
 static APR_OPTIONAL_FN_TYPE(bgdeliver_request_background)
     *dialup_request_background;
 
-/* Set by any directive, so that post_config knows whether the missing
- * engine matters (.htaccess files are only read later, per request). */
+/* Set by any directive at start-up, so that post_config knows whether the
+ * missing engine matters (see dialup_note_configured()). */
 static int dialup_configured;
 static volatile apr_uint32_t dialup_warned_engine;
 static volatile apr_uint32_t dialup_warned_h2;
@@ -589,6 +589,15 @@ static void *dialup_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     return conf;
 }
 
+/* Only the configuration read at start-up counts: .htaccess files are
+ * parsed per request, on many threads at once, long after post_config. */
+static void dialup_note_configured(void)
+{
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_RUN_MPM) {
+        dialup_configured = 1;
+    }
+}
+
 static const char *dialup_cmd_standard(cmd_parms *cmd, void *dconf,
                                        const char *arg)
 {
@@ -602,7 +611,7 @@ static const char *dialup_cmd_standard(cmd_parms *cmd, void *dconf,
                             dialup_preset_names(cmd->pool));
     }
     conf->standard = std;
-    dialup_configured = 1;
+    dialup_note_configured();
     return NULL;
 }
 
@@ -618,7 +627,7 @@ static const char *dialup_cmd_rate(cmd_parms *cmd, void *dconf,
                             "1000), e.g. 33.6k or 1.544M", cmd->cmd->name,
                             arg, err, DIALUP_MIN_BITS);
     }
-    dialup_configured = 1;
+    dialup_note_configured();
     return NULL;
 }
 
@@ -634,7 +643,7 @@ static const char *dialup_cmd_latency(cmd_parms *cmd, void *dconf,
                             "optionally with ms or s (e.g. 150, 150ms, "
                             "0.15s)", cmd->cmd->name, arg, err);
     }
-    dialup_configured = 1;
+    dialup_note_configured();
     return NULL;
 }
 
@@ -654,7 +663,7 @@ static const char *dialup_cmd_framing(cmd_parms *cmd, void *dconf,
                             "per byte: start and stop bit)",
                             cmd->cmd->name, arg);
     }
-    dialup_configured = 1;
+    dialup_note_configured();
     return NULL;
 }
 
@@ -685,7 +694,7 @@ static const char *dialup_cmd_burst(cmd_parms *cmd, void *dconf,
                             cmd->cmd->name, arg);
     }
     conf->burst = (apr_off_t)n * mult;
-    dialup_configured = 1;
+    dialup_note_configured();
     return NULL;
 }
 
@@ -701,7 +710,7 @@ static const char *dialup_cmd_pulse(cmd_parms *cmd, void *dconf,
                             "optionally with ms or s (e.g. 100ms)",
                             cmd->cmd->name, arg, err);
     }
-    dialup_configured = 1;
+    dialup_note_configured();
     return NULL;
 }
 
@@ -735,7 +744,8 @@ static const command_rec dialup_cmds[] = {
     AP_INIT_TAKE1("ModemStandard", dialup_cmd_standard, NULL, OR_FILEINFO,
                   "Line to emulate: V.21, V.22, V.22bis, V.26bis, V.32, "
                   "V.32bis, V.34, V.34+, V.90, V.92, ISDN-64k, ISDN-128k, "
-                  "T1, Slow-3G, Fast-3G, or None"),
+                  "T1 (or i-was-rich-and-got-a-leased-line), Slow-3G, "
+                  "Fast-3G, or None"),
     AP_INIT_TAKE1("DialupRate", dialup_cmd_rate, NULL, OR_FILEINFO,
                   "Line rate in bits/s (k, M, G suffixes), instead of the "
                   "standard's"),
