@@ -75,6 +75,12 @@ paced(name => 'V.92 DialupLatency 300ms (inherits the rate)',
 paced(name => 'ModemStandard V.22 nested in V.92',
       path => '/dialup/v92/v22/gen', rate => bps(1200), latency => 0.150,
       body => 60, tol => 0.02);
+paced(name => 'ModemStandard V.22 nested under DialupLatency + DialupFraming: both dropped',
+      path => '/dialup/v92/async/latency/v22/gen', rate => bps(1200),
+      latency => 0.150, body => 60, tol => 0.02);
+paced(name => 'ModemStandard V.32 nested under DialupBurst 4k: the burst stays',
+      path => '/dialup/v92/burst/v32/gen', rate => bps(9600), latency => 0.150,
+      burst => 4096, body => 5300, tol => 0.02);
 paced(name => 'DialupRate 20k nested in ModemStandard None',
       path => '/dialup/v92/none/rate/gen', rate => bps(20000),
       latency => 0, body => 2300, tol => 0.02);
@@ -100,6 +106,9 @@ paced(name => 'header X-Modem-Rate: 33.6k + X-Modem-Latency: 250',
 paced(name => 'query string modem=V.32 (mod_rewrite [E=])',
       path => '/dialup/any/gen?modem=V.32&size=1000&chunk=1000',
       rate => bps(9600), latency => 0.150, body => 1000, tol => 0.02);
+paced(name => 'unknown cookie modem=V.99 keeps ModemStandard V.92',
+      path => '/dialup/v92/gen', headers => { Cookie => 'modem=V.99' },
+      rate => bps(56000), latency => 0.120, body => 6800, tol => 0.02);
 paced(name => 'cookie modem=V.22 overrides ModemStandard V.92',
       path => '/dialup/v92/gen', headers => { Cookie => 'modem=V.22' },
       rate => bps(1200), latency => 0.150, body => 100, tol => 0.02);
