@@ -1713,7 +1713,10 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         return bgd_capture_give_up(job);
     }
 
-    if (APR_BRIGADE_EMPTY(job->queue) && bgd_job_timed(job)) {
+    if (APR_BRIGADE_EMPTY(job->queue) && bgd_job_timed(job)
+        && !f->c->data_in_output_filters) {
+        /* (Bytes the core still holds: the client is behind, not the
+         * line idle.) */
         bgd_pace_after_dry(job, apr_time_now());
     }
 
@@ -3525,21 +3528,33 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 /* The handler is done (rv is its result): hand the captured response to
  * the MPM (SUSPENDED), or deliver it here.  Returns what the handler hook
  * must return. */
+/* Whether an internal redirect made under r's wrapper (by its handler,
+ * or by the error page produced below) left its response waiting for the
+ * MPM (see bgd_redirect_top()): then r, the first request, is the one to
+ * suspend, and that response is the one the client gets, whatever r's
+ * handler says. */
+static int bgd_redirect_pending(request_rec *r, bgd_job_t *job)
+{
+    bgd_conn_t *bc = ap_get_module_config(r->connection->conn_config,
+                                          &bgdeliver_module);
+
+    if (!bc || !bc->job || bc->job->top != r || bc->job == job) {
+        return 0;
+    }
+    job->capturing = 0;
+    if (!APR_BRIGADE_EMPTY(job->queue)) {
+        bgd_pass_foreground(job, job->queue);
+    }
+    bgd_slot_release(job);
+    return 1;
+}
+
 static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 {
     conn_rec *c = r->connection;
-    bgd_conn_t *bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
+    bgd_conn_t *bc;
 
-    if (bc && bc->job && bc->job->top == r && bc->job != job) {
-        /* The handler redirected internally, and the new request's
-         * response waits for the MPM (see bgd_redirect_top()): this, the
-         * first request, is the one to suspend.  Whatever the handler
-         * says now, that response is the one the client gets. */
-        job->capturing = 0;
-        if (!APR_BRIGADE_EMPTY(job->queue)) {
-            bgd_pass_foreground(job, job->queue);
-        }
-        bgd_slot_release(job);
+    if (bgd_redirect_pending(r, job)) {
         return SUSPENDED;
     }
     if (rv == DONE) {
@@ -3547,10 +3562,14 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     }
     /* A paced request's error page is part of the emulated line too:
      * produce it now, into the capture, as the core would right after
-     * us.  (An ErrorDocument redirect leaves the capture, see above.) */
+     * us.  A local ErrorDocument is a redirect made here, under our
+     * wrapper. */
     if (rv != OK && ap_is_HTTP_VALID_RESPONSE(rv) && !job->captured
         && !job->foreground && bgd_job_timed(job)) {
         ap_die(rv, r);
+        if (bgd_redirect_pending(r, job)) {
+            return SUSPENDED;
+        }
         rv = OK;
     }
 
@@ -3607,11 +3626,18 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
         job->counted_paced = 1;
         apr_atomic_inc32(&bgd_paced_jobs);
     }
+    bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->bc = bc;
     bc->job = job;
-    /* An internal redirect's request returns to ap_internal_redirect(),
-     * and the first request's wrapper suspends. */
-    return job->top == r ? SUSPENDED : OK;
+    if (job->top != r) {
+        /* An internal redirect's request returns to ap_internal_redirect(),
+         * which finishes it (ap_die() with OK), and the first request's
+         * wrapper suspends.  The EOS is captured already, or a producer's
+         * is yet to come: none may go down the chain now. */
+        r->eos_sent = 1;
+        return OK;
+    }
+    return SUSPENDED;
 }
 
 /* ------------------------------------------------------- optional fns */

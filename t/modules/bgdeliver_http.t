@@ -13,9 +13,9 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(sleep);
 use Bgd::Test qw(gen_file request http_connect http_send read_response
-                 access_log_lines mpm_name bgd_status slurp);
+                 access_log_lines mpm_name bgd_status slurp pattern);
 
-plan tests => 36, need need_module('mod_bgdeliver.c');
+plan tests => 37, need need_module('mod_bgdeliver.c');
 
 my $size = 200_000;
 my $file = gen_file('bgdeliver/files/http-200k.bin', $size);
@@ -149,6 +149,20 @@ ok t_cmp($taken->() - $before, 1,
     ok t_cmp("@got", 'ok ok', 'CGI local redirect, then keep-alive');
     ok t_cmp(last_note($cgi), $bg ? 'complete' : '-',
              'CGI local redirect: delivered in the background');
+}
+
+# A redirect to a handler that gives its body to a producer: the body is
+# the producer's, chunked, and the connection goes on.
+{
+    my $s = http_connect(rcvbuf => 8192);
+    my @got;
+    for my $path ('/bgdeliver/redirect-producer/x', '/bgdeliver/small.txt') {
+        http_send($s, 'GET', $path);
+        my $res = read_response($s, rate => 4_000_000);
+        push @got, ($res->{status} || 0) == 200 && ($res->{body} // '') eq
+                   ($path =~ /producer/ ? pattern(100000) : "hello\n") ? 'ok' : 'bad';
+    }
+    ok t_cmp("@got", 'ok ok', 'redirect to a producer, then keep-alive');
 }
 
 # Pipelining: three requests written at once, answered in order.

@@ -16,7 +16,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  mpm_name bgd_status pattern slurp log_mark error_log_since
                  wait_until private_server);
 
-plan tests => 20, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 21, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -123,6 +123,20 @@ for my $case (
     my $took = time - $t0;
     ok t_cmp($r->{body} eq pattern(2000) && $took > 1.7 && $took < 2.6 ? 1 : 0, 1,
              sprintf('paced, after the producer idled 1 s: %.2f s', $took));
+}
+
+# A paced request's local error page is made under the engine's wrapper
+# (and paced too): it must reach the client, the connection go on.
+{
+    my $s = http_connect();
+    my @got;
+    for my $path ('/paced/errdoc/missing.txt', '/paced/errdoc/page.txt') {
+        http_send($s, 'GET', $path);
+        my $res = read_response($s, timeout => 5);
+        push @got, ($res->{status} || 0) . ' ' . ($res->{body} // '');
+    }
+    ok t_cmp("@got", "404 not here\n 200 not here\n",
+             'paced 404 with a local ErrorDocument, then keep-alive');
 }
 
 # BgDeliverMaxTime bounds a paced response wherever it is paced (in the
