@@ -345,36 +345,74 @@ static APR_OPTIONAL_FN_TYPE(bgdeliver_get_totals) *conntimes_bgd_totals;
 
 /* ------------------------------------------------------------ atomics */
 
+/* Every request makes some twenty additions to the shared counters: where
+ * the compiler has lock-free 64-bit atomics they are inlined, not calls
+ * into libapr (whose functions use the same instructions, so readers that
+ * go through APR see the same values).  Counters need no ordering. */
+#if defined(__GCC_ATOMIC_LLONG_LOCK_FREE) && __GCC_ATOMIC_LLONG_LOCK_FREE == 2
+#define CONNTIMES_ADD64(where, v) \
+    ((void)__atomic_fetch_add((where), (v), __ATOMIC_RELAXED))
+#define CONNTIMES_READ64(where) __atomic_load_n((where), __ATOMIC_RELAXED)
+#define CONNTIMES_CAS64(where, with, cmp) \
+    __atomic_compare_exchange_n((where), (cmp), (with), 0, \
+                                __ATOMIC_RELAXED, __ATOMIC_RELAXED)
+#else
+#define CONNTIMES_ADD64(where, v) ((void)apr_atomic_add64((where), (v)))
+#define CONNTIMES_READ64(where) apr_atomic_read64(where)
+#define CONNTIMES_CAS64(where, with, cmp) \
+    (apr_atomic_cas64((where), (with), *(cmp)) == *(cmp) ? 1 \
+     : (*(cmp) = apr_atomic_read64(where), 0))
+#endif
+
 static APR_INLINE void conntimes_max64(apr_uint64_t *where, apr_uint64_t v)
 {
-    apr_uint64_t cur = apr_atomic_read64(where);
+    apr_uint64_t cur = CONNTIMES_READ64(where);
+
+    /* A failed exchange leaves in cur what another request stored. */
     while (v > cur) {
-        apr_uint64_t prev = apr_atomic_cas64(where, v, cur);
-        if (prev == cur) {
+        if (CONNTIMES_CAS64(where, v, &cur)) {
             break;
         }
-        cur = prev;
+    }
+}
+
+/* The first bucket that can hold a duration of each bit length (in
+ * tenths of a us): bounds step by about 1.6, so from there a value is at
+ * most two bounds away.  Filled in pre_config. */
+static apr_size_t conntimes_bucket_start[65];
+
+static void conntimes_bucket_start_init(void)
+{
+    apr_size_t b = 0;
+    int k;
+
+    for (k = 1; k <= 64; k++) {
+        apr_uint64_t lowest = APR_UINT64_C(1) << (k - 1);
+        while (b < CT_NBOUND - 1 && conntimes_bounds[b] < lowest) {
+            b++;
+        }
+        conntimes_bucket_start[k] = b;
     }
 }
 
 static apr_size_t conntimes_bucket_of(apr_uint64_t us)
 {
-    apr_size_t lo = 0, hi = CT_NBOUND;
     apr_uint64_t tenths = us * 10;
+    apr_size_t b = 0;
 
     if (us > APR_UINT64_C(100000000)) {
         return CT_NBOUND;
     }
-    while (lo < hi) {
-        apr_size_t mid = (lo + hi) / 2;
-        if (tenths <= conntimes_bounds[mid]) {
-            hi = mid;
-        }
-        else {
-            lo = mid + 1;
-        }
+#if defined(__GNUC__)
+    if (tenths) {
+        b = conntimes_bucket_start[64 - __builtin_clzll(tenths)];
     }
-    return lo;
+#endif
+    /* The last bound is 100 s, the largest duration that gets here. */
+    while (tenths > conntimes_bounds[b]) {
+        b++;
+    }
+    return b;
 }
 
 /* Locked instructions are most of what recording costs a request: a
@@ -388,12 +426,12 @@ static void conntimes_agg_add(conntimes_agg_t *agg, const apr_uint64_t *us,
     for (i = 0; i < CT_NPHASE; i++) {
         conntimes_hist_t *h = &agg->phase[i];
         if (us[i]) {
-            apr_atomic_add64(&h->sum, us[i]);
+            CONNTIMES_ADD64(&h->sum, us[i]);
             conntimes_max64(&h->max, us[i]);
         }
-        apr_atomic_add64(&h->bucket[conntimes_bucket_of(us[i])], 1);
+        CONNTIMES_ADD64(&h->bucket[conntimes_bucket_of(us[i])], 1);
     }
-    apr_atomic_inc64(&agg->arrivals[arrival]);
+    CONNTIMES_ADD64(&agg->arrivals[arrival], 1);
 }
 
 /* Readers sum stripes with plain atomic reads: a request being recorded
@@ -1386,22 +1424,45 @@ static conntimes_req_t *conntimes_logged_req(request_rec *r)
 /* A duration in us as us, ms (3 decimals) or s (6 decimals), written
  * backwards so that it ends at `end`; returns where it starts.  The log
  * handlers run for every request, so no printf here. */
+static const char conntimes_digit_pairs[] =
+    "0001020304050607080910111213141516171819"
+    "2021222324252627282930313233343536373839"
+    "4041424344454647484950515253545556575859"
+    "6061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static char *conntimes_fmt_us(char *end, apr_uint64_t v, int frac)
 {
     char *s = end;
     int i;
 
-    for (i = 0; i < frac; i++) {
+    /* Two digits per division: this runs for every field of every line. */
+    for (i = frac; i >= 2; i -= 2) {
+        const char *d = conntimes_digit_pairs + 2 * (v % 100);
+        v /= 100;
+        *--s = d[1];
+        *--s = d[0];
+    }
+    if (i) {
         *--s = (char)('0' + v % 10);
         v /= 10;
     }
     if (frac) {
         *--s = '.';
     }
-    do {
-        *--s = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    while (v >= 100) {
+        const char *d = conntimes_digit_pairs + 2 * (v % 100);
+        v /= 100;
+        *--s = d[1];
+        *--s = d[0];
+    }
+    if (v >= 10) {
+        *--s = conntimes_digit_pairs[2 * v + 1];
+        *--s = conntimes_digit_pairs[2 * v];
+    }
+    else {
+        *--s = (char)('0' + v);
+    }
     return s;
 }
 
@@ -2948,6 +3009,7 @@ static int conntimes_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
 
     (void)plog;
     (void)ptemp;
+    conntimes_bucket_start_init();
     reg = APR_RETRIEVE_OPTIONAL_FN(ap_register_log_handler);
     if (reg) {
         reg(pconf, "^CT", conntimes_log_phase, 1);
