@@ -3528,6 +3528,44 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
 /* The handler is done (rv is its result): hand the captured response to
  * the MPM (SUSPENDED), or deliver it here.  Returns what the handler hook
  * must return. */
+/* Run a producer to the end in this thread, sleeping while it has nothing
+ * (the worker is held anyway): for a response the engine does not take.
+ * Returns what the handler returns; before any output, ap_die() turns
+ * AP_FILTER_ERROR into a 500. */
+static int bgd_run_producer_here(request_rec *r,
+                                 bgdeliver_producer_fn *producer, void *baton)
+{
+    apr_bucket_brigade *tmp = apr_brigade_create(r->pool,
+                                                 r->connection->bucket_alloc);
+    apr_interval_time_t retry = 0;
+    apr_time_t idle_start = 0;
+    apr_status_t st;
+    int last;
+
+    do {
+        st = producer(r, baton, tmp, BGD_SLICE_BYTES);
+        last = !APR_BRIGADE_EMPTY(tmp)
+               && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
+        if (st == APR_SUCCESS && bgd_brigade_has_nothing(tmp)) {
+            apr_interval_time_t wait = bgd_producer_backoff(
+                r, apr_time_now(), &idle_start, &retry);
+            if (wait) {
+                apr_sleep(wait);
+            }
+            else {
+                st = APR_TIMEUP;
+            }
+        }
+        else if (st == APR_SUCCESS) {
+            st = ap_pass_brigade(r->output_filters, tmp);
+            retry = 0;
+            idle_start = 0;
+        }
+        apr_brigade_cleanup(tmp);
+    } while (st == APR_SUCCESS && !last && !r->connection->aborted);
+    return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
+}
+
 /* Whether an internal redirect made under r's wrapper (by its handler,
  * or by the error page produced below) left its response waiting for the
  * MPM (see bgd_redirect_top()): then r, the first request, is the one to
@@ -3590,11 +3628,17 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
         || (!bgd_job_timed(job) && job->eos
             && job->captured - job->sent < job->conf->min_size)) {
         /* Error, redirect, or too small to be worth it: what was captured
-         * goes out now, the ordinary way. */
+         * goes out now, the ordinary way; so does a producer's body (its
+         * handler set rate-limit itself, say). */
         if (!APR_BRIGADE_EMPTY(job->queue)) {
             bgd_pass_foreground(job, job->queue);
         }
         bgd_slot_release(job);
+        if (rv == OK && job->producer && !c->aborted) {
+            bgdeliver_producer_fn *producer = job->producer;
+            job->producer = NULL;
+            return bgd_run_producer_here(r, producer, job->baton);
+        }
         return rv;
     }
 
@@ -3631,10 +3675,14 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     bc->job = job;
     if (job->top != r) {
         /* An internal redirect's request returns to ap_internal_redirect(),
-         * which finishes it (ap_die() with OK), and the first request's
-         * wrapper suspends.  The EOS is captured already, or a producer's
-         * is yet to come: none may go down the chain now. */
-        r->eos_sent = 1;
+         * which finishes it (ap_die() with OK), and so does every request
+         * between it and the first, whose wrapper suspends.  The EOS is
+         * captured already, or a producer's is yet to come: none of them
+         * may send one down the chain now. */
+        request_rec *between;
+        for (between = r; between != job->top; between = between->prev) {
+            between->eos_sent = 1;
+        }
         return OK;
     }
     return SUSPENDED;
@@ -3696,37 +3744,8 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
         job->baton = baton;
     }
     else if (producer) {
-        /* No engine for this request: run the producer to the end here,
-         * sleeping while it has nothing (this worker is held anyway). */
-        apr_bucket_brigade *tmp = apr_brigade_create(r->pool,
-                                                     r->connection->bucket_alloc);
-        apr_interval_time_t retry = 0;
-        apr_time_t idle_start = 0;
-        apr_status_t st;
-        int last;
-        do {
-            st = producer(r, baton, tmp, BGD_SLICE_BYTES);
-            last = !APR_BRIGADE_EMPTY(tmp)
-                   && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
-            if (st == APR_SUCCESS && bgd_brigade_has_nothing(tmp)) {
-                apr_interval_time_t wait = bgd_producer_backoff(
-                    r, apr_time_now(), &idle_start, &retry);
-                if (wait) {
-                    apr_sleep(wait);
-                }
-                else {
-                    st = APR_TIMEUP;
-                }
-            }
-            else if (st == APR_SUCCESS) {
-                st = ap_pass_brigade(r->output_filters, tmp);
-                retry = 0;
-                idle_start = 0;
-            }
-            apr_brigade_cleanup(tmp);
-        } while (st == APR_SUCCESS && !last && !r->connection->aborted);
-        /* Before any output, ap_die() turns AP_FILTER_ERROR into a 500. */
-        return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
+        /* No engine for this request. */
+        return bgd_run_producer_here(r, producer, baton);
     }
     else {
         if (APR_BRIGADE_EMPTY(bb) || !APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb))) {

@@ -15,15 +15,15 @@
  *
  *   bgd-test-gen       generated content: ?size=N bytes of the suite's
  *                      pattern in ?chunk=N pieces, with ?flush=1 a FLUSH
- *                      after each piece and ?delay=MS between pieces;
- *                      ?ratelimit=KB sets mod_ratelimit's rate-limit
- *                      variable first, as a handler may
+ *                      after each piece and ?delay=MS between pieces
  *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
  *                      ?idle=MS: nothing (an empty brigade) for the first
  *                      MS ms, ?endless=1: no end, ?fail=N: an error at the
  *                      N-th call (from 1); how often it was called
  *                      is logged ("bgd-test: producer ?ARGS called N
  *                      times")
+ *   (both)             ?ratelimit=KB sets mod_ratelimit's rate-limit
+ *                      variable first, as a handler may
  *   bgd-test-twice     bgdeliver_send_brigade() twice for one response
  *   bgd-test-file      r->filename through bgdeliver_send_file(), with
  *                      ?offset=N&length=N
@@ -114,22 +114,28 @@ static apr_bucket *bgd_test_piece(request_rec *r, apr_off_t pos,
                                   r->connection->bucket_alloc);
 }
 
+static void bgd_test_set_ratelimit(request_rec *r)
+{
+    apr_off_t ratelimit = bgd_test_arg(r, "ratelimit", 0);
+
+    if (ratelimit > 0) {
+        apr_table_setn(r->subprocess_env, "rate-limit",
+                       apr_off_t_toa(r->pool, ratelimit));
+    }
+}
+
 static int bgd_test_gen(request_rec *r)
 {
     apr_off_t size = bgd_test_arg(r, "size", 100000);
     apr_off_t chunk = bgd_test_arg(r, "chunk", 8192);
     apr_off_t delay = bgd_test_arg(r, "delay", 0);
     int flush = (int)bgd_test_arg(r, "flush", 0);
-    apr_off_t ratelimit = bgd_test_arg(r, "ratelimit", 0);
     apr_bucket_brigade *bb = apr_brigade_create(r->pool,
                                                 r->connection->bucket_alloc);
     apr_off_t pos = 0;
 
     ap_set_content_type(r, "text/plain");
-    if (ratelimit > 0) {
-        apr_table_setn(r->subprocess_env, "rate-limit",
-                       apr_off_t_toa(r->pool, ratelimit));
-    }
+    bgd_test_set_ratelimit(r);
     if (r->header_only) {
         return OK;
     }
@@ -229,6 +235,7 @@ static int bgd_test_handler(request_rec *r)
         g->args = r->args ? r->args : "";
         apr_pool_cleanup_register(r->pool, g, bgd_test_log_calls,
                                   apr_pool_cleanup_null);
+        bgd_test_set_ratelimit(r);
         return bgd_test_send_producer(r, bgd_test_produce, g, NULL);
     }
     if (!strcmp(r->handler, "bgd-test-twice")) {

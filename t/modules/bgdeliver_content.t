@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 18, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -138,6 +138,15 @@ if (have_module('ratelimit')) {
                   error_log_since($m) =~ /BGD031/ ? 'BGD031' : '-'),
              $bg ? 'exact 1 BGD031' : 'exact 1 -',
              'rate-limit set by the handler: a fallback, logged');
+    # The same for a handler that gives its body to a producer: the
+    # producer runs in the worker.
+    $fb = bgd_status()->{BgDeliverFallbacks};
+    $r = request(GET => '/ratelimit/h/producer?size=300000&ratelimit=2000',
+                 timeout => 20);
+    ok t_cmp(join(' ', md5_hex($r->{body} // '') eq pattern_md5(300000)
+                           ? 'exact' : 'wrong',
+                  bgd_status()->{BgDeliverFallbacks} - $fb),
+             'exact 1', 'rate-limit set by a producer\'s handler: the body, a fallback');
     # Without the rate-limit variable the filter does nothing.
     $fb = bgd_status()->{BgDeliverFallbacks};
     $r = request(GET => '/ratelimit-unset/files/content-1m.bin', timeout => 20);
@@ -146,5 +155,5 @@ if (have_module('ratelimit')) {
              $bg ? 'exact 0' : 'exact 1', 'RATE_LIMIT without rate-limit: no fallback for it');
 }
 else {
-    skip('mod_ratelimit', 1) for 1 .. 4;
+    skip('mod_ratelimit', 1) for 1 .. 5;
 }

@@ -93,13 +93,13 @@ ok t_cmp(md5_hex($r->{body}), md5_hex($data), 'error document body');
 # Internal redirect by mod_rewrite [PT] in a per-dir context, as in any
 # .htaccess front controller: the first request suspends for the new one,
 # whose response is delivered in the background.
-$r = request(GET => '/bgdeliver/redirect/anything.txt', rcvbuf => 8192, rate => 2_000_000);
+my $once = "/bgdeliver/redirect/anything.txt?run=$$." . time;
+$r = request(GET => $once, rcvbuf => 8192, rate => 2_000_000);
 ok t_cmp(md5_hex($r->{body}), md5_hex($data), 'internal redirect body');
 {
     my @lines;
     for (1 .. 40) {
-        @lines = grep { m{"GET /bgdeliver/redirect/anything\.txt } }
-                 access_log_lines();
+        @lines = grep { index($_, "\"GET $once ") >= 0 } access_log_lines();
         last if @lines;
         sleep 0.05;
     }
@@ -151,18 +151,21 @@ ok t_cmp($taken->() - $before, 1,
              'CGI local redirect: delivered in the background');
 }
 
-# A redirect to a handler that gives its body to a producer: the body is
-# the producer's, chunked, and the connection goes on.
+# A redirect to a handler that gives its body to a producer (also by way of
+# a CGI's local Location:, three requests): the body is the producer's,
+# chunked, and the connection goes on.
 {
     my $s = http_connect(rcvbuf => 8192);
     my @got;
-    for my $path ('/bgdeliver/redirect-producer/x', '/bgdeliver/small.txt') {
+    for my $path ('/bgdeliver/redirect-producer/x', '/bgdeliver/small.txt',
+                  '/bgdeliver/redirect-cgi/x', '/bgdeliver/small.txt') {
         http_send($s, 'GET', $path);
         my $res = read_response($s, rate => 4_000_000);
         push @got, ($res->{status} || 0) == 200 && ($res->{body} // '') eq
-                   ($path =~ /producer/ ? pattern(100000) : "hello\n") ? 'ok' : 'bad';
+                   ($path =~ /redirect/ ? pattern(100000) : "hello\n") ? 'ok' : 'bad';
     }
-    ok t_cmp("@got", 'ok ok', 'redirect to a producer, then keep-alive');
+    ok t_cmp("@got", 'ok ok ok ok',
+             'redirect to a producer, directly and through a CGI, then keep-alive');
 }
 
 # Pipelining: three requests written at once, answered in order.
