@@ -103,7 +103,7 @@ module AP_MODULE_DECLARE_DATA conntimes_module;
 #define CONNTIMES_FILTER_OUT     "CONNTIMES_OUT"
 #define CONNTIMES_RETAINED_KEY   "mod_conntimes-retained"
 #define CONNTIMES_SHM_MAGIC      0x43544d31u   /* "CTM1" */
-#define CONNTIMES_LAYOUT_VERSION 4u
+#define CONNTIMES_LAYOUT_VERSION 5u
 #define CONNTIMES_NICKNAME       "conntimes"
 
 /* Phases, in the order every output lists them. */
@@ -1932,8 +1932,9 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
 
 /* ------------------------------------------------------------ output: prometheus */
 
-/* Label values escape \ and "; handler names are printable ASCII already
- * (conntimes_handler_slot()), so they are valid UTF-8 without a newline. */
+/* Label values must be valid UTF-8, with \ and " escaped.  Handler names
+ * are printable ASCII already (conntimes_handler_slot()); the mapping
+ * costs a scrape nothing and keeps this independent of that. */
 static const char *conntimes_prom_label(apr_pool_t *p, const char *s)
 {
     char *out = apr_palloc(p, 2 * strlen(s) + 1), *o = out;
@@ -1942,7 +1943,7 @@ static const char *conntimes_prom_label(apr_pool_t *p, const char *s)
         if (*s == '\\' || *s == '"') {
             *o++ = '\\';
         }
-        *o++ = *s;
+        *o++ = conntimes_name_char(*s);
     }
     *o = '\0';
     return out;
