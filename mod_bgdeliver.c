@@ -3525,9 +3525,6 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     return OK;
 }
 
-/* The handler is done (rv is its result): hand the captured response to
- * the MPM (SUSPENDED), or deliver it here.  Returns what the handler hook
- * must return. */
 /* Run a producer to the end in this thread, sleeping while it has nothing
  * (the worker is held anyway): for a response the engine does not take.
  * Returns what the handler returns; before any output, ap_die() turns
@@ -3587,6 +3584,9 @@ static int bgd_redirect_pending(request_rec *r, bgd_job_t *job)
     return 1;
 }
 
+/* The handler is done (rv is its result): hand the captured response to
+ * the MPM (SUSPENDED), or deliver it here.  Returns what the handler hook
+ * must return. */
 static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
 {
     conn_rec *c = r->connection;

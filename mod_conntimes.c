@@ -2163,8 +2163,6 @@ static double conntimes_log10(double v)
     return d + 2 * sum / 2.302585092994046;
 }
 
-/* One SVG chart of a phase over the series window: average (solid) and p99
- * (dashed) on a log scale, with gaps where nothing was recorded. */
 /* The series' window, as the page's heading says it: "24 hours",
  * "1 minute", "90 seconds". */
 static const char *conntimes_span_text(apr_pool_t *p, apr_uint32_t secs)
@@ -2181,6 +2179,8 @@ static const char *conntimes_span_text(apr_pool_t *p, apr_uint32_t secs)
                         secs == units[u].secs ? "" : "s");
 }
 
+/* One SVG chart of a phase over the series window: average (solid) and p99
+ * (dashed) on a log scale, with gaps where nothing was recorded. */
 static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
                                 const conntimes_pt_t *pts, int npts,
                                 apr_uint64_t first, int phase)
@@ -3393,10 +3393,10 @@ static void conntimes_register_hooks(apr_pool_t *p)
     /* First: other modules' post_read_request work is filter time. */
     ap_hook_post_read_request(conntimes_post_read_request, NULL, NULL,
                               APR_HOOK_REALLY_FIRST);
-    /* First, declining: marks the start of the content handler whichever
-     * module then takes the request. */
     /* Last: the handler that the other fixups chose, if any. */
     ap_hook_fixups(conntimes_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
+    /* First, declining: marks the start of the content handler whichever
+     * module then takes the request. */
     ap_hook_handler(conntimes_handler_start, NULL, NULL,
                     APR_HOOK_REALLY_FIRST);
     ap_hook_handler(conntimes_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
