@@ -4581,31 +4581,16 @@ static void *bgd_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
 static const char *bgd_parse_size(cmd_parms *cmd, const char *arg,
                                   apr_off_t min, apr_off_t *out)
 {
-    char *end;
-    apr_int64_t n;
-    apr_off_t mult = 1;
+    apr_off_t size;
 
-    errno = 0;
-    n = apr_strtoi64(arg, &end, 10);
-    if (end == arg || errno || n < 0) {
-        goto bad;
+    if (bgdeliver_parse_size(arg, &size) || size < min) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a valid size; "
+                            "expected a whole number of bytes of at least %"
+                            APR_OFF_T_FMT ", optionally followed by k, M or "
+                            "G (e.g. 64k)", cmd->cmd->name, arg, min);
     }
-    switch (*end) {
-    case 'k': case 'K': mult = 1024; end++; break;
-    case 'm': case 'M': mult = 1024 * 1024; end++; break;
-    case 'g': case 'G': mult = 1024 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (*end || n > APR_INT64_MAX / mult || n * mult < min) {
-        goto bad;
-    }
-    *out = n * mult;
+    *out = size;
     return NULL;
-bad:
-    return apr_psprintf(cmd->pool, "%s: '%s' is not a valid size; expected "
-                        "a whole number of bytes of at least %" APR_OFF_T_FMT
-                        ", optionally followed by k, M or G (e.g. 64k)",
-                        cmd->cmd->name, arg, min);
 }
 
 /* A time: a plain decimal number of seconds, or of milliseconds with "ms"

@@ -671,29 +671,16 @@ static const char *dialup_cmd_burst(cmd_parms *cmd, void *dconf,
                                     const char *arg)
 {
     dialup_dir_conf_t *conf = dconf;
-    char *end;
-    apr_int64_t n;
-    apr_off_t mult = 1;
+    apr_off_t burst;
 
-    errno = 0;
-    n = apr_strtoi64(arg, &end, 10);
-    if (end != arg && !errno && n >= 0) {
-        switch (*end) {
-        case 'k': case 'K': mult = 1024; end++; break;
-        case 'm': case 'M': mult = 1024 * 1024; end++; break;
-        case 'g': case 'G': mult = 1024 * 1024 * 1024; end++; break;
-        default: break;
-        }
-    }
-    if (end == arg || errno || n < 0 || *end
-        || n > DIALUP_MAX_BURST / mult) {
+    if (bgdeliver_parse_size(arg, &burst) || burst > DIALUP_MAX_BURST) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a valid size; "
                             "expected whole bytes from 0 to 1G, optionally "
                             "with a k, M or G suffix (powers of 1024), "
                             "e.g. 4k",
                             cmd->cmd->name, arg);
     }
-    conf->burst = (apr_off_t)n * mult;
+    conf->burst = burst;
     dialup_note_configured();
     return NULL;
 }

@@ -36,7 +36,9 @@
 #include "httpd.h"
 #include "apr_optional.h"
 #include "apr_buckets.h"
+#include "apr_strings.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +211,37 @@ static APR_INLINE apr_size_t bgdeliver_parse_decimal(const char *s,
         *value = strtod(s, NULL);
     }
     return n;
+}
+
+/**
+ * Read a size as the engine's directives take it: a whole number of bytes,
+ * optionally followed by k, M or G (powers of 1024), e.g. "64k".
+ * @param s    the text
+ * @param size set to the number of bytes when @a s is one
+ * @return 0, or -1 when @a s is not a size (or does not fit in apr_off_t)
+ */
+static APR_INLINE int bgdeliver_parse_size(const char *s, apr_off_t *size)
+{
+    char *end;
+    apr_int64_t n;
+    apr_off_t mult = 1;
+
+    errno = 0;
+    n = apr_strtoi64(s, &end, 10);
+    if (end == s || errno || n < 0) {
+        return -1;
+    }
+    switch (*end) {
+    case 'k': case 'K': mult = 1024; end++; break;
+    case 'm': case 'M': mult = 1024 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end || n > APR_INT64_MAX / mult) {
+        return -1;
+    }
+    *size = (apr_off_t)n * mult;
+    return 0;
 }
 
 #ifdef __cplusplus
