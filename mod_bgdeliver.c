@@ -559,6 +559,23 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
     return deadline;
 }
 
+/* The slow-read rule this delivery has broken by `now`, or NULL; its
+ * deadline (0 for none) in *deadline.  A response whose last byte the
+ * kernel already has is complete, whatever time it is. */
+static const char *bgd_rule_broken(const bgd_job_t *job, apr_time_t now,
+                                   apr_time_t *deadline)
+{
+    const char *reason;
+
+    *deadline = bgd_deadline(job, &reason);
+    if (!*deadline || now < *deadline
+        || (job->eos && job->sent >= job->captured
+            && !job->c->data_in_output_filters)) {
+        return NULL;
+    }
+    return reason;
+}
+
 /* --------------------------------------------------- shared status table */
 
 static bgd_slot_t *bgd_slot(int i)
@@ -3232,14 +3249,7 @@ static int bgd_drive(bgd_conn_t *bc)
     reason = bgd_wd_unlist(bc);
     bgd_timed_wait_disarm(bc);
     if (!reason && !bc->c->aborted) {
-        deadline = bgd_deadline(job, &reason);
-        /* A response whose last byte the kernel already has is complete,
-         * whatever time it is. */
-        if (!deadline || t0 < deadline
-            || (job->eos && job->sent >= job->captured
-                && !bc->c->data_in_output_filters)) {
-            reason = NULL;
-        }
+        reason = bgd_rule_broken(job, t0, &deadline);
     }
     if (reason) {
         bgd_drop_log(job, reason);
@@ -3298,8 +3308,8 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
             break;
         }
         t0 = apr_time_now();
-        deadline = bgd_deadline(job, &reason);
-        if (deadline && t0 >= deadline) {
+        reason = bgd_rule_broken(job, t0, &deadline);
+        if (reason) {
             bgd_drop_log(job, reason);
             job->outcome = reason;
             break;
