@@ -488,6 +488,13 @@ static int bgd_job_timed(const bgd_job_t *job)
     return job->pacing.rate > 0 || job->pacing.latency > 0;
 }
 
+/* When a paced response's first byte is due: the anchor of its schedule
+ * (pace_start, once the capture has begun to forward). */
+static apr_time_t bgd_pace_origin(const bgd_job_t *job)
+{
+    return job->r->request_time + job->pacing.latency;
+}
+
 static apr_off_t bgd_min_rate_for(const bgd_job_t *job)
 {
     apr_off_t floor = job->conf->min_rate;
@@ -1681,7 +1688,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         /* A paced stream goes out as the emulated line carries it, from
          * its first byte's due time on: the schedule is the one the
          * hand-off continues (see bgd_capture_end). */
-        job->pace_start = job->r->request_time + job->pacing.latency;
+        job->pace_start = bgd_pace_origin(job);
         allowed = bgd_pacing_allowance(job, apr_time_now());
         if (allowed <= 0) {
             return;
@@ -2068,9 +2075,8 @@ static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
     apr_interval_time_t pulse = bgd_effective_pulse(job), catch_up;
-    /* The schedule's anchor, as pace_start will be (it may not be set
-     * yet: see bgd_forward_opportunistic() and bgd_capture_end()). */
-    apr_time_t start = job->r->request_time + p->latency + job->pace_lost;
+    /* pace_start may not be set yet. */
+    apr_time_t start = bgd_pace_origin(job) + job->pace_lost;
     apr_time_t carried;
 
     if (p->rate <= 0 || now <= start) {
@@ -3658,7 +3664,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     job->last_progress = job->handoff;
     job->rate_mark_time = job->handoff;
     job->pace_start = bgd_job_timed(job)
-                      ? r->request_time + job->pacing.latency
+                      ? bgd_pace_origin(job)
                       : job->handoff;
     bgd_count(&bgd_table->started, 1);
     if (bgd_slot(job->slot)) {
