@@ -1431,6 +1431,16 @@ static const char conntimes_digit_pairs[] =
     "6061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* The two digits of v % 100 before s; returns where they start. */
+static char *conntimes_put_pair(char *s, apr_uint64_t v)
+{
+    const char *d = conntimes_digit_pairs + 2 * (v % 100);
+
+    s[-1] = d[1];
+    s[-2] = d[0];
+    return s - 2;
+}
+
 static char *conntimes_fmt_us(char *end, apr_uint64_t v, int frac)
 {
     char *s = end;
@@ -1438,10 +1448,8 @@ static char *conntimes_fmt_us(char *end, apr_uint64_t v, int frac)
 
     /* Two digits per division: this runs for every field of every line. */
     for (i = frac; i >= 2; i -= 2) {
-        const char *d = conntimes_digit_pairs + 2 * (v % 100);
+        s = conntimes_put_pair(s, v);
         v /= 100;
-        *--s = d[1];
-        *--s = d[0];
     }
     if (i) {
         *--s = (char)('0' + v % 10);
@@ -1450,15 +1458,11 @@ static char *conntimes_fmt_us(char *end, apr_uint64_t v, int frac)
     if (frac) {
         *--s = '.';
     }
-    while (v >= 100) {
-        const char *d = conntimes_digit_pairs + 2 * (v % 100);
-        v /= 100;
-        *--s = d[1];
-        *--s = d[0];
+    for (; v >= 100; v /= 100) {
+        s = conntimes_put_pair(s, v);
     }
     if (v >= 10) {
-        *--s = conntimes_digit_pairs[2 * v + 1];
-        *--s = conntimes_digit_pairs[2 * v];
+        s = conntimes_put_pair(s, v);
     }
     else {
         *--s = (char)('0' + v);
