@@ -134,19 +134,27 @@ ok t_cmp($taken->() - $before, 1,
     ok t_cmp($ok, 3, 'keep-alive: three responses on one connection');
 }
 
+# GET each [path, body] in turn on one keep-alive connection: "ok" or
+# "bad" for each response.
+sub on_one_connection {
+    my $s = http_connect(rcvbuf => 8192);
+    my @got;
+    for my $want (@_) {
+        http_send($s, 'GET', $want->[0]);
+        my $res = read_response($s, rate => 4_000_000);
+        push @got, ($res->{status} || 0) == 200
+                   && ($res->{body} // '') eq $want->[1] ? 'ok' : 'bad';
+    }
+    return "@got";
+}
+
 # A CGI's local Location: is an internal redirect from inside its handler
 # too: in the background, and the connection goes on.
 {
     my $cgi = '/bgdeliver/cgi/local-redirect.pl';
-    my $s = http_connect(rcvbuf => 8192);
-    my @got;
-    for my $path ($cgi, '/bgdeliver/small.txt') {
-        http_send($s, 'GET', $path);
-        my $res = read_response($s, rate => 4_000_000);
-        push @got, $res->{status} == 200 && $res->{body} eq
-                   ($path eq $cgi ? $data : "hello\n") ? 'ok' : 'bad';
-    }
-    ok t_cmp("@got", 'ok ok', 'CGI local redirect, then keep-alive');
+    ok t_cmp(on_one_connection([ $cgi, $data ],
+                               [ '/bgdeliver/small.txt', "hello\n" ]),
+             'ok ok', 'CGI local redirect, then keep-alive');
     ok t_cmp(last_note($cgi), $bg ? 'complete' : '-',
              'CGI local redirect: delivered in the background');
 }
@@ -154,19 +162,12 @@ ok t_cmp($taken->() - $before, 1,
 # A redirect to a handler that gives its body to a producer (also by way of
 # a CGI's local Location:, three requests): the body is the producer's,
 # chunked, and the connection goes on.
-{
-    my $s = http_connect(rcvbuf => 8192);
-    my @got;
-    for my $path ('/bgdeliver/redirect-producer/x', '/bgdeliver/small.txt',
-                  '/bgdeliver/redirect-cgi/x', '/bgdeliver/small.txt') {
-        http_send($s, 'GET', $path);
-        my $res = read_response($s, rate => 4_000_000);
-        push @got, ($res->{status} || 0) == 200 && ($res->{body} // '') eq
-                   ($path =~ /redirect/ ? pattern(100000) : "hello\n") ? 'ok' : 'bad';
-    }
-    ok t_cmp("@got", 'ok ok ok ok',
-             'redirect to a producer, directly and through a CGI, then keep-alive');
-}
+ok t_cmp(on_one_connection([ '/bgdeliver/redirect-producer/x', pattern(100000) ],
+                           [ '/bgdeliver/small.txt', "hello\n" ],
+                           [ '/bgdeliver/redirect-cgi/x', pattern(100000) ],
+                           [ '/bgdeliver/small.txt', "hello\n" ]),
+         'ok ok ok ok',
+         'redirect to a producer, directly and through a CGI, then keep-alive');
 
 # Pipelining: three requests written at once, answered in order.
 {
