@@ -1749,9 +1749,9 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
      * deliver in the foreground from here on. */
     if (r != job->r) {
         APR_BRIGADE_CONCAT(job->queue, bb);
-        /* The redirected request takes a slot of its own if it is paced
-         * (in the worker): this one must not count twice against the
-         * client's BgDeliverMaxPerClient meanwhile. */
+        /* The redirected request claims a slot of its own if the engine
+         * takes it: this one must not count twice against the client's
+         * BgDeliverMaxPerClient meanwhile. */
         bgd_slot_release(job);
         return bgd_capture_give_up(job);
     }
