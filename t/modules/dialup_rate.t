@@ -95,7 +95,8 @@ paced(name => '.htaccess ModemStandard V.32',
       path => '/dialup-ht/small.txt', rate => bps(9600), latency => 0.150,
       body => 27, tol => 0.02);
 
-# Per-request selection (the README recipe in t/conf/dialup.conf.in).
+# Per-request selection (the README recipe's mechanism, in
+# t/conf/dialup.conf.in).
 paced(name => 'cookie modem=ISDN-64k', path => '/dialup/any/gen',
       headers => { Cookie => 'lang=en; modem=ISDN-64k' },
       rate => bps(64000), latency => 0.040, body => 7800, tol => 0.02);
