@@ -1155,26 +1155,45 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
     bgd_srv_conf_t *sconf = ap_get_module_config(r->server->module_config,
                                                  &bgdeliver_module);
     const char *dir = sconf->spool_dir;
-    char *tmpl;
+    apr_os_file_t fd = -1;
     apr_status_t rv;
 
     if (!dir && (rv = apr_temp_dir_get(&dir, r->pool)) != APR_SUCCESS) {
         return rv;
     }
-    tmpl = apr_pstrcat(r->pool, dir, "/bgdeliver.XXXXXX", NULL);
-    /* Our own file: sendfile(2) may carry it whatever EnableSendfile says
-     * for the document root. */
-    rv = apr_file_mktemp(&job->spool, tmpl,
-                         APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE
-                         | APR_FOPEN_EXCL | APR_FOPEN_SENDFILE_ENABLED,
-                         job->c->pool);
+    /* Close-on-exec from the start: apr_file_mktemp() sets it only after
+     * mkstemp(), and a fork in another thread (mod_cgi, mod_ext_filter)
+     * in between would keep the file alive in the child. */
+#ifdef O_TMPFILE
+    /* Nameless from birth: nothing to unlink, nothing left by a crash. */
+    fd = open(dir, O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+        return errno;
+    }
+#endif
+    if (fd < 0) {
+        char *tmpl = apr_pstrcat(r->pool, dir, "/bgdeliver.XXXXXX", NULL);
+
+        fd = mkostemp(tmpl, O_CLOEXEC);
+        if (fd < 0) {
+            return errno;
+        }
+        /* Unlinked at once: nothing is left behind, even by a crash. */
+        unlink(tmpl);
+    }
+    /* The handle lives in c->pool: the core moves a file handle of any
+     * younger pool when it sets a pass aside, and all of the response's
+     * buckets share this one.  Our own file: sendfile(2) may carry it
+     * whatever EnableSendfile says for the document root. */
+    rv = apr_os_file_put(&job->spool, &fd,
+                         APR_FOPEN_READ | APR_FOPEN_WRITE
+                         | APR_FOPEN_SENDFILE_ENABLED, job->c->pool);
     if (rv != APR_SUCCESS) {
+        close(fd);
         return rv;
     }
     apr_pool_cleanup_register(r->pool, job->spool, bgd_close_file,
                               apr_pool_cleanup_null);
-    /* Unlinked at once: nothing is left behind, even by a crash. */
-    apr_file_remove(tmpl, r->pool);
     return APR_SUCCESS;
 }
 
