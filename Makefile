@@ -37,7 +37,7 @@ endif
 
 MODULES    = bgdeliver dialup conntimes
 SOS        = $(MODULES:%=build/mod_%.so)
-TEST_MODS  = build/t/mod_bgd_test.so build/t/mod_ct_test.so
+TEST_MODS  = build/t/mod_bgd_test.so build/t/mod_ct_test.so build/t/epoll_fault.so
 
 PORT      ?= 8080
 HTTPS_PORT?= 8443
@@ -88,6 +88,10 @@ build/t/mod_%.la: build/t/mod_%.lo
 	$(LIBTOOL) --mode=link $(CC) -o $@ -rpath $(LIBEXECDIR) -module \
 	    -avoid-version -export-symbols-regex '^$*_module$$' \
 	    $(SANITIZE_LDFLAGS) $<
+
+# Not a module: a preload for fault injection (t/c-src/epoll_fault.c).
+build/t/epoll_fault.so: t/c-src/epoll_fault.c | build/t
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -ldl
 
 # Replaced by a rename, never rewritten in place: a server that has the
 # module loaded (the demo, a bench, a test run) keeps its mapping of the old

@@ -4322,15 +4322,21 @@ static int bgd_pre_close_connection(conn_rec *c)
     return OK;
 }
 
+/* A job still attached here was never logged: the MPM dropped the
+ * connection without the pre_close_connection hook (event does that when
+ * it cannot add a WAITIO connection to its pollset, AH10503).  Its request
+ * is logged as aborted and counted, as on any other end. */
 static apr_status_t bgd_conn_pool_cleanup(void *data)
 {
     bgd_conn_t *bc = data;
-    bgd_wd_unlist(bc);
-    bgd_timed_wait_release(bc);
+
     if (bc->job) {
-        bgd_slot_release(bc->job);
-        bc->job = NULL;
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, bc->c,
+                      "BGD034: the connection was closed under a background "
+                      "delivery (%" APR_OFF_T_FMT " bytes sent); logging it "
+                      "as aborted", bc->job->sent);
     }
+    bgd_conn_release(bc, "aborted");
     return APR_SUCCESS;
 }
 

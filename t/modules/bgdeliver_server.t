@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 24, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 28, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
@@ -242,4 +242,53 @@ CONF
                     rcvbuf => 8192, rate => 5_000_000);
     ok t_cmp($r->{status}, 200, 'its client is not held at BgDeliverMaxPerClient');
     $srv->{stop}->();
+}
+
+# 7. The event MPM drops a connection that it cannot add to its pollset in
+# CONN_STATE_ASYNC_WAITIO (AH10503), without the pre_close_connection
+# hook: only the connection pool's cleanup sees the delivery go.  It must
+# still be logged (as aborted) and counted.  A preloaded shim makes that
+# one epoll_ctl() fail.
+{
+    my $vars = Apache::Test::vars();
+    my $shim = "$vars->{top_dir}/build/t/epoll_fault.so";
+    my $fault = "$vars->{t_logs}/fault.$$";
+    mkdir $fault;
+    chmod 0777, $fault;
+    my $srv = private_server(<<'CONF', env => {
+LogFormat "%U %>s %{bgdeliver}n %X" bgd
+CustomLog @DIR@/access_log bgd
+<Location /bgdeliver/>
+    BgDeliver On
+</Location>
+CONF
+        BGD_EPOLL_FAULT => "$fault/now",
+        LD_PRELOAD => join(' ', grep { $_ } $ENV{LD_PRELOAD}, $shim) });
+    open my $t, '>', "$fault/now" or die "$fault/now: $!";
+    close $t;
+    # The engine takes the connection at the hand-off, and the MPM is asked
+    # to wait for it (a timed wait: readability): that add fails.
+    my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/srv-1m.bin');
+    my $dropped = wait_until(5, sub { error_log_of($srv) =~ /AH10503/ });
+    ok t_cmp($dropped ? 1 : 0, 1, 'the MPM dropped the waiting connection (AH10503)');
+    my $line = wait_until(5, sub {
+        open my $fh, '<', "$srv->{dir}/access_log" or return;
+        return (grep { m{^/bgdeliver/files/srv-1m\.bin } } <$fh>)[0];
+    });
+    ok t_cmp($line // '', qr{^/bgdeliver/files/srv-1m\.bin 200 aborted X$},
+             'the delivery is logged, as aborted');
+    ok t_cmp(error_log_of($srv), qr/BGD034: the connection was closed under a background delivery/,
+             'and its end is noted (BGD034)');
+    my %st;
+    wait_until(5, sub {
+        %st = status_of($srv) =~ /^BgDeliver(\w+): (\d+)$/mg;
+        return defined $st{InFlight} && $st{InFlight} == 0;
+    });
+    ok t_cmp("$st{Started} = " . ($st{Completed} + $st{Aborted} + $st{Dropped})
+             . ", in flight $st{InFlight}", "1 = 1, in flight 0",
+             'counted as aborted: the totals add up, no slot left');
+    close $s;
+    $srv->{stop}->();
+    rmdir $fault;
 }
