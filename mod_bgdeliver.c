@@ -4294,12 +4294,21 @@ static int bgd_process_connection(conn_rec *c)
 static apr_status_t bgd_conn_release(bgd_conn_t *bc, const char *outcome)
 {
     bgd_job_t *job = bc->job;
+    const char *killed = bgd_wd_unlist(bc);
 
-    bgd_wd_unlist(bc);
     bgd_timed_wait_release(bc);
     if (job) {
         apr_bucket *eor;
-        job->outcome = job->outcome ? job->outcome : outcome;
+        if (!job->outcome) {
+            /* The MPM's own Timeout, where it waits for the socket (TLS,
+             * producers), can beat the watchdog to the same rule: the
+             * same drop, logged and reset the same way. */
+            job->outcome = killed ? killed : outcome;
+            if (bgd_outcome_dropped(job->outcome)) {
+                bgd_drop_log(job, job->outcome);
+                bgd_reset_on_close(job);
+            }
+        }
         bgd_account_end(job);
         bgd_correct_bytes_sent(job);
         bc->c->aborted = 1;

@@ -16,8 +16,10 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 28, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
-    need { 'needs the event MPM' => mpm_name() eq 'event' };
+plan tests => 31, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+    need { 'needs the event MPM' => mpm_name() eq 'event' },
+    need_module('mod_ssl.c'),
+    need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
 
@@ -291,4 +293,50 @@ CONF
     close $s;
     $srv->{stop}->();
     rmdir $fault;
+}
+
+# 8. Over TLS the MPM waits for the socket, bounded by its own Timeout,
+# which can beat the watchdog to the same rule (here always: the idle
+# timeout is longer than Timeout).  The drop must look like any other:
+# logged (BGD004), counted, and the connection reset.
+{
+    my $certs = Apache::Test::vars('t_logs') . "/bgd_tls.$$";
+    mkdir $certs;
+    chmod 0755, $certs;
+    system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+           . "-keyout $certs/key.pem -out $certs/cert.pem >/dev/null 2>&1") == 0
+        or die "openssl failed";
+    chmod 0644, "$certs/cert.pem", "$certs/key.pem";
+    my $srv = private_server(<<"CONF", std_modules => [qw(socache_shmcb ssl)]);
+SSLEngine on
+SSLCertificateFile "$certs/cert.pem"
+SSLCertificateKeyFile "$certs/key.pem"
+SSLSessionCache "shmcb:\@DIR\@/ssl_scache(512000)"
+Timeout 2
+LogFormat "%U %>s %{bgdeliver}n %X" bgd
+CustomLog \@DIR\@/access_log bgd
+<Location /bgdeliver/>
+    BgDeliver On
+    BgDeliverMinRate 0
+    BgDeliverIdleTimeout 5
+</Location>
+CONF
+    my $s = http_connect(port => $srv->{port}, ssl => 1, rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/srv-1m.bin');
+    my $line = wait_until(8, sub {
+        open my $fh, '<', "$srv->{dir}/access_log" or return;
+        return (grep { m{^/bgdeliver/files/srv-1m\.bin } } <$fh>)[0];
+    });
+    ok t_cmp($line // '', qr{^/bgdeliver/files/srv-1m\.bin 200 timeout X$},
+             'TLS, the MPM\'s Timeout: logged as timeout');
+    ok t_cmp(error_log_of($srv), qr/BGD004: dropping slow client 127\.0\.0\.1 after \d+ of \d+ bytes in \d+ ms: timeout/,
+             'and noted as a drop (BGD004), like the watchdog\'s');
+    my %st = request(GET => '/bgdeliver-status?auto', port => $srv->{port},
+                     ssl => 1)->{body} =~ /^BgDeliver(\w+): (\d+)$/mg;
+    ok t_cmp("dropped $st{Dropped}, in flight $st{InFlight}", 'dropped 1, in flight 0',
+             'counted as dropped, no slot left');
+    close $s;
+    $srv->{stop}->();
+    unlink glob("$certs/*");
+    rmdir $certs;
 }
