@@ -199,6 +199,9 @@ typedef struct bgd_srv_conf_t {
  * one word, so that claiming, releasing and reaping a dead owner's slot
  * are each a single compare-and-swap on exactly the value seen (a reaper
  * can never free a slot that a live child has claimed meanwhile). */
+/* The owner of a dead child's slot while a reaper frees it: no pid. */
+#define BGD_SLOT_REAPING 0xffffffffU
+
 typedef struct bgd_slot_t {
     volatile apr_uint32_t owner;
     volatile apr_uint32_t seq;
@@ -625,20 +628,28 @@ static void bgd_count(volatile apr_uint64_t *counter, apr_uint64_t n)
  * kill, or a restart (not a graceful one), since the event MPM's
  * connection pools, whose cleanups release the slots, hang off pconf and
  * are never destroyed in a child that exits.  Run by every new child, and
- * when the table looks full. */
-static void bgd_slots_reap(void)
+ * when the table looks full.  A new child also frees the slots that carry
+ * its own pid: a dead process that had the pid before cannot be told from
+ * a live one by kill(). */
+static void bgd_slots_reap(int starting)
 {
     apr_uint32_t i;
     for (i = 0; i < bgd_table->nslots; i++) {
         bgd_slot_t *s = &bgd_table->slots[i];
         apr_uint32_t owner = apr_atomic_read32(&s->owner);
-        if (owner && kill((pid_t)owner, 0) != 0 && errno == ESRCH) {
-            if (apr_atomic_cas32(&s->owner, 0, owner) == owner) {
-                if (apr_atomic_xchg32(&s->counted, 0)) {
-                    bgd_count(&bgd_table->aborted, 1);
-                }
-                apr_atomic_dec32(&bgd_table->in_flight);
+        if (!owner || owner == BGD_SLOT_REAPING
+            || (!(starting && owner == (apr_uint32_t)bgd_my_pid)
+                && (kill((pid_t)owner, 0) == 0 || errno != ESRCH))) {
+            continue;
+        }
+        /* Held by the reaper while it settles the count: a claim in
+         * between would have its own `counted` taken for the dead one's. */
+        if (apr_atomic_cas32(&s->owner, BGD_SLOT_REAPING, owner) == owner) {
+            if (apr_atomic_xchg32(&s->counted, 0)) {
+                bgd_count(&bgd_table->aborted, 1);
             }
+            apr_atomic_dec32(&bgd_table->in_flight);
+            apr_atomic_set32(&s->owner, 0);
         }
     }
 }
@@ -729,7 +740,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
         if (!bgd_slots_reap_due()) {
             break;
         }
-        bgd_slots_reap();
+        bgd_slots_reap(0);
     }
     return -1;
 }
@@ -2890,7 +2901,7 @@ static void *APR_THREAD_FUNC bgd_engine_thread(apr_thread_t *thd, void *data)
              * clients' BgDeliverMaxPerClient meanwhile. */
             if (e == &bgd_engines[0] && bgd_table && bgd_slots_reap_due()) {
                 apr_thread_mutex_unlock(e->mutex);
-                bgd_slots_reap();
+                bgd_slots_reap(0);
                 apr_thread_mutex_lock(e->mutex);
             }
         }
@@ -4546,7 +4557,7 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
     apr_atomic_set32(&bgd_child_stopping_flag, 0);
     apr_atomic_set32(&bgd_child_draining_flag, 0);
     if (bgd_table) {
-        bgd_slots_reap();
+        bgd_slots_reap(1);
     }
     if (!bgd_mpm_can_waitio) {
         return;
