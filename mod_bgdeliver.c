@@ -433,22 +433,34 @@ static int bgd_draining(void)
 
 /* ------------------------------------------------------------- helpers */
 
-static void *bgd_merge_dir_conf(apr_pool_t *p, void *basev, void *addv);
-
 static bgd_dir_conf_t *bgd_dir_conf(request_rec *r)
 {
     return ap_get_module_config(r->per_dir_config, &bgdeliver_module);
 }
 
-/* A request outside every <Directory>/<Location> sees the server's
- * unmerged config, with unset fields: merging it over an empty config
- * yields the final values once, for the requests that use the engine. */
+#define BGD_DEFAULT(field, dflt) \
+    conf->field = conf->field != BGD_UNSET ? conf->field : (dflt)
+
+/* The values in force for r: what its sections set, and the defaults for
+ * the rest.  Only here: a merge that filled in defaults would make two
+ * merged <Location> sections (merged with each other before they are
+ * merged over <Directory> and the server) override with defaults what the
+ * outer scopes set. */
 static const bgd_dir_conf_t *bgd_resolved_conf(request_rec *r)
 {
-    static const bgd_dir_conf_t unset = {
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
-    };
-    return bgd_merge_dir_conf(r->pool, (void *)&unset, bgd_dir_conf(r));
+    bgd_dir_conf_t *conf = apr_pmemdup(r->pool, bgd_dir_conf(r),
+                                       sizeof(*conf));
+
+    BGD_DEFAULT(min_size, BGD_DEFAULT_MIN_SIZE);
+    BGD_DEFAULT(mem_limit, BGD_DEFAULT_MEM_LIMIT);
+    BGD_DEFAULT(spool_max, BGD_DEFAULT_SPOOL_MAX);
+    BGD_DEFAULT(min_rate, BGD_DEFAULT_MIN_RATE);
+    BGD_DEFAULT(min_rate_grace, BGD_DEFAULT_GRACE);
+    BGD_DEFAULT(idle_timeout, 0);
+    BGD_DEFAULT(max_time, 0);
+    BGD_DEFAULT(overflow, BGD_OVERFLOW_FALLBACK);
+    BGD_DEFAULT(retry_after, 0);
+    return conf;
 }
 
 static bgd_job_t *bgd_req_job(const request_rec *r)
@@ -4599,25 +4611,25 @@ static void *bgd_create_dir_conf(apr_pool_t *p, char *dir)
     return conf;
 }
 
-#define BGD_MERGE(field, dflt) \
-    conf->field = add->field != BGD_UNSET ? add->field \
-                  : base->field != BGD_UNSET ? base->field : (dflt)
+#define BGD_MERGE(field) \
+    conf->field = add->field != BGD_UNSET ? add->field : base->field
 
+/* Unset stays unset (see bgd_resolved_conf()). */
 static void *bgd_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
     bgd_dir_conf_t *base = basev, *add = addv;
     bgd_dir_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
 
-    BGD_MERGE(enabled, BGD_UNSET);
-    BGD_MERGE(min_size, BGD_DEFAULT_MIN_SIZE);
-    BGD_MERGE(mem_limit, BGD_DEFAULT_MEM_LIMIT);
-    BGD_MERGE(spool_max, BGD_DEFAULT_SPOOL_MAX);
-    BGD_MERGE(min_rate, BGD_DEFAULT_MIN_RATE);
-    BGD_MERGE(min_rate_grace, BGD_DEFAULT_GRACE);
-    BGD_MERGE(idle_timeout, 0);
-    BGD_MERGE(max_time, 0);
-    BGD_MERGE(overflow, BGD_OVERFLOW_FALLBACK);
-    BGD_MERGE(retry_after, 0);
+    BGD_MERGE(enabled);
+    BGD_MERGE(min_size);
+    BGD_MERGE(mem_limit);
+    BGD_MERGE(spool_max);
+    BGD_MERGE(min_rate);
+    BGD_MERGE(min_rate_grace);
+    BGD_MERGE(idle_timeout);
+    BGD_MERGE(max_time);
+    BGD_MERGE(overflow);
+    BGD_MERGE(retry_after);
     return conf;
 }
 
@@ -4634,7 +4646,7 @@ static void *bgd_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     bgd_srv_conf_t *base = basev, *add = addv;
     bgd_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
     conf->spool_dir = add->spool_dir ? add->spool_dir : base->spool_dir;
-    BGD_MERGE(max_per_client, 0);
+    BGD_MERGE(max_per_client);
     return conf;
 }
 

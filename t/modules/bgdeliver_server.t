@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 31, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 33, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -243,6 +243,31 @@ CONF
     my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port},
                     rcvbuf => 8192, rate => 5_000_000);
     ok t_cmp($r->{status}, 200, 'its client is not held at BgDeliverMaxPerClient');
+    $srv->{stop}->();
+}
+
+# 6b. What the server sets holds under two <Location> sections that both
+# use the module: httpd merges those with each other first, and a merge
+# that filled in defaults made them override the server's values.
+{
+    my $srv = private_server(<<'CONF', std_modules => ['alias']);
+BgDeliverMaxTime 1
+Alias /inner/ @DOCROOT@/bgdeliver/files/
+<Location />
+    BgDeliver On
+</Location>
+<Location /inner/>
+    BgDeliverIdleTimeout 30
+</Location>
+CONF
+    my $t0 = time;
+    my $r = request(GET => '/inner/srv-1m.bin', port => $srv->{port},
+                    rcvbuf => 8192, rate => 200_000, timeout => 10);
+    my $t = time - $t0;
+    ok t_cmp(!$r->{complete} && $t < 3 ? 1 : 0, 1,
+             sprintf('server-level BgDeliverMaxTime under two merged sections: cut (%.1f s)', $t));
+    ok t_cmp(error_log_of($srv), qr/BGD004: dropping slow client .*: max-time/,
+             'logged as max-time');
     $srv->{stop}->();
 }
 
