@@ -2562,7 +2562,11 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_DONE;
         }
 
-        allowed = bgd_pacing_allowance(job, now);
+        /* What the line carried by the visit's start, as the engine
+         * thread does for its pulses: topping it up with what accrues
+         * while a slice is written would pass a few bytes at a time (a
+         * TLS record and a write each) at high rates. */
+        allowed = bgd_pacing_allowance(job, visit_start);
         if (allowed <= 0) {
             return BGD_PUMP_WAIT_TIMER;
         }

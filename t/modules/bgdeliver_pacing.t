@@ -14,9 +14,9 @@ use Apache::TestUtil;
 use Time::HiRes qw(time);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
                  mpm_name bgd_status pattern slurp log_mark error_log_since
-                 wait_until private_server);
+                 wait_until private_server visits_logged);
 
-plan tests => 21, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 23, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -61,6 +61,21 @@ ok t_cmp($r->{body} eq substr($data, 0, 40000) ? 1 : 0, 1, 'TLS paced: exact byt
 my $t = $r->{t_end} - $t0;
 ok t_cmp(($t > 0.95 && $t < 1.35) ? 1 : 0, 1, sprintf('TLS paced: on schedule (%.2f s)', $t));
 close $s;
+
+# Over TLS at a high rate: each visit sends what the line carried by its
+# start, in full slices.  Topping up with what accrued while a slice was
+# written made passes of a few dozen bytes, each its own TLS record (the
+# wire grew sevenfold, a worker spun).  mod_logio's %O counts the bytes
+# encrypted.
+$s = http_connect(ssl => 1, vhost => 'bgd_tls', rcvbuf => 262144);
+http_send($s, 'GET', '/paced/files/pace-1m.bin?pace=500000,0&records',
+          Range => 'bytes=0-399999');
+$r = read_response($s);
+close $s;
+ok t_cmp($r->{body} eq substr($data, 0, 400000) ? 1 : 0, 1, 'TLS paced at 500 kB/s: exact bytes');
+my (undef, $tls_out) = visits_logged('pace=500000,0&records');
+ok t_cmp($tls_out > 0 && $tls_out < 400000 * 1.05 ? 1 : 0, 1,
+         "TLS paced at 500 kB/s: $tls_out bytes on the wire for 400,000 of body");
 
 # An idle server (nothing else going on) keeps the pulses on time: 20
 # short paced responses in a row, each ~0.4 s, none late by more than a
