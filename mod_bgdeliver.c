@@ -1710,6 +1710,8 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
 
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now);
 static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now);
+static void bgd_drop_log(bgd_job_t *job, const char *reason);
+static void bgd_reset_on_close(bgd_job_t *job);
 
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
@@ -1761,12 +1763,44 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     }
 }
 
+/* BgDeliverMaxTime bounds a response from its request on: also while its
+ * handler still produces it, and after it fell back to the foreground (an
+ * endless stream would hold its worker for good).  Data only: the EOS of a
+ * response whose last byte left in time still ends it. */
+static int bgd_max_time_over(const bgd_job_t *job, apr_bucket_brigade *bb)
+{
+    apr_bucket *b;
+
+    if (job->conf->max_time <= 0
+        || apr_time_now() < job->r->request_time + job->conf->max_time) {
+        return 0;
+    }
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        if (!APR_BUCKET_IS_METADATA(b) && b->length != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     bgd_job_t *job = f->ctx;
     request_rec *r = f->r;
     apr_status_t rv = APR_SUCCESS;
 
+    if ((job->capturing || job->foreground) && bgd_max_time_over(job, bb)) {
+        if (!job->outcome) {
+            job->outcome = "max-time";
+            bgd_drop_log(job, job->outcome);
+            bgd_reset_on_close(job);
+        }
+        f->c->aborted = 1;
+        f->c->keepalive = AP_CONN_CLOSE;
+        apr_brigade_cleanup(bb);
+        return APR_ECONNABORTED;
+    }
     if (!job->capturing) {
         return ap_pass_brigade(f->next, bb);
     }

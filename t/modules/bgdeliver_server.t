@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 33, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 36, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -268,6 +268,38 @@ CONF
              sprintf('server-level BgDeliverMaxTime under two merged sections: cut (%.1f s)', $t));
     ok t_cmp(error_log_of($srv), qr/BGD004: dropping slow client .*: max-time/,
              'logged as max-time');
+    $srv->{stop}->();
+}
+
+# 6c. BgDeliverMaxTime also ends a response whose handler is still
+# producing it, to a client that keeps up (nothing is ever handed off),
+# and after it fell back to the foreground at BgDeliverSpoolLimit.
+{
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test']);
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMaxTime 1
+</Location>
+<Location /gen-limited>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMaxTime 1
+    BgDeliverSpoolLimit 32k
+    BgDeliverMemoryLimit 16k
+</Location>
+CONF
+    for my $p (['/gen', 'streaming'], ['/gen-limited', 'after BGD013']) {
+        my $t0 = time;
+        my $r = request(GET => "$p->[0]?size=100000000&chunk=16384&delay=20",
+                        port => $srv->{port}, timeout => 6);
+        my $t = time - $t0;
+        ok t_cmp(!$r->{complete} && $t < 3 ? 1 : 0, 1,
+                 sprintf("BgDeliverMaxTime 1, $p->[1]: cut (%.1f s, %d bytes)",
+                         $t, length($r->{body} // '')));
+    }
+    my @cut = error_log_of($srv) =~ /BGD004: dropping slow client .*: max-time/g;
+    ok t_cmp(scalar(@cut), 2, 'both logged as max-time (BGD004)');
     $srv->{stop}->();
 }
 
