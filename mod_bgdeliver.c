@@ -288,6 +288,7 @@ typedef struct bgd_job_t {
 
     apr_file_t *spool;
     apr_off_t spool_size;
+    apr_off_t spool_freed;              /* punched out: has left */
     apr_off_t mem_bytes;
     apr_off_t captured;                 /* wire bytes captured */
     apr_off_t sent;                     /* wire bytes passed on */
@@ -1220,6 +1221,54 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
     return APR_SUCCESS;
 }
 
+/* Give back the part of the spool that has left (the queue no longer
+ * refers to it, and the core holds nothing): all of it by starting the
+ * file over, or what lies before the first spooled byte still queued by
+ * punching it out.  A long stream to a client that keeps up would
+ * otherwise take its whole length on disk, and fall back to the
+ * foreground at BgDeliverSpoolLimit, which counts what is held. */
+#define BGD_SPOOL_PUNCH (1024 * 1024)
+static void bgd_spool_release(bgd_job_t *job)
+{
+    apr_off_t needed = job->spool_size;
+    apr_bucket *b;
+
+    if (!job->spool_size || job->c->data_in_output_filters) {
+        return;
+    }
+    for (b = APR_BRIGADE_FIRST(job->queue);
+         b != APR_BRIGADE_SENTINEL(job->queue); b = APR_BUCKET_NEXT(b)) {
+        if (APR_BUCKET_IS_FILE(b)
+            && ((apr_bucket_file *)b->data)->fd == job->spool) {
+            needed = b->start;
+            break;
+        }
+    }
+    if (needed == job->spool_size) {
+        if (apr_file_trunc(job->spool, 0) == APR_SUCCESS) {
+            job->spool_size = job->spool_freed = 0;
+        }
+        return;
+    }
+#if defined(__linux__) && defined(FALLOC_FL_PUNCH_HOLE)
+    needed -= needed % BGD_SPOOL_PUNCH;
+    if (needed > job->spool_freed) {
+        apr_os_file_t fd;
+        if (apr_os_file_get(&fd, job->spool) == APR_SUCCESS
+            && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                         job->spool_freed, needed - job->spool_freed) == 0) {
+            job->spool_freed = needed;
+        }
+    }
+#endif
+}
+
+/* The spooled bytes that have not left yet. */
+static apr_off_t bgd_spool_held(const bgd_job_t *job)
+{
+    return job->spool_size - job->spool_freed;
+}
+
 /* Move the captured memory buckets to the spool file, keeping order.
  * On failure the caller delivers the rest in the foreground: memory is
  * what the spool protects. */
@@ -1239,6 +1288,7 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
             return rv;
         }
     }
+    bgd_spool_release(job);
     for (b = APR_BRIGADE_FIRST(job->queue);
          b != APR_BRIGADE_SENTINEL(job->queue); b = next) {
         const char *data;
@@ -1908,13 +1958,13 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
      * spool too (if it fits), not in memory for the length of the
      * delivery. */
     if (job->eos && job->spool && job->mem_bytes > 0
-        && job->spool_size + job->mem_bytes <= job->conf->spool_max) {
+        && bgd_spool_held(job) + job->mem_bytes <= job->conf->spool_max) {
         if (bgd_spool_memory(job) != APR_SUCCESS) {
             return bgd_capture_give_up(job);
         }
     }
     else if (job->mem_bytes > job->conf->mem_limit) {
-        if (job->spool_size + job->mem_bytes > job->conf->spool_max) {
+        if (bgd_spool_held(job) + job->mem_bytes > job->conf->spool_max) {
             /* Endless stream and a slow client: stop buffering, deliver
              * the rest the ordinary way. */
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
