@@ -345,6 +345,9 @@ struct bgd_conn_t {
     int stream_on;                      /* sock_dup is in engine->epfd */
     apr_uint64_t stream_key;            /* its key in engine->streams */
     int in_load;                        /* counted in engine->load */
+    /* File handles of earlier deliveries left in c->pool (see
+     * bgd_adopt_file()). */
+    unsigned int pool_handles;
 };
 
 /* The due time is kept in the heap itself: sifting then reads one array,
@@ -1173,6 +1176,29 @@ static apr_status_t bgd_close_file(void *data)
     return APR_SUCCESS;
 }
 
+/* A handle that must live in c->pool outlives its request there (about
+ * 150 bytes and its file name): a connection that has gathered
+ * BGD_CONN_HANDLES_MAX of them ends after its next background response
+ * (bgd_capture_begin()), so that one never closed (MaxKeepAliveRequests
+ * 0, a proxy's pooled connection) does not grow without bound. */
+#define BGD_CONN_HANDLES_MAX 100
+
+static void bgd_count_pool_handle(conn_rec *c)
+{
+    bgd_conn_t *bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
+
+    if (bc) {
+        bc->pool_handles++;
+    }
+}
+
+static int bgd_pool_handles_full(conn_rec *c)
+{
+    bgd_conn_t *bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
+
+    return bc && bc->pool_handles >= BGD_CONN_HANDLES_MAX;
+}
+
 static apr_status_t bgd_spool_open(bgd_job_t *job)
 {
     request_rec *r = job->r;
@@ -1218,6 +1244,7 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
     }
     apr_pool_cleanup_register(r->pool, job->spool, bgd_close_file,
                               apr_pool_cleanup_null);
+    bgd_count_pool_handle(job->c);
     return APR_SUCCESS;
 }
 
@@ -1377,6 +1404,7 @@ static apr_status_t bgd_adopt_file(bgd_job_t *job, apr_bucket *b)
     }
     apr_pool_cleanup_register(job->r->pool, mine, bgd_close_file,
                               apr_pool_cleanup_null);
+    bgd_count_pool_handle(job->c);
     ref = apr_array_push(job->files);
     ref->orig = a->fd;
     ref->fd = mine;
@@ -3656,6 +3684,11 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     }
     job->started = 1;
     job->in_worker = !async;
+    if (bgd_pool_handles_full(r->connection)) {
+        /* Announced in this response's headers (ap_set_keepalive()),
+         * which are yet to be made. */
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
     if (async && r->prev) {
         job->top = bgd_redirect_top(r);
     }

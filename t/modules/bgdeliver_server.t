@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 36, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 39, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -300,6 +300,37 @@ CONF
     }
     my @cut = error_log_of($srv) =~ /BGD004: dropping slow client .*: max-time/g;
     ok t_cmp(scalar(@cut), 2, 'both logged as max-time (BGD004)');
+    $srv->{stop}->();
+}
+
+# 6d. Each background delivery of a file leaves its handle in the
+# connection's pool: a connection that is never closed for its number of
+# requests (MaxKeepAliveRequests 0) ends after 100 of them, announced.
+{
+    my $srv = private_server(<<'CONF');
+MaxKeepAliveRequests 0
+<Location /bgdeliver/>
+    BgDeliver On
+    BgDeliverMinSize 0
+</Location>
+CONF
+    gen_file('bgdeliver/files/srv-20k.bin', 20_000);
+    my $s = http_connect(port => $srv->{port});
+    my ($closed_at, $bad) = (0, 0);
+    for my $i (1 .. 101) {
+        http_send($s, 'GET', '/bgdeliver/files/srv-20k.bin');
+        my $r = read_response($s);
+        $bad++ unless $r->{status} == 200 && length($r->{body}) == 20_000;
+        if (($r->{headers}{connection} // '') =~ /close/i) {
+            $closed_at = $i;
+            last;
+        }
+    }
+    ok t_cmp($bad, 0, 'a hundred deliveries on one connection, all whole');
+    ok t_cmp($closed_at, 101, 'the one after the hundredth says Connection: close');
+    my $r = read_response($s, timeout => 3);
+    ok t_cmp($r->{eof} && !$r->{status} ? 1 : 0, 1, 'and the connection ends after it');
+    close $s;
     $srv->{stop}->();
 }
 
