@@ -1803,6 +1803,13 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     apr_off_t want, len, mem, allowed = APR_INT64_MAX;
     int read_pass;
 
+    /* What the core set aside of an earlier pass goes first, even when
+     * nothing else is queued: the spool can start over only once the core
+     * no longer holds any of it (bgd_spool_release()). */
+    if (c->data_in_output_filters
+        && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
+        return;
+    }
     if (APR_BRIGADE_EMPTY(job->queue)) {
         return;
     }
@@ -1815,10 +1822,6 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
         if (allowed <= 0) {
             return;
         }
-    }
-    if (c->data_in_output_filters
-        && (bgd_kick_core(c) != APR_SUCCESS || c->data_in_output_filters)) {
-        return;
     }
     want = bgd_slice_size(job, bgd_conn_fd(c), &read_pass);
     if (want > allowed) {

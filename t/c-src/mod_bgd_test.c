@@ -15,7 +15,10 @@
  *
  *   bgd-test-gen       generated content: ?size=N bytes of the suite's
  *                      pattern in ?chunk=N pieces, with ?flush=1 a FLUSH
- *                      after each piece and ?delay=MS between pieces
+ *                      after each piece and ?delay=MS between pieces;
+ *                      ?drip=1 spends the delay in 1 ms steps, passing a
+ *                      lone FLUSH after each (a stream that keeps flushing
+ *                      while it waits)
  *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
  *                      ?idle=MS: nothing (an empty brigade) for the first
  *                      MS ms, ?endless=1: no end, ?fail=N: an error at the
@@ -130,6 +133,7 @@ static int bgd_test_gen(request_rec *r)
     apr_off_t chunk = bgd_test_arg(r, "chunk", 8192);
     apr_off_t delay = bgd_test_arg(r, "delay", 0);
     int flush = (int)bgd_test_arg(r, "flush", 0);
+    int drip = (int)bgd_test_arg(r, "drip", 0);
     apr_bucket_brigade *bb = apr_brigade_create(r->pool,
                                                 r->connection->bucket_alloc);
     apr_off_t pos = 0;
@@ -155,7 +159,19 @@ static int bgd_test_gen(request_rec *r)
             return AP_FILTER_ERROR;
         }
         apr_brigade_cleanup(bb);
-        if (delay > 0 && pos < size) {
+        if (delay > 0 && pos < size && drip) {
+            apr_off_t ms;
+            for (ms = 0; ms < delay; ms++) {
+                apr_sleep(apr_time_from_msec(1));
+                APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(
+                                            r->connection->bucket_alloc));
+                if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS) {
+                    return AP_FILTER_ERROR;
+                }
+                apr_brigade_cleanup(bb);
+            }
+        }
+        else if (delay > 0 && pos < size) {
             apr_sleep(apr_time_from_msec(delay));
         }
     }

@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 21, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -156,20 +156,4 @@ if (have_module('ratelimit')) {
 }
 else {
     skip('mod_ratelimit', 1) for 1 .. 5;
-}
-
-# A long generated stream to a client that keeps up: what has left the
-# spool is given back, so that BgDeliverSpoolLimit (4M here) counts what
-# the spool holds, not the whole stream (12 MB), which would otherwise
-# fall back to the foreground (BGD013) a third of the way in.
-{
-    my $mark = log_mark();
-    my $r = request(GET => '/bgdeliver/cgi-limited/pattern.pl?size=12000000&pause=20',
-                    timeout => 30);
-    ok t_cmp(md5_hex($r->{body}) eq pattern_md5(12_000_000) ? 1 : 0, 1,
-             'long stream through a 4M spool limit: exact bytes');
-    skip($bg ? 0 : "no background delivery under $mpm", sub {
-        t_cmp(error_log_since($mark) =~ /BGD013/ ? 'BGD013' : 'none', 'none',
-              'no fall back to the foreground at BgDeliverSpoolLimit');
-    });
 }

@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 39, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 41, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -126,6 +126,30 @@ CONF
     close $s;
     ok t_cmp(wait_until(5, sub { proc_fds_matching(\@kids, qr{/spool/}) == 0 }) ? 1 : 0, 1,
              'the spool file is closed afterwards');
+    $srv->{stop}->();
+}
+
+# 2b. A stream whose client keeps up between bursts: what has left the
+# spool is given back, so that BgDeliverSpoolLimit (4M here) counts what
+# the spool holds, not the whole stream (6 MB), which would fall back to
+# the foreground (BGD013) at its third burst.  The handler flushes while
+# it waits (drip), which lets each 2 MB burst drain before the next.
+{
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
+BgDeliverSpoolDir @DIR@/spool
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMemoryLimit 16k
+    BgDeliverSpoolLimit 4M
+</Location>
+CONF
+    my $size = 6_000_000;
+    my $r = request(GET => "/gen?size=$size&chunk=2000000&delay=1000&drip=1",
+                    port => $srv->{port}, timeout => 20);
+    ok t_cmp($r->{body} eq pattern($size) ? 1 : 0, 1, 'bursts through a 4M spool limit: exact bytes');
+    ok t_cmp(error_log_of($srv) =~ /BGD013/ ? 'BGD013' : 'none', 'none',
+             'no fall back to the foreground at BgDeliverSpoolLimit');
     $srv->{stop}->();
 }
 
