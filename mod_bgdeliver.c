@@ -3540,16 +3540,49 @@ static bgd_job_t *bgd_job_get(request_rec *r)
     return job;
 }
 
-static void bgd_job_set_pacing(bgd_job_t *job, const bgdeliver_pacing_t *p)
+/* Far beyond any line, yet small enough that the schedule's arithmetic
+ * (bytes = rate x microseconds) cannot overflow in a day. */
+#define BGD_MAX_PACE_RATE     1e12
+#define BGD_MAX_PACE_BURST    ((apr_off_t)1 << 40)
+#define BGD_MAX_PACE_LATENCY  apr_time_from_sec(3600)
+#define BGD_MAX_PACE_PULSE    apr_time_from_sec(60)
+
+/* What is wrong with a pacing policy handed to the API, or NULL.  The
+ * comparisons are written so that NaN fails them too. */
+static const char *bgd_pacing_invalid(const bgdeliver_pacing_t *p)
 {
-    if (p) {
-        job->pacing = *p;
-        job->pacing.label = p->label ? apr_pstrdup(job->r->pool, p->label)
-                                     : NULL;
-        if (job->pacing.rate < 0) {
-            job->pacing.rate = 0;
-        }
+    if (!(p->rate == 0 || (p->rate >= 1 && p->rate <= BGD_MAX_PACE_RATE))) {
+        return "rate must be 0 (unpaced) or from 1 to 1e12 bytes per second";
     }
+    if (p->latency < 0 || p->latency > BGD_MAX_PACE_LATENCY) {
+        return "latency must be from 0 to 3600 seconds";
+    }
+    if (p->pulse < 0 || p->pulse > BGD_MAX_PACE_PULSE) {
+        return "pulse must be from 0 (the default) to 60 seconds";
+    }
+    if (p->burst < 0 || p->burst > BGD_MAX_PACE_BURST) {
+        return "burst must be from 0 to 1 TB";
+    }
+    return NULL;
+}
+
+/* Takes a caller's pacing policy; APR_EINVAL (logged) for one out of
+ * range, which the engine would otherwise never finish sending (an
+ * infinite or NaN rate, a burst that overflows the schedule) or send a
+ * byte per Timeout of. */
+static apr_status_t bgd_job_set_pacing(bgd_job_t *job,
+                                       const bgdeliver_pacing_t *p)
+{
+    const char *invalid = bgd_pacing_invalid(p);
+
+    if (invalid) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, job->r,
+                      "BGD035: bgdeliver API: pacing refused: %s", invalid);
+        return APR_EINVAL;
+    }
+    job->pacing = *p;
+    job->pacing.label = p->label ? apr_pstrdup(job->r->pool, p->label) : NULL;
+    return APR_SUCCESS;
 }
 
 /* The first request of r's internal-redirect chain, if our wrapper still
@@ -3742,6 +3775,15 @@ static int bgd_run_producer_here(request_rec *r,
         }
         apr_brigade_cleanup(tmp);
     } while (st == APR_SUCCESS && !last && !r->connection->aborted);
+    if (st != APR_SUCCESS && r->sent_bodyct) {
+        /* The headers are out: the client must see the body end short
+         * (no last chunk, the connection closed), never a complete one. */
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r,
+                      "BGD020: delivery ends after %" APR_OFF_T_FMT
+                      " body bytes: the producer failed", r->bytes_sent);
+        r->connection->keepalive = AP_CONN_CLOSE;
+        r->connection->aborted = 1;
+    }
     return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
 }
 
@@ -3880,8 +3922,10 @@ static apr_status_t bgd_api_request_background(request_rec *r,
         return APR_EINVAL;
     }
     job = bgd_job_get(r);
+    if (p && bgd_job_set_pacing(job, p) != APR_SUCCESS) {
+        return APR_EINVAL;
+    }
     job->requested = 1;
-    bgd_job_set_pacing(job, p);
     return APR_SUCCESS;
 }
 
@@ -3904,10 +3948,10 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
                       "response whose body it already has; ignored");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    job->api_used = 1;
-    if (p) {
-        bgd_job_set_pacing(job, p);
+    if (p && bgd_job_set_pacing(job, p) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
     }
+    job->api_used = 1;
     if (!job->started) {
         job->requested = 1;
         rv = r->main ? DECLINED : bgd_capture_begin(r, job);
@@ -3965,8 +4009,13 @@ static int bgd_api_send_file(request_rec *r, apr_file_t *fd, apr_off_t off,
     apr_bucket_brigade *bb;
     apr_finfo_t finfo;
 
+    if (!fd) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "BGD028: bgdeliver_send_file() called without a file");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     finfo.size = -1;
-    if (!fd || off < 0 || len < 0
+    if (off < 0 || len < 0
         || apr_file_info_get(&finfo, APR_FINFO_SIZE, fd) != APR_SUCCESS
         || off > finfo.size || len > finfo.size - off) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
@@ -3984,6 +4033,12 @@ static int bgd_api_send_file(request_rec *r, apr_file_t *fd, apr_off_t off,
 static int bgd_api_send_producer(request_rec *r, bgdeliver_producer_fn *fn,
                                  void *baton, const bgdeliver_pacing_t *p)
 {
+    if (!fn) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "BGD029: bgdeliver_send_producer() called without a "
+                      "producer");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     return bgd_api_send(r, NULL, fn, baton, p);
 }
 

@@ -52,19 +52,25 @@ extern "C" {
 /**
  * A pacing policy: the engine sends at most @c rate bytes per second of
  * wire data (status line and headers included, TLS overhead excluded),
- * starting @c latency after the request arrived.
+ * starting @c latency after the request arrived.  A policy out of the
+ * ranges below is refused (logged as BGD035): see the return values of
+ * the functions that take one.
  */
 typedef struct bgdeliver_pacing_t {
     /** Bytes per second on the wire (fractions allowed: V.21 carries
-     *  37.5); 0 means unpaced. */
+     *  37.5); 0 means unpaced, otherwise from 1 to 1e12. */
     double rate;
-    /** Delay of the first byte, counted from r->request_time. */
+    /** Delay of the first byte, counted from r->request_time; 0 to 3600
+     *  seconds. */
     apr_interval_time_t latency;
-    /** Longest gap between two writes; 0 selects the default (100 ms). */
+    /** Longest gap between two writes, up to 60 seconds; 0 selects the
+     *  default (100 ms). */
     apr_interval_time_t pulse;
-    /** Bytes that may leave at once when the latency has elapsed. */
+    /** Bytes that may leave at once when the latency has elapsed; 0 to
+     *  1 TB. */
     apr_off_t burst;
-    /** Short label shown on the status pages (e.g. "V.92"); copied. */
+    /** Short label shown on the status pages (e.g. "V.92"); copied, and
+     *  cut to 23 bytes there. */
     const char *label;
 } bgdeliver_pacing_t;
 
@@ -118,10 +124,17 @@ typedef struct bgdeliver_totals_t {
  * APR_SUCCESS, or an error to abort the delivery.  Never block on the
  * network: the producer runs on a shared worker thread.  A HEAD request's
  * producer is never called.
+ * Where the engine cannot take the response (sub-requests, HTTP/2,
+ * MPMs without WAITIO, a cap with BgDeliverOverflow fallback), the
+ * producer runs to its end inside bgdeliver_send_producer(), on the
+ * handler's thread; otherwise its first call comes after the handler
+ * returned, and later calls on any worker.  Allocate what lives only for
+ * one call from a pool of your own: r->pool grows with the body.
  * @param r      the request being delivered
  * @param baton  the pointer given to bgdeliver_send_producer()
  * @param bb     the brigade to fill (empty on entry)
- * @param max    how many bytes the engine can use now
+ * @param max    how many bytes the engine wants now (8000 in this
+ *               version, paced or not)
  */
 typedef apr_status_t bgdeliver_producer_fn(request_rec *r, void *baton,
                                            apr_bucket_brigade *bb,
@@ -132,10 +145,14 @@ typedef apr_status_t bgdeliver_producer_fn(request_rec *r, void *baton,
  * produces it, optionally paced.  Call before the handler runs (a fixups
  * hook at APR_HOOK_LAST is the right place).  Requests the engine cannot
  * take (sub-requests, HTTP/2 streams, MPMs without WAITIO) are delivered
- * normally, paced in the worker if @a pacing asks for it.
+ * normally, paced in the worker if @a pacing asks for it.  Called again,
+ * the last policy counts; a policy given to one of the bgdeliver_send_*()
+ * functions replaces it.  Called once the handler runs, it has no effect
+ * on that response.
  * @param r       the main request
  * @param pacing  NULL for full speed; copied
- * @return APR_SUCCESS, or APR_EINVAL when @a r is a sub-request
+ * @return APR_SUCCESS, or APR_EINVAL when @a r is a sub-request or
+ *         @a pacing is out of range (BGD035)
  */
 APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,
                         (request_rec *r, const bgdeliver_pacing_t *pacing));
@@ -143,15 +160,25 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,
 /**
  * From a content handler: send @a length bytes of @a fd from @a offset as
  * the response body (headers must be set already) and let the engine write
- * them.  The protocol filters (Range, HEAD, conditional GET) apply as for
- * any response.  The file must stay open until r->pool is destroyed.
- * @return the value the handler must return: SUSPENDED when the engine
- *         took the response, OK when it was delivered in the foreground,
- *         or an HTTP status when nothing was sent: 503 from a cap, 500
- *         when @a offset and @a length are not within the file (logged
- *         as BGD028), 500 when the response already has its body from an
- *         earlier call (BGD030; the handler returns what that call
- *         returned).
+ * them.  The protocol filters (Range, HEAD) apply as for any response;
+ * conditional GET is the handler's, as for any handler: call
+ * ap_meets_conditions() first.  Output the handler passed before the call
+ * goes first.  The file must stay open until r->pool is destroyed, and is
+ * the engine's after the call: do not read it or use its handle again
+ * (where the response goes the ordinary way, the core may move the handle
+ * into a pool of its own).
+ * @return the value the handler must return, whatever it is: a handler
+ *         that returns anything else after SUSPENDED leaves its client
+ *         waiting until the server's Timeout.  SUSPENDED when the engine
+ *         took the response; OK when it was delivered in the foreground,
+ *         or taken by the engine inside a handler that BgDeliver On wraps
+ *         (the wrapper finishes the job); AP_FILTER_ERROR when passing the
+ *         body failed, as from ap_pass_brigade(); or an HTTP status when
+ *         nothing was sent: 503 from a cap, 500 when @a fd is NULL or
+ *         @a offset and @a length are not within the file (BGD028), when
+ *         @a pacing is out of range (BGD035), or when the response already
+ *         has its body from an earlier call (BGD030; the handler returns
+ *         what that call returned).
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_file,
                         (request_rec *r, apr_file_t *fd, apr_off_t offset,
@@ -159,8 +186,10 @@ APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_file,
 
 /**
  * From a content handler: send the content of @a bb (an EOS is appended
- * when missing) as the response body.  Return value as for
- * bgdeliver_send_file().
+ * when missing) as the response body.  On return @a bb is empty and may
+ * be reused (its buckets were set aside), except after a refusal (an HTTP
+ * status), which leaves them to the caller.  Return value as for
+ * bgdeliver_send_file(); 500 for a NULL @a bb (BGD029).
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_brigade,
                         (request_rec *r, apr_bucket_brigade *bb,
@@ -169,16 +198,22 @@ APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_brigade,
 /**
  * From a content handler: let @a producer generate the body on demand,
  * slice by slice, on whatever worker drives the delivery.  @a baton must
- * live in r->pool (or longer).  Return value as for bgdeliver_send_file().
+ * live in r->pool (or longer) and be ready before the call, which may run
+ * the producer to its end (see bgdeliver_producer_fn).  Return value as
+ * for bgdeliver_send_file(); 500 for a NULL @a producer (BGD029).  A
+ * producer that fails after the first byte ends the response short, with
+ * the connection closed.
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_producer,
                         (request_rec *r, bgdeliver_producer_fn *producer,
                          void *baton, const bgdeliver_pacing_t *pacing));
 
 /**
- * Fill @a info for @a r (or its main request).  Meant for logging and
- * timing modules: at log_transaction time of a background delivery
- * @c finished is set and @c outcome tells how it ended.
+ * Fill @a info (not NULL) for @a r (or its main request).  Meant for
+ * logging and timing modules: at log_transaction time of a background
+ * delivery @c finished is set and @c outcome tells how it ended.  The
+ * byte counts are those the engine captured: output the handler flushed
+ * before it (headers included) is not in them.
  * @return non-zero when @a r was handed to the engine.
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_request_info,

@@ -22,7 +22,8 @@
  *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
  *                      ?idle=MS: nothing (an empty brigade) for the first
  *                      MS ms, ?endless=1: no end, ?fail=N: an error at the
- *                      N-th call (from 1); how often it was called
+ *                      N-th call (from 1), ?null=1: no producer at all (a
+ *                      caller's mistake); how often it was called
  *                      is logged ("bgd-test: producer ?ARGS called N
  *                      times")
  *   (both)             ?ratelimit=KB sets mod_ratelimit's rate-limit
@@ -34,8 +35,9 @@
  *   bgd-test-pid       the child's pid and open descriptor count
  *
  * and a fixups hook: the environment variable bgd-test-pace="RATE,LATENCY"
- * (bytes/s, ms; e.g. set with SetEnvIf) asks the engine, through
- * bgdeliver_request_background(), to pace whatever the request returns.
+ * (bytes/s, as strtod() reads them, nan and inf included; ms; e.g. set
+ * with SetEnvIf) asks the engine, through bgdeliver_request_background(),
+ * to pace whatever the request returns; a refused policy answers 500.
  *
  * The pattern is 64-byte numbered lines, the same as Bgd::Test::pattern().
  */
@@ -46,6 +48,8 @@
 #include "http_request.h"
 #include "http_log.h"
 #include "apr_strings.h"
+
+#include <stdlib.h>
 
 #include <dirent.h>
 #include <unistd.h>
@@ -252,7 +256,8 @@ static int bgd_test_handler(request_rec *r)
         apr_pool_cleanup_register(r->pool, g, bgd_test_log_calls,
                                   apr_pool_cleanup_null);
         bgd_test_set_ratelimit(r);
-        return bgd_test_send_producer(r, bgd_test_produce, g, NULL);
+        return bgd_test_send_producer(r, bgd_test_arg(r, "null", 0)
+                                         ? NULL : bgd_test_produce, g, NULL);
     }
     if (!strcmp(r->handler, "bgd-test-twice")) {
         apr_bucket_brigade *bb = apr_brigade_create(
@@ -303,11 +308,13 @@ static int bgd_test_fixups(request_rec *r)
         return DECLINED;
     }
     memset(&p, 0, sizeof(p));
-    p.rate = (double)apr_atoi64(pace);
+    p.rate = strtod(pace, NULL);
     comma = ap_strchr_c(pace, ',');
     p.latency = comma ? apr_time_from_msec(apr_atoi64(comma + 1)) : 0;
     p.label = "test";
-    bgd_test_request_bg(r, &p);
+    if (bgd_test_request_bg(r, &p) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     return DECLINED;
 }
 

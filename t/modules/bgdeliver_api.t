@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 29, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 34, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -204,4 +204,39 @@ else {
     ok t_cmp(scalar(grep { $_->{md5} eq pattern_md5(800000) } @$res), 10,
              'slow producer clients: exact bytes');
     ok t_cmp($max <= 2 ? 1 : 0, 1, "slow producer clients: BusyWorkers at most 2 (saw $max)");
+}
+
+# A caller's mistakes are refused, logged, and answered with a 500: a
+# producer that is NULL (it crashed the child), and pacing policies the
+# engine could never finish (an infinite or NaN rate) or that would send a
+# byte per Timeout (rate 0.5).  request_background() returns APR_EINVAL,
+# on which the test module answers 500.
+{
+    my $m = log_mark();
+    my $r = request(GET => '/api/producer?null=1', timeout => 5);
+    ok t_cmp(join(' ', $r->{status}, error_log_since($m) =~ /BGD029: bgdeliver_send_producer\(\) called without a producer/
+                                     ? 'BGD029' : 'not logged'),
+             '500 BGD029', 'a NULL producer: refused');
+    for my $rate (qw(nan inf 0.5)) {
+        $m = log_mark();
+        $r = request(GET => "/paced/h/gen?size=1000&badpace=$rate", timeout => 5);
+        ok t_cmp(join(' ', $r->{status}, error_log_since($m) =~ /BGD035: bgdeliver API: pacing refused: rate must be/
+                                         ? 'BGD035' : 'not logged'),
+                 '500 BGD035', "pacing at rate $rate: refused");
+    }
+}
+
+# A producer that fails after the first byte, on any MPM: the body ends
+# short and the connection closes at once (in the worker too, where it
+# used to stay open, its chunked body never ended, until KeepAliveTimeout).
+{
+    my $s = http_connect();
+    my $t0 = time;
+    http_send($s, 'GET', '/api/producer?size=300000&fail=5');
+    my $r = read_response($s, timeout => 10);
+    my $t = time - $t0;
+    close $s;
+    ok t_cmp(($r->{status} == 200 && !$r->{complete} && $r->{eof} && $t < 3) ? 1 : 0, 1,
+             sprintf('producer failing mid-body: cut short, closed (%.1f s, %d bytes)',
+                     $t, length $r->{body}));
 }
