@@ -2851,14 +2851,39 @@ static void conntimes_pre_read_request(request_rec *r, conn_rec *c)
                               apr_pool_cleanup_null);
 }
 
+/* An internal redirect begins (post_read_request runs again).  The
+ * handler that runs next names the request when the first one only
+ * redirected (mod_rewrite's redirect-handler, whose "run" was none: it
+ * starts over, so that a target refused in its access phase has run 0, as
+ * it would have without the detour) or when this is a local ErrorDocument
+ * (the error page's handler).  A CGI's local Location: keeps its own. */
+static void conntimes_redirected(request_rec *r)
+{
+    conntimes_req_t *rs = conntimes_req_of(r);
+
+    if (!rs || !rs->handler) {
+        return;
+    }
+    if (!strcmp(rs->handler, CT_REDIRECT_HANDLER)) {
+        rs->hstart = 0;
+        rs->handler = NULL;
+    }
+    else if (ap_is_HTTP_ERROR(r->prev->status)) {
+        rs->handler = NULL;
+    }
+}
+
 /* post_read_request at REALLY_FIRST: the headers are parsed; later modules'
- * post_read_request work counts as filter time.  Internal redirects run
- * this hook again and are ignored. */
+ * post_read_request work counts as filter time. */
 static int conntimes_post_read_request(request_rec *r)
 {
     conntimes_req_t *rs;
 
-    if (r->prev || r->main) {
+    if (r->main) {
+        return DECLINED;
+    }
+    if (r->prev) {
+        conntimes_redirected(r);
         return DECLINED;
     }
     rs = ap_get_module_config(r->request_config, &conntimes_module);
@@ -2895,22 +2920,20 @@ static int conntimes_fixups(request_rec *r)
 }
 
 /* handler at REALLY_FIRST, declining: the content handler is about to run.
- * Sub-requests belong to their main request's run phase.  mod_rewrite's
- * per-directory rules (an .htaccess front controller) only pick the URL:
- * its redirect-handler makes the internal redirect, and the redirected
- * request's translate ... fixups are filter time, its handler the one that
- * runs. */
+ * Sub-requests belong to their main request's run phase; after an internal
+ * redirect the request may take the new handler's name (see
+ * conntimes_redirected()). */
 static int conntimes_handler_start(request_rec *r)
 {
     conntimes_req_t *rs;
 
-    if (r->main) {
+    if (r->main || !(rs = conntimes_req_of(r))) {
         return DECLINED;
     }
-    rs = conntimes_req_of(r);
-    if (rs && (!rs->hstart
-               || (r->prev && !strcmp(rs->handler, CT_REDIRECT_HANDLER)))) {
+    if (!rs->hstart) {
         rs->hstart = apr_time_now();
+    }
+    if (!rs->handler) {
         /* ap_invoke_handler names the default handler "". */
         rs->handler = r->handler && *r->handler && !rs->by_type
                       ? r->handler : CT_DEFAULT_HANDLER;

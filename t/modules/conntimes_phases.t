@@ -14,7 +14,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Time::HiRes qw(time sleep);
 
-plan tests => 41, need_module('conntimes', 'ct_test');
+plan tests => 47, need_module('conntimes', 'ct_test');
 
 my $mpm = ct_mpm();
 t_debug("MPM $mpm");
@@ -188,4 +188,34 @@ if (have_module('rewrite')) {
 }
 else {
     skip('mod_rewrite', 1) for 1 .. 4;
+}
+
+# The same front controller to a target refused in its access phase (200
+# ms there): no handler runs, so as for the target requested directly the
+# run is 0 and the access check is filter time, not the redirect-handler's
+# run.
+if (have_module('rewrite')) {
+    my $tag = ct_tag();
+    my $r = GET '/conntimes/front-denied/anything', 'X-CT-Tag' => $tag;
+    ok t_cmp($r->code, 403, 'front controller to a refused target');
+    my ($h) = ct_wait_lines($tag, 1);
+    t_debug($h ? $h->{line} : 'no line');
+    ok t_cmp(($h // {})->{handler}, '(none)', 'no handler named');
+    ok $h && $h->{run} < 50_000 && $h->{filter} >= 200_000;
+}
+else {
+    skip('mod_rewrite', 1) for 1 .. 3;
+}
+
+# A local ErrorDocument after the request's own handler (the default
+# handler's 404): the error page's handler (200 ms) is named, as the
+# README says, and its time is run.
+{
+    my $tag = ct_tag();
+    my $r = GET '/conntimes/errdoc/nosuch.txt', 'X-CT-Tag' => $tag;
+    ok t_cmp($r->code, 404, 'ErrorDocument after a handler');
+    my ($h) = ct_wait_lines($tag, 1);
+    t_debug($h ? $h->{line} : 'no line');
+    ok t_cmp(($h // {})->{handler}, 'ct-sleep', "the error page's handler named");
+    ok $h && $h->{run} >= 200_000 && ct_check_sums($h);
 }
