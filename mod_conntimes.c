@@ -66,6 +66,7 @@
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "http_ssl.h"
 #include "ap_listen.h"
 #include "ap_mpm.h"
 #include "mpm_common.h"
@@ -1281,6 +1282,27 @@ static int conntimes_stamp_ok(apr_time_t stamp, apr_time_t now)
     return stamp <= now && now - stamp <= apr_time_from_sec(86400);
 }
 
+/* A request line that came in pieces (its first bytes and the read that
+ * completed it have stamps a millisecond apart or more) was being read
+ * since its first piece reached the worker: the core's line read returned
+ * only once the rest arrived, and the wait for it is read time, not accept
+ * time.  Not for the first request of a TLS connection, whose first read
+ * is the ClientHello: its handshake is accept time. */
+#define CONNTIMES_SPLIT apr_time_from_msec(1)
+static apr_time_t conntimes_ready_of_split(const conntimes_conn_t *cc,
+                                           const conntimes_req_t *rs,
+                                           apr_time_t first_stamp)
+{
+    apr_time_t first;
+
+    if (!first_stamp || cc->last_stamp - first_stamp < CONNTIMES_SPLIT
+        || (cc->requests == 1 && ap_ssl_conn_is_ssl(cc->c))) {
+        return rs->ready;
+    }
+    first = first_stamp > rs->pickup ? first_stamp : rs->pickup;
+    return first < rs->ready ? first : rs->ready;
+}
+
 /* Connection input filter, above mod_ssl: notes when the first bytes of a
  * request reach the HTTP parser, and when they arrived: the kernel's stamp
  * of the first socket read made for them (for a new TLS connection, the
@@ -1294,7 +1316,8 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
 {
     conntimes_conn_t *cc = f->ctx;
     conntimes_req_t *rs = cc->reading;
-    apr_time_t now = 0;
+    apr_time_t now = 0, first_stamp = 0;
+    apr_time_t buffered_stamp;
     apr_status_t rv;
     int got;
 
@@ -1304,6 +1327,10 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
     if ((cc->current && !rs) || (!cc->current && cc->next_arrival)) {
         return ap_get_brigade(f->next, bb, mode, block, readbytes);
     }
+    /* A pipelined request whose first bytes the core holds already (the
+     * pipeline check found them) arrived with the read that brought them,
+     * even when the rest of its line takes a read of its own. */
+    buffered_stamp = cc->c->data_in_input_filters ? cc->last_stamp : 0;
     /* Armed even before the core's first read has put our bucket in. */
     cc->armed = 1;
     rv = ap_get_brigade(f->next, bb, mode, block, readbytes);
@@ -1316,8 +1343,10 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
      * trailing CRLFs, which start nothing. */
     if (!cc->next_arrival && (rs || block == APR_BLOCK_READ)) {
         if (cc->bucket_sock) {
-            apr_time_t stamp = !cc->armed ? cc->armed_stamp
+            apr_time_t stamp = buffered_stamp ? buffered_stamp
+                               : !cc->armed ? cc->armed_stamp
                                : got ? cc->last_stamp : 0;
+            first_stamp = stamp;
             if (stamp) {
                 now = apr_time_now();
                 if (conntimes_stamp_ok(stamp, now)) {
@@ -1340,6 +1369,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
         /* The bytes are here: the reading taken for the arrival just above
          * is this instant as well. */
         rs->ready = now ? now : apr_time_now();
+        rs->ready = conntimes_ready_of_split(cc, rs, first_stamp);
         cc->next_arrival = 0;
         cc->reading = NULL;
     }

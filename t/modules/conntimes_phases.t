@@ -14,7 +14,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Time::HiRes qw(time sleep);
 
-plan tests => 47, need_module('conntimes', 'ct_test');
+plan tests => 51, need_module('conntimes', 'ct_test');
 
 my $mpm = ct_mpm();
 t_debug("MPM $mpm");
@@ -50,6 +50,34 @@ t_debug("MPM $mpm");
     ok $h->{read} >= 590_000 && $h->{read} < 800_000;
     ok $h->{filter} < 50_000 && $h->{run} < 50_000 && $h->{queue} < 100_000;
     ok ct_check_sums($h);
+}
+
+# A request line sent in two pieces, 300 ms apart, on a new connection and
+# on a kept-alive one: the wait for its second piece is read, not accept
+# (the core's line read returns only once the line is whole).
+{
+    my $tag = ct_tag();
+    my $resp = ct_raw("GET /conntimes/sleep?ms=0 HT", \0.3,
+                      "TP/1.1\r\nHost: 127.0.0.1\r\nX-CT-Tag: $tag\r\n\r\n"
+                      . "GET /conntimes/sleep?ms=0 HT", \0.3,
+                      "TP/1.1\r\nHost: 127.0.0.1\r\nX-CT-Tag: $tag\r\n"
+                      . "Connection: close\r\n\r\n");
+    my @ok = $resp =~ m{^HTTP/1\.1 200}mg;
+    ok t_cmp(scalar(@ok), 2, 'request lines in two pieces: two responses');
+    my @h = sort { $a->{start} <=> $b->{start} } ct_wait_lines($tag, 2);
+    t_debug($_->{line}) for @h;
+    if ($^O eq 'linux' && @h == 2) {
+        for my $i (0, 1) {
+            my $what = $i ? 'kept-alive' : 'new connection';
+            ok $h[$i]{read} >= 250_000 && $h[$i]{accept} < 50_000
+                && ct_check_sums($h[$i]), 1;
+            t_debug("$what: accept $h[$i]{accept}, read $h[$i]{read}");
+        }
+    }
+    else {
+        skip('needs kernel arrival stamps (Linux)', 1) for 1 .. 2;
+    }
+    ok t_cmp(scalar(@h), 2, 'two log lines');
 }
 
 # Two pipelined requests in one packet arrive together: both carry the
