@@ -4063,10 +4063,10 @@ static int bgd_api_request_info(const request_rec *r, bgdeliver_info_t *info)
     info->handoff = job->handoff;
     info->finished = job->finished;
     /* Paced in the worker, the worker was held from the hand-off on,
-     * sleeps and blocking writes included, not just in its slices. */
+     * sleeps and blocking writes included, not just in its slices, and it
+     * still is while the request is logged. */
     info->worker_time = !job->in_worker ? job->worker_time
-                        : (job->finished ? job->finished : apr_time_now())
-                          - job->handoff;
+                        : apr_time_now() - job->handoff;
     info->slices = job->slices;
     info->bytes_sent = job->sent;
     info->bytes_total = job->eos ? job->captured : -1;

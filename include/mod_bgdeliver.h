@@ -83,7 +83,8 @@ typedef struct bgdeliver_info_t {
     /** When the last byte was handed to the kernel (0 while in flight). */
     apr_time_t finished;
     /** Worker time spent in delivery slices after the hand-off; for a
-     *  response paced in the worker (no WAITIO), all of it since. */
+     *  response paced in the worker (no WAITIO), all of it since, until
+     *  the call (the worker still holds the request while it is logged). */
     apr_interval_time_t worker_time;
     /** Number of delivery slices run on workers after the hand-off. */
     apr_uint32_t slices;
