@@ -12,22 +12,41 @@
 /*
  * Fault injection for the tests, preloaded (LD_PRELOAD) into a private
  * server only.  Once the file named by BGD_EPOLL_FAULT exists, the next
- * EPOLL_CTL_ADD for readability fails with ENOMEM, and the file is removed
- * (an unlink that succeeds once makes it one failure, whichever thread
- * gets there first).  The event MPM then drops a connection that waits in
- * CONN_STATE_ASYNC_WAITIO (AH10503) without the pre_close_connection
- * hook: bgdeliver_server.t checks that the delivery is still logged.
+ * EPOLL_CTL_ADD of a timerfd (what mod_bgdeliver's timed waits put on a
+ * connection's descriptor number before the event MPM waits for it in
+ * CONN_STATE_ASYNC_WAITIO) fails with ENOMEM, and the file is removed (an
+ * unlink that succeeds once makes it one failure, whichever thread gets
+ * there first).  Other adds (a lingering close, a keep-alive wait) pass,
+ * so that they cannot take the one failure.  The event MPM then drops the
+ * connection (AH10503) without the pre_close_connection hook:
+ * bgdeliver_server.t checks that the delivery is still logged.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 typedef int (*epoll_ctl_fn)(int, int, int, struct epoll_event *);
+
+static int is_timerfd(int fd)
+{
+    char path[64], target[64];
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    n = readlink(path, target, sizeof(target) - 1);
+    if (n < 0) {
+        return 0;
+    }
+    target[n] = '\0';
+    return strcmp(target, "anon_inode:[timerfd]") == 0;
+}
 
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
@@ -37,7 +56,7 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     if (!real) {
         *(void **)&real = dlsym(RTLD_NEXT, "epoll_ctl");
     }
-    if (trigger && op == EPOLL_CTL_ADD && ev && (ev->events & EPOLLIN)
+    if (trigger && op == EPOLL_CTL_ADD && is_timerfd(fd)
         && unlink(trigger) == 0) {
         errno = ENOMEM;
         return -1;
