@@ -1845,14 +1845,17 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
 }
 
 /* BgDeliverMaxTime bounds a response from its request on: also while its
- * handler still produces it, and after it fell back to the foreground (an
- * endless stream would hold its worker for good).  Data only: the EOS of a
- * response whose last byte left in time still ends it. */
+ * handler still streams it, and after it fell back to the foreground (an
+ * endless stream would hold its worker for good).  Only once bytes have
+ * left: a response that is late because its handler was slow is not cut
+ * before its first byte (the hand-off applies the rule as to any).  Data
+ * only: the EOS of a response whose last byte left in time still ends
+ * it. */
 static int bgd_max_time_over(const bgd_job_t *job, apr_bucket_brigade *bb)
 {
     apr_bucket *b;
 
-    if (job->conf->max_time <= 0
+    if (job->conf->max_time <= 0 || job->sent <= 0
         || apr_time_now() < job->r->request_time + job->conf->max_time) {
         return 0;
     }
@@ -3310,7 +3313,8 @@ static void bgd_finish_async(bgd_conn_t *bc)
 
 static void bgd_drop_log(bgd_job_t *job, const char *reason)
 {
-    apr_time_t age = apr_time_now() - job->handoff;
+    apr_time_t age = apr_time_now()
+                     - (job->handoff ? job->handoff : job->r->request_time);
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, job->r,
                   "BGD004: dropping slow client %s after %" APR_OFF_T_FMT
                   " of %" APR_OFF_T_FMT " bytes in %" APR_TIME_T_FMT

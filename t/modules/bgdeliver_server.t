@@ -16,7 +16,7 @@ use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids);
 
-plan tests => 41, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 42, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -296,8 +296,9 @@ CONF
 }
 
 # 6c. BgDeliverMaxTime also ends a response whose handler is still
-# producing it, to a client that keeps up (nothing is ever handed off),
-# and after it fell back to the foreground at BgDeliverSpoolLimit.
+# streaming it, to a client that keeps up (nothing is ever handed off),
+# and after it fell back to the foreground at BgDeliverSpoolLimit; but not
+# a small response that is late only because its handler was slow.
 {
     my $srv = private_server(<<'CONF', test_modules => ['bgd_test']);
 <Location /gen>
@@ -313,9 +314,9 @@ CONF
     BgDeliverMemoryLimit 16k
 </Location>
 CONF
-    for my $p (['/gen', 'streaming'], ['/gen-limited', 'after BGD013']) {
+    for my $p (['/gen', 'streaming', '&flush=1'], ['/gen-limited', 'after BGD013', '']) {
         my $t0 = time;
-        my $r = request(GET => "$p->[0]?size=100000000&chunk=16384&delay=20",
+        my $r = request(GET => "$p->[0]?size=100000000&chunk=16384&delay=20$p->[2]",
                         port => $srv->{port}, timeout => 6);
         my $t = time - $t0;
         ok t_cmp(!$r->{complete} && $t < 3 ? 1 : 0, 1,
@@ -324,6 +325,10 @@ CONF
     }
     my @cut = error_log_of($srv) =~ /BGD004: dropping slow client .*: max-time/g;
     ok t_cmp(scalar(@cut), 2, 'both logged as max-time (BGD004)');
+    my $r = request(GET => '/gen?size=2000&chunk=1000&delay=1500',
+                    port => $srv->{port}, timeout => 6);
+    ok t_cmp("$r->{status} " . length($r->{body} // ''), '200 2000',
+             'a slow handler\'s small response past BgDeliverMaxTime: whole');
     $srv->{stop}->();
 }
 
