@@ -2180,7 +2180,7 @@ static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         }
         if (c->master || r->finfo.filetype != APR_REG || !r->filename
             || (r->finfo.valid & APR_FINFO_IDENT) != APR_FINFO_IDENT
-            || apr_file_name_get(&name, fd) != APR_SUCCESS
+            || apr_file_name_get(&name, fd) != APR_SUCCESS || !name
             || strcmp(name, r->filename) != 0) {
             continue;
         }
