@@ -4532,7 +4532,10 @@ static int bgd_pre_close_connection(conn_rec *c)
 {
     bgd_conn_t *bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     if (bc) {
-        bgd_conn_release(bc, "timeout");
+        /* The MPM's Timeout, or a stopping child closing what it holds:
+         * only the first is the client's doing. */
+        bgd_conn_release(bc, apr_atomic_read32(&bgd_child_stopping_flag)
+                             ? "aborted" : "timeout");
     }
     return OK;
 }
