@@ -46,7 +46,7 @@ while (my ($n, $s) = splice @specs, 0, 2) { push @names, $n; push @reqs, $s }
 # curl hangs at start-up with it.
 my $curl = 'env -u LD_PRELOAD curl';
 my $h2 = need_module('mod_http2.c') && `$curl -V 2>/dev/null` =~ /HTTP2/;
-plan tests => 25, need need_module('mod_dialup.c'),
+plan tests => 26, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $mark = log_mark();
@@ -158,3 +158,17 @@ else {
 $r = $res{e404};
 ok latency_ok($r, '404 page');
 ok rate_ok($r, $r->{header_bytes} + $r->{length}, '404 page');
+
+# 26: an HTTP/2 stream paced in the worker, longer than the memory limit,
+# to a client that reads slowly: the spool's bytes reach the stream as
+# memory.  mod_http2 took the handle of a file bucket it set aside, which
+# all of the spool's buckets share: the body came out wrong.
+if ($h2) {
+    my (undef, $port) = hostport_of('dialup_h2');
+    my $out = `$curl -s --http2-prior-knowledge --limit-rate 200k 'http://127.0.0.1:$port/h2gen?size=400000&chunk=40000&flush=1&delay=20&pace=2000000' | md5sum`;
+    ok t_cmp((split ' ', $out)[0] // '', pattern_md5(400000),
+             'h2c, paced, spooled, slow client: exact body');
+}
+else {
+    skip 'mod_http2 or an HTTP/2 curl missing';
+}
