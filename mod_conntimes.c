@@ -1346,11 +1346,10 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
             apr_time_t stamp = buffered_stamp ? buffered_stamp
                                : !cc->armed ? cc->armed_stamp
                                : got ? cc->last_stamp : 0;
-            first_stamp = stamp;
             if (stamp) {
                 now = apr_time_now();
                 if (conntimes_stamp_ok(stamp, now)) {
-                    cc->next_arrival = stamp;
+                    cc->next_arrival = first_stamp = stamp;
                 }
             }
             cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
