@@ -199,8 +199,10 @@ typedef struct bgd_srv_conf_t {
  * one word, so that claiming, releasing and reaping a dead owner's slot
  * are each a single compare-and-swap on exactly the value seen (a reaper
  * can never free a slot that a live child has claimed meanwhile). */
-/* The owner of a dead child's slot while a reaper frees it: no pid. */
-#define BGD_SLOT_REAPING 0xffffffffU
+/* The owner of a dead child's slot while a reaper frees it: the reaper's
+ * pid with the top bit set (no pid has it), so that a reaper that dies
+ * in between leaves a slot the next one can take back. */
+#define BGD_SLOT_REAPING 0x80000000U
 
 typedef struct bgd_slot_t {
     volatile apr_uint32_t owner;
@@ -653,14 +655,17 @@ static void bgd_slots_reap(int starting)
     for (i = 0; i < bgd_table->nslots; i++) {
         bgd_slot_t *s = &bgd_table->slots[i];
         apr_uint32_t owner = apr_atomic_read32(&s->owner);
-        if (!owner || owner == BGD_SLOT_REAPING
+        pid_t pid = (pid_t)(owner & ~BGD_SLOT_REAPING);
+        if (!owner
             || (!(starting && owner == (apr_uint32_t)bgd_my_pid)
-                && (kill((pid_t)owner, 0) == 0 || errno != ESRCH))) {
+                && (kill(pid, 0) == 0 || errno != ESRCH))) {
             continue;
         }
         /* Held by the reaper while it settles the count: a claim in
          * between would have its own `counted` taken for the dead one's. */
-        if (apr_atomic_cas32(&s->owner, BGD_SLOT_REAPING, owner) == owner) {
+        if (apr_atomic_cas32(&s->owner,
+                             BGD_SLOT_REAPING | (apr_uint32_t)bgd_my_pid,
+                             owner) == owner) {
             if (apr_atomic_xchg32(&s->counted, 0)) {
                 bgd_count(&bgd_table->aborted, 1);
             }
