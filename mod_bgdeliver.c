@@ -193,17 +193,17 @@ typedef struct bgd_srv_conf_t {
     int max_per_client;                 /* BgDeliverMaxPerClient */
 } bgd_srv_conf_t;
 
+/* The owner of a dead child's slot while a reaper frees it: the reaper's
+ * pid with the top bit set (no pid has it), so that a reaper that dies
+ * in between leaves a slot the next one can take back. */
+#define BGD_SLOT_REAPING 0x80000000U
+
 /* One in-flight delivery as seen by every child (shared memory).  The
  * owner is the only writer; `seq` is odd while it writes so that readers
  * can retry instead of locking.  `owner` is the owner's pid, 0 when free:
  * one word, so that claiming, releasing and reaping a dead owner's slot
  * are each a single compare-and-swap on exactly the value seen (a reaper
  * can never free a slot that a live child has claimed meanwhile). */
-/* The owner of a dead child's slot while a reaper frees it: the reaper's
- * pid with the top bit set (no pid has it), so that a reaper that dies
- * in between leaves a slot the next one can take back. */
-#define BGD_SLOT_REAPING 0x80000000U
-
 typedef struct bgd_slot_t {
     volatile apr_uint32_t owner;
     volatile apr_uint32_t seq;
