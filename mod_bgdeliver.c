@@ -1526,10 +1526,57 @@ static void bgd_fallback_chain_sleeps(request_rec *r, bgd_job_t *job)
     }
 }
 
+/* mod_http2 takes the handle of a file bucket that it sets aside (into
+ * its beam), leaving ours with no descriptor, and one handle serves all of
+ * a response's buckets (the spool's): an HTTP/2 stream's bytes go down as
+ * memory.  Reading a file bucket turns it into a heap bucket followed by
+ * the rest of the file, which the loop reads next. */
+static apr_status_t bgd_read_files_in(apr_bucket_brigade *bb)
+{
+    apr_bucket *e;
+
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_FILE(e)) {
+            const char *data;
+            apr_size_t n;
+            apr_status_t rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
+            if (rv != APR_SUCCESS) {
+                return rv;
+            }
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* bgd_pass_foreground() for an HTTP/2 stream: files as memory, a slice at
+ * a time (the rest of a spool can be large). */
+static apr_status_t bgd_pass_as_memory(bgd_job_t *job,
+                                       apr_bucket_brigade *bb)
+{
+    apr_bucket_brigade *rest = apr_brigade_create(job->r->pool,
+                                                  job->c->bucket_alloc);
+    apr_status_t rv = APR_SUCCESS;
+
+    while (!APR_BRIGADE_EMPTY(bb) && rv == APR_SUCCESS) {
+        apr_bucket *e;
+        if (apr_brigade_partition(bb, BGD_SLICE_MEM_MAX, &e) != APR_SUCCESS) {
+            e = APR_BRIGADE_SENTINEL(bb);
+        }
+        /* bb keeps the head, rest takes the rest. */
+        apr_brigade_split_ex(bb, e, rest);
+        rv = bgd_read_files_in(bb);
+        if (rv == APR_SUCCESS) {
+            rv = ap_pass_brigade(job->capture->next, bb);
+        }
+        apr_brigade_cleanup(bb);
+        APR_BRIGADE_CONCAT(bb, rest);
+    }
+    return rv;
+}
+
 /* Pass `bb` on to the connection filters, now, in the worker, the way the
  * response would have gone without us (blocking if the client is slow). */
-static apr_status_t bgd_read_files_in(apr_bucket_brigade *bb);
-
 static apr_status_t bgd_pass_foreground(bgd_job_t *job,
                                         apr_bucket_brigade *bb)
 {
@@ -1539,28 +1586,7 @@ static apr_status_t bgd_pass_foreground(bgd_job_t *job,
         job->sent += len;
     }
     if (job->c->master) {
-        /* Files as memory (see bgd_read_files_in()), a slice at a time:
-         * the rest of a spool can be large. */
-        apr_bucket_brigade *piece = apr_brigade_create(job->r->pool,
-                                                       job->c->bucket_alloc);
-        apr_status_t rv = APR_SUCCESS;
-
-        while (!APR_BRIGADE_EMPTY(bb) && rv == APR_SUCCESS) {
-            apr_bucket *e;
-            if (apr_brigade_partition(bb, BGD_SLICE_MEM_MAX, &e)
-                    != APR_SUCCESS) {
-                e = APR_BRIGADE_SENTINEL(bb);
-            }
-            /* bb keeps the head, piece takes the rest. */
-            apr_brigade_split_ex(bb, e, piece);
-            rv = bgd_read_files_in(bb);
-            if (rv == APR_SUCCESS) {
-                rv = ap_pass_brigade(job->capture->next, bb);
-            }
-            apr_brigade_cleanup(bb);
-            APR_BRIGADE_CONCAT(bb, piece);
-        }
-        return rv;
+        return bgd_pass_as_memory(job, bb);
     }
     return ap_pass_brigade(job->capture->next, bb);
 }
@@ -1752,29 +1778,6 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
 }
 
 static void bgd_check_file_reads(apr_bucket *b, conn_rec *c);
-
-/* mod_http2 takes the handle of a file bucket that it sets aside (into
- * its beam), leaving ours with no descriptor, and one handle serves all of
- * a response's buckets (the spool's): an HTTP/2 stream's bytes go down as
- * memory.  Reading a file bucket turns it into a heap bucket followed by
- * the rest of the file, which the loop reads next. */
-static apr_status_t bgd_read_files_in(apr_bucket_brigade *bb)
-{
-    apr_bucket *e;
-
-    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
-         e = APR_BUCKET_NEXT(e)) {
-        if (APR_BUCKET_IS_FILE(e)) {
-            const char *data;
-            apr_size_t n;
-            apr_status_t rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
-            if (rv != APR_SUCCESS) {
-                return rv;
-            }
-        }
-    }
-    return APR_SUCCESS;
-}
 
 /* Moves the first `want` bytes of the queue to job->slice, ready to go:
  * the files they come from checked (`visit` as for bgd_files_unchanged())
