@@ -99,8 +99,10 @@ CONF
     my @kids = server_pids($srv->{pid});
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
     http_send($s, 'GET', '/gen?size=2000000&chunk=16384');
-    sleep 0.5;      # the handler has run; the client has read nothing yet
-    my $spooled = proc_fds_matching(\@kids, qr{/spool/[^/]+ \(deleted\)$});
+    # Until the handler has spooled (a child may still be starting, under
+    # a sanitizer for a good while); the client reads nothing yet.
+    my $spooled = wait_until(5, sub {
+        proc_fds_matching(\@kids, qr{/spool/[^/]+ \(deleted\)$}) });
     # (The core may hold a duplicate descriptor of it while part of a
     # spool range waits in its buffer.)
     ok t_cmp($spooled >= 1 ? 1 : 0, 1, 'the spool file is open and already unlinked');
@@ -110,15 +112,18 @@ CONF
     # limit, but it waits behind the spool: it goes there too, nothing of
     # the response stays in memory for the length of the delivery.
     my $biggest = 0;
-    for my $pid (@kids) {
-        opendir my $fdd, "/proc/$pid/fd" or next;
-        for (readdir $fdd) {
-            my $t = readlink "/proc/$pid/fd/$_" or next;
-            next unless $t =~ m{/spool/[^/]+ \(deleted\)$};
-            my $size = -s "/proc/$pid/fd/$_" // 0;
-            $biggest = $size if $size > $biggest;
+    wait_until(5, sub {
+        for my $pid (@kids) {
+            opendir my $fdd, "/proc/$pid/fd" or next;
+            for (readdir $fdd) {
+                my $t = readlink "/proc/$pid/fd/$_" or next;
+                next unless $t =~ m{/spool/[^/]+ \(deleted\)$};
+                my $size = -s "/proc/$pid/fd/$_" // 0;
+                $biggest = $size if $size > $biggest;
+            }
         }
-    }
+        return $biggest >= 2_000_000;
+    });
     ok t_cmp($biggest >= 2_000_000 ? 1 : 0, 1,
              "the whole response is in the spool ($biggest bytes), its tail too");
     my $r = read_response($s, rate => 4_000_000);
