@@ -14,7 +14,8 @@ use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
-                 request wait_until pattern mpm_name server_pids);
+                 request wait_until pattern mpm_name server_pids
+                 self_signed_cert);
 
 plan tests => 42, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
@@ -422,13 +423,7 @@ CONF
 # timeout is longer than Timeout).  The drop must look like any other:
 # logged (BGD004), counted, and the connection reset.
 {
-    my $certs = Apache::Test::vars('t_logs') . "/bgd_tls.$$";
-    mkdir $certs;
-    chmod 0755, $certs;
-    system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-           . "-keyout $certs/key.pem -out $certs/cert.pem >/dev/null 2>&1") == 0
-        or die "openssl failed";
-    chmod 0644, "$certs/cert.pem", "$certs/key.pem";
+    my $certs = self_signed_cert('bgd_tls');
     my $srv = private_server(<<"CONF", std_modules => [qw(socache_shmcb ssl)]);
 SSLEngine on
 SSLCertificateFile "$certs/cert.pem"
@@ -459,6 +454,4 @@ CONF
              'counted as dropped, no slot left');
     close $s;
     $srv->{stop}->();
-    unlink glob("$certs/*");
-    rmdir $certs;
 }

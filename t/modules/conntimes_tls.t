@@ -16,7 +16,7 @@ use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 use lib $FindBin::Bin;
 use conntimes_util;
-use Bgd::Test qw(private_server);
+use Bgd::Test qw(private_server self_signed_cert);
 
 my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules';
 chomp $libexec;
@@ -33,14 +33,7 @@ plan tests => 14, need(need_module('conntimes', 'ct_test'),
 my $mpm = ct_mpm();
 $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
 
-# A throw-away self-signed certificate.
-my $certs = Apache::Test::vars('t_logs') . "/ct_tls.$$";
-mkdir $certs;
-chmod 0755, $certs;
-system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-       . "-keyout $certs/key.pem -out $certs/cert.pem >/dev/null 2>&1") == 0
-    or die "openssl failed";
-chmod 0644, "$certs/cert.pem", "$certs/key.pem";
+my $certs = self_signed_cert('ct_tls');
 
 my $conf = <<"CONF";
 SSLEngine on
@@ -60,7 +53,6 @@ my $srv = private_server($conf, mpm => $mpm, modules => ['conntimes'],
                          test_modules => ['ct_test']);
 my ($dir, $port) = ($srv->{dir}, $srv->{port});
 ok t_cmp(kill(0, $srv->{pid}) ? 1 : 0, 1, "private $mpm server with TLS and h2 on $port");
-END { unlink glob("$certs/*"); rmdir $certs }
 
 sub lines {
     my ($tag, $n) = @_;

@@ -575,6 +575,29 @@ sub wait_until {
     return $cond->();
 }
 
+# A throw-away self-signed certificate for a private TLS server: the
+# directory holding cert.pem and key.pem (removed when the test ends).
+push @EXPORT_OK, qw(self_signed_cert);
+my @cert_dirs;
+sub self_signed_cert {
+    my ($name) = @_;
+    my $dir = Apache::Test::vars('t_logs') . "/$name.$$";
+    mkdir $dir;
+    chmod 0755, $dir;
+    system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+           . "-keyout $dir/key.pem -out $dir/cert.pem >/dev/null 2>&1") == 0
+        or die "openssl failed";
+    chmod 0644, "$dir/cert.pem", "$dir/key.pem";
+    push @cert_dirs, $dir;
+    return $dir;
+}
+END {
+    for my $dir (@cert_dirs) {
+        unlink glob("$dir/*");
+        rmdir $dir;
+    }
+}
+
 # Read one response (options as for read_response()) and truncate the file
 # at $path to $to bytes once more than $after body bytes have arrived: a
 # file that shrinks under its delivery.
