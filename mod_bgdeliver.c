@@ -1259,6 +1259,13 @@ static apr_status_t bgd_spool_open(bgd_job_t *job)
  * punching it out.  A long stream to a client that keeps up would
  * otherwise take its whole length on disk, and fall back to the
  * foreground at BgDeliverSpoolLimit, which counts what is held. */
+/* Whether b holds bytes of the response's spool. */
+static int bgd_is_spool_bucket(const bgd_job_t *job, const apr_bucket *b)
+{
+    return APR_BUCKET_IS_FILE(b)
+           && ((const apr_bucket_file *)b->data)->fd == job->spool;
+}
+
 #define BGD_SPOOL_PUNCH (1024 * 1024)
 static void bgd_spool_release(bgd_job_t *job)
 {
@@ -1270,8 +1277,7 @@ static void bgd_spool_release(bgd_job_t *job)
     }
     for (b = APR_BRIGADE_FIRST(job->queue);
          b != APR_BRIGADE_SENTINEL(job->queue); b = APR_BUCKET_NEXT(b)) {
-        if (APR_BUCKET_IS_FILE(b)
-            && ((apr_bucket_file *)b->data)->fd == job->spool) {
+        if (bgd_is_spool_bucket(job, b)) {
             needed = b->start;
             break;
         }
@@ -1351,8 +1357,8 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         }
         /* Extend the previous spool bucket when contiguous. */
         fb = APR_BUCKET_PREV(b);
-        if (fb != APR_BRIGADE_SENTINEL(job->queue) && APR_BUCKET_IS_FILE(fb)
-            && ((apr_bucket_file *)fb->data)->fd == job->spool
+        if (fb != APR_BRIGADE_SENTINEL(job->queue)
+            && bgd_is_spool_bucket(job, fb)
             && fb->start + (apr_off_t)fb->length == job->spool_size) {
             fb->length += len;
         }
