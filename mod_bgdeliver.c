@@ -1852,7 +1852,7 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
 
 static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now);
 static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now);
-static void bgd_drop_log(bgd_job_t *job, const char *reason);
+static void bgd_drop(bgd_job_t *job, const char *reason);
 static void bgd_reset_on_close(bgd_job_t *job);
 
 /* While the handler still runs, hand what is captured to the network if
@@ -1940,8 +1940,7 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 
     if ((job->capturing || job->foreground) && bgd_max_time_over(job, bb)) {
         if (!job->outcome) {
-            job->outcome = "max-time";
-            bgd_drop_log(job, job->outcome);
+            bgd_drop(job, "max-time");
             bgd_reset_on_close(job);
         }
         f->c->aborted = 1;
@@ -3375,7 +3374,8 @@ static void bgd_finish_async(bgd_conn_t *bc)
     ap_process_request_after_handler(job->top);
 }
 
-static void bgd_drop_log(bgd_job_t *job, const char *reason)
+/* A slow-read rule ends the delivery: its outcome, said once (BGD004). */
+static void bgd_drop(bgd_job_t *job, const char *reason)
 {
     apr_time_t age = apr_time_now()
                      - (job->handoff ? job->handoff : job->r->request_time);
@@ -3385,6 +3385,7 @@ static void bgd_drop_log(bgd_job_t *job, const char *reason)
                   " ms: %s", job->r->useragent_ip, job->sent,
                   job->eos ? job->captured : (apr_off_t)-1,
                   apr_time_as_msec(age), reason);
+    job->outcome = reason;
 }
 
 /* -------------------------------------------------------- async driver */
@@ -3487,8 +3488,7 @@ static int bgd_drive(bgd_conn_t *bc)
         reason = bgd_rule_broken(job, t0, &deadline);
     }
     if (reason) {
-        bgd_drop_log(job, reason);
-        job->outcome = reason;
+        bgd_drop(job, reason);
         what = BGD_PUMP_ERROR;
     }
     else {
@@ -3545,8 +3545,7 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
         t0 = apr_time_now();
         reason = bgd_rule_broken(job, t0, &deadline);
         if (reason) {
-            bgd_drop_log(job, reason);
-            job->outcome = reason;
+            bgd_drop(job, reason);
             break;
         }
         if (what == BGD_PUMP_WAIT_TIMER) {
@@ -4575,7 +4574,7 @@ static apr_status_t bgd_conn_release(bgd_conn_t *bc, const char *outcome)
              * same drop, logged and reset the same way. */
             job->outcome = killed ? killed : outcome;
             if (bgd_outcome_dropped(job->outcome)) {
-                bgd_drop_log(job, job->outcome);
+                bgd_drop(job, job->outcome);
                 bgd_reset_on_close(job);
             }
         }
