@@ -529,6 +529,13 @@ static apr_off_t bgd_min_rate_for(const bgd_job_t *job)
     return floor;
 }
 
+/* When BgDeliverMaxTime ends the response; 0 for no limit. */
+static apr_time_t bgd_max_time_end(const bgd_job_t *job)
+{
+    return job->conf->max_time > 0
+           ? job->r->request_time + job->conf->max_time : 0;
+}
+
 /* The earliest time at which this delivery breaks a slow-read rule if it
  * makes no further progress; 0 when no rule applies. */
 static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
@@ -538,6 +545,7 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
     /* A paced delivery's own latency is no idleness of the client. */
     apr_time_t idle_since = job->pace_start > job->last_progress
                             ? job->pace_start : job->last_progress;
+    apr_time_t max_end;
     apr_off_t min_rate;
 
     *reason = NULL;
@@ -577,12 +585,10 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
             *reason = "min-rate";
         }
     }
-    if (conf->max_time > 0) {
-        apr_time_t t = job->r->request_time + conf->max_time;
-        if (!deadline || t < deadline) {
-            deadline = t;
-            *reason = "max-time";
-        }
+    max_end = bgd_max_time_end(job);
+    if (max_end && (!deadline || max_end < deadline)) {
+        deadline = max_end;
+        *reason = "max-time";
     }
     return deadline;
 }
@@ -1917,10 +1923,10 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
  * it. */
 static int bgd_max_time_over(const bgd_job_t *job, apr_bucket_brigade *bb)
 {
+    apr_time_t end = bgd_max_time_end(job);
     apr_bucket *b;
 
-    if (job->conf->max_time <= 0 || job->sent <= 0
-        || apr_time_now() < job->r->request_time + job->conf->max_time) {
+    if (!end || job->sent <= 0 || apr_time_now() < end) {
         return 0;
     }
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
