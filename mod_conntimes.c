@@ -1282,25 +1282,28 @@ static int conntimes_stamp_ok(apr_time_t stamp, apr_time_t now)
     return stamp <= now && now - stamp <= apr_time_from_sec(86400);
 }
 
-/* A request line that came in pieces (its first bytes and the read that
- * completed it have stamps a millisecond apart or more) was being read
- * since its first piece reached the worker: the core's line read returned
- * only once the rest arrived, and the wait for it is read time, not accept
- * time.  Not for the first request of a TLS connection, whose first read
- * is the ClientHello: its handshake is accept time. */
+/* The instant a request became ready: `now`, when the core's line read
+ * returned, unless the request line came in pieces (its first bytes and
+ * the read that completed it have stamps a millisecond apart or more).
+ * Such a line was being read since its first piece reached the worker:
+ * the line read returned only once the rest arrived, and the wait for it
+ * is read time, not accept time.  Not for the first request of a TLS
+ * connection, whose first read is the ClientHello: its handshake is
+ * accept time. */
 #define CONNTIMES_SPLIT apr_time_from_msec(1)
 static apr_time_t conntimes_ready_of_split(const conntimes_conn_t *cc,
                                            const conntimes_req_t *rs,
-                                           apr_time_t first_stamp)
+                                           apr_time_t first_stamp,
+                                           apr_time_t now)
 {
     apr_time_t first;
 
     if (!first_stamp || cc->last_stamp - first_stamp < CONNTIMES_SPLIT
         || (cc->requests == 1 && ap_ssl_conn_is_ssl(cc->c))) {
-        return rs->ready;
+        return now;
     }
     first = first_stamp > rs->pickup ? first_stamp : rs->pickup;
-    return first < rs->ready ? first : rs->ready;
+    return first < now ? first : now;
 }
 
 /* Connection input filter, above mod_ssl: notes when the first bytes of a
@@ -1367,8 +1370,8 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
         rs->source = cc->next_source;
         /* The bytes are here: the reading taken for the arrival just above
          * is this instant as well. */
-        rs->ready = now ? now : apr_time_now();
-        rs->ready = conntimes_ready_of_split(cc, rs, first_stamp);
+        rs->ready = conntimes_ready_of_split(cc, rs, first_stamp,
+                                             now ? now : apr_time_now());
         cc->next_arrival = 0;
         cc->reading = NULL;
     }
