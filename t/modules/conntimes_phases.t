@@ -21,12 +21,9 @@ t_debug("MPM $mpm");
 
 # 200 ms access checker (filter) + 300 ms handler (run).
 {
-    my $tag = ct_tag();
-    my $r = GET "/conntimes/filter?ms=300", 'X-CT-Tag' => $tag;
+    my ($r, $h) = ct_get_logged("/conntimes/filter?ms=300");
     ok t_cmp($r->code, 200, 'filter+run request');
-    my ($h) = ct_wait_lines($tag, 1);
     ok $h;
-    t_debug($h->{line});
     ok $h->{filter} >= 200_000 && $h->{filter} < 290_000;
     ok $h->{run} >= 300_000 && $h->{run} < 400_000;
     ok $h->{read} < 50_000 && $h->{deliver} < 50_000;
@@ -192,9 +189,7 @@ t_debug("MPM $mpm");
     my %want = ('/conntimes/small.txt' => 200, '/conntimes/nosuch.png' => 404,
                 '/conntimes/nosuch.pdf' => 404);
     for my $uri (sort keys %want) {
-        my $tag = ct_tag();
-        my $r = GET $uri, 'X-CT-Tag' => $tag;
-        my ($h) = ct_wait_lines($tag, 1);
+        my (undef, $h) = ct_get_logged($uri);
         ok t_cmp(($h // {})->{handler} // 'no line', 'default-handler',
                  "$uri ($want{$uri}) is the default handler's");
     }
@@ -205,11 +200,8 @@ t_debug("MPM $mpm");
 # handler that runs is the redirect's target, and its run is the handler's
 # 150 ms; what came before the target's handler is filter time.
 if (have_module('rewrite')) {
-    my $tag = ct_tag();
-    my $r = GET '/conntimes/front/anything', 'X-CT-Tag' => $tag;
+    my ($r, $h) = ct_get_logged('/conntimes/front/anything');
     ok t_cmp($r->code, 200, 'front controller');
-    my ($h) = ct_wait_lines($tag, 1);
-    t_debug($h ? $h->{line} : 'no line');
     ok t_cmp(($h // {})->{handler}, 'ct-sleep', 'the target handler');
     ok $h && $h->{run} >= 150_000 && $h->{run} < 250_000;
     ok $h && ct_check_sums($h);
@@ -223,11 +215,8 @@ else {
 # run is 0 and the access check is filter time, not the redirect-handler's
 # run.
 if (have_module('rewrite')) {
-    my $tag = ct_tag();
-    my $r = GET '/conntimes/front-denied/anything', 'X-CT-Tag' => $tag;
+    my ($r, $h) = ct_get_logged('/conntimes/front-denied/anything');
     ok t_cmp($r->code, 403, 'front controller to a refused target');
-    my ($h) = ct_wait_lines($tag, 1);
-    t_debug($h ? $h->{line} : 'no line');
     ok t_cmp(($h // {})->{handler}, '(none)', 'no handler named');
     ok $h && $h->{run} < 50_000 && $h->{filter} >= 200_000;
 }
@@ -239,11 +228,8 @@ else {
 # handler's 404): the error page's handler (200 ms) is named, as the
 # README says, and its time is run.
 {
-    my $tag = ct_tag();
-    my $r = GET '/conntimes/errdoc/nosuch.txt', 'X-CT-Tag' => $tag;
+    my ($r, $h) = ct_get_logged('/conntimes/errdoc/nosuch.txt');
     ok t_cmp($r->code, 404, 'ErrorDocument after a handler');
-    my ($h) = ct_wait_lines($tag, 1);
-    t_debug($h ? $h->{line} : 'no line');
     ok t_cmp(($h // {})->{handler}, 'ct-sleep', "the error page's handler named");
     ok $h && $h->{run} >= 200_000 && ct_check_sums($h);
 }

@@ -10,6 +10,7 @@ use warnings FATAL => 'all';
 
 use Apache::Test ();
 use Apache::TestRequest ();
+use Apache::TestUtil ();
 use IO::Socket::INET ();
 use JSON::PP ();
 use Socket qw(:all);
@@ -18,7 +19,7 @@ use Exporter 'import';
 
 our @EXPORT = qw(ct_private_locations ct_port ct_log_file ct_wait_lines
                  ct_raw ct_json ct_reset ct_mpm ct_tag ct_phase_names
-                 ct_slow_reader ct_check_sums);
+                 ct_slow_reader ct_check_sums ct_get_logged);
 
 our @PHASES = qw(queue accept read filter run deliver);
 
@@ -66,6 +67,17 @@ sub ct_wait_lines {
         sleep 0.05;
     }
     return @lines;
+}
+
+# GET $uri with a new tag; returns the response and its log line (parsed
+# as by ct_wait_lines(), undef when none came).
+sub ct_get_logged {
+    my ($uri) = @_;
+    my $tag = ct_tag();
+    my $r = Apache::TestRequest::GET($uri, 'X-CT-Tag' => $tag);
+    my ($h) = ct_wait_lines($tag, 1);
+    Apache::TestUtil::t_debug($h ? $h->{line} : 'no line');
+    return ($r, $h);
 }
 
 # The phases of a line must add up, whatever happened to the request.
