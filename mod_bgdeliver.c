@@ -313,6 +313,7 @@ typedef struct bgd_job_t {
     unsigned int capturing:1;
     unsigned int started:1;             /* capture set up */
     unsigned int eos:1;
+    unsigned int body_broken:1;         /* the handler's backend broke off */
     unsigned int flush_hint:1;
     unsigned int foreground:1;          /* the rest goes out normally */
     unsigned int background:1;          /* handed to the MPM */
@@ -1994,6 +1995,15 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             APR_BRIGADE_INSERT_TAIL(job->queue, b);
             continue;
         }
+        if (AP_BUCKET_IS_ERROR(b)
+            && ((ap_bucket_error *)b->data)->status == HTTP_BAD_GATEWAY) {
+            /* mod_proxy's mark of a backend that broke off the body
+             * (ap_proxy_backend_broke()): the HTTP filters will close
+             * the connection without ending the body, so the delivery
+             * must not be logged complete.  The bucket itself goes on
+             * with the body, for them to see. */
+            job->body_broken = 1;
+        }
         if (APR_BUCKET_IS_FLUSH(b)) {
             /* The handler wants its data out; it gets it out without
              * ever waiting for the client. */
@@ -3301,7 +3311,7 @@ static void bgd_account_end(bgd_job_t *job)
         apr_atomic_set32(&bgd_slot(job->slot)->counted, 0);
     }
     if (!job->outcome) {
-        job->outcome = "complete";
+        job->outcome = job->body_broken ? "backend-error" : "complete";
     }
     job->finished = apr_time_now();
     apr_table_setn(job->r->notes, "bgdeliver", job->outcome);

@@ -92,8 +92,8 @@ typedef struct bgdeliver_info_t {
     apr_off_t bytes_sent;
     /** Wire bytes of the whole response; -1 while still produced. */
     apr_off_t bytes_total;
-    /** "complete", "aborted",
-     *  "file-changed", one of the slow-read rules ("min-rate",
+    /** "complete", "aborted", "backend-error" (the handler's backend
+     *  broke off the body, as mod_proxy marks it), "file-changed", one of the slow-read rules ("min-rate",
      *  "idle-timeout", "timeout" for Timeout, "max-time"), or NULL while
      *  in flight. */
     const char *outcome;

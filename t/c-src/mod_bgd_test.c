@@ -18,7 +18,9 @@
  *                      after each piece and ?delay=MS between pieces;
  *                      ?drip=1 spends the delay in 1 ms steps, passing a
  *                      lone FLUSH after each (a stream that keeps flushing
- *                      while it waits)
+ *                      while it waits); ?cut=N promises ?size bytes
+ *                      (Content-Length) and closes the connection after N
+ *                      (a backend that breaks off its body)
  *   bgd-test-producer  the same bytes through bgdeliver_send_producer();
  *                      ?idle=MS: nothing (an empty brigade) for the first
  *                      MS ms, ?endless=1: no end, ?fail=N: an error at the
@@ -138,6 +140,8 @@ static int bgd_test_gen(request_rec *r)
     apr_off_t delay = bgd_test_arg(r, "delay", 0);
     int flush = (int)bgd_test_arg(r, "flush", 0);
     int drip = (int)bgd_test_arg(r, "drip", 0);
+    apr_off_t cut = bgd_test_arg(r, "cut", 0);
+    int broken = cut > 0 && cut < size;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool,
                                                 r->connection->bucket_alloc);
     apr_off_t pos = 0;
@@ -147,6 +151,16 @@ static int bgd_test_gen(request_rec *r)
     if (r->header_only) {
         return OK;
     }
+    if (broken) {
+        /* A backend that breaks off its body: it promises size bytes and
+         * closes the connection after cut.  The EOS is left to the core,
+         * after a flush, so that the content-length filter keeps the
+         * promise. */
+        ap_set_content_length(r, size);
+        r->connection->keepalive = AP_CONN_CLOSE;
+        size = cut;
+        flush = 1;
+    }
     while (pos < size) {
         apr_size_t n = (apr_size_t)(size - pos < chunk ? size - pos : chunk);
         APR_BRIGADE_INSERT_TAIL(bb, bgd_test_piece(r, pos, n));
@@ -155,7 +169,7 @@ static int bgd_test_gen(request_rec *r)
                                         r->connection->bucket_alloc));
         }
         pos += (apr_off_t)n;
-        if (pos >= size) {
+        if (pos >= size && !broken) {
             APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(
                                         r->connection->bucket_alloc));
         }

@@ -12,13 +12,13 @@ use Apache::Test;
 use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
-use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern_md5
+use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern pattern_md5
                  http_connect http_send read_response access_log_lines wait_until
                  log_mark error_log_since bgd_status);
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 19, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 22, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -113,6 +113,28 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 
     # Stock httpd counts %b when the body enters the filters; the engine
     # takes back what never left.
     ok t_cmp((!$bg || $a[9] < 500_000) ? 1 : 0, 1, "aborted: %b $a[9] corrected too");
+}
+
+# A proxied response whose backend breaks off the body (it promised
+# 600,000 bytes and closed after 300,000), read slowly enough to go to the
+# background: the client gets what came, the connection ends, and the log
+# does not call the delivery complete.
+{
+    my $path = '/bgdeliver/proxy-h/gen?size=600000&cut=300000';
+    my $aborted = bgd_status()->{BgDeliverAborted};
+    my $r = request(GET => $path, rcvbuf => 4096, rate => 1_000_000, timeout => 10);
+    ok t_cmp(join(' ', $r->{status}, length $r->{body}, $r->{eof} ? 'eof' : 'open',
+                  $r->{body} eq substr(pattern(600000), 0, 300000) ? 'exact' : 'wrong'),
+             '200 300000 eof exact', 'broken backend: its bytes, then the end');
+    my $line = wait_until(5, sub {
+        (reverse grep { index($_, "\"GET $path ") >= 0 } access_log_lines())[0];
+    }) // '';
+    my @f = split ' ', $line;
+    ok t_cmp(join(' ', @f[9, 12, 13]),
+             $bg ? '300000 backend-error X' : '300000 - -',
+             'broken backend: logged with what left, not as complete');
+    ok t_cmp(bgd_status()->{BgDeliverAborted} - $aborted, $bg ? 1 : 0,
+             'broken backend: counted as aborted');
 }
 
 # mod_ratelimit's RATE_LIMIT filter sleeps between chunks in the thread
