@@ -4012,6 +4012,21 @@ static apr_status_t bgd_api_request_background(request_rec *r,
     return APR_SUCCESS;
 }
 
+/* A body handed over whole, known to be below BgDeliverMinSize, never
+ * needs the engine: like a small static file it takes no slot, so a cap
+ * never refuses it. */
+static int bgd_known_small(const request_rec *r, const bgd_job_t *job,
+                           apr_bucket_brigade *bb)
+{
+    apr_off_t len = -1;
+
+    if (bgd_job_timed(job) || bgd_resource_filtered(r)) {
+        return 0;
+    }
+    apr_brigade_length(bb, 0, &len);
+    return len >= 0 && len < job->conf->min_size;
+}
+
 /* Common part of the handler API.  Inside a handler that bgd_handler
  * already wraps (BgDeliver On) the data is only captured and the wrapper
  * finishes the job; otherwise the capture is set up and finished here. */
@@ -4037,7 +4052,8 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
     job->api_used = 1;
     if (!job->started) {
         job->requested = 1;
-        rv = r->main ? DECLINED : bgd_capture_begin(r, job);
+        rv = r->main || (bb && bgd_known_small(r, job, bb))
+             ? DECLINED : bgd_capture_begin(r, job);
         if (rv != OK && rv != DECLINED) {
             return rv;
         }

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server);
 
 my $mpm = mpm_name();
-plan tests => 18, need need_module('mod_bgdeliver.c'),
+plan tests => 19, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -103,6 +103,17 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     # cap never refuses it.
     $res = request(HEAD => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps');
     ok t_cmp($res->{status}, 200, 'HEAD at the cap: 200');
+    # Nor does a body handed to the C API whole and known to be small; a
+    # big one does.
+    if (have_module('bgd_test')) {
+        $res = request(GET => '/api-caps/brigade?size=1000', vhost => 'bgd_caps');
+        my $big = request(GET => '/api-caps/brigade?size=200000', vhost => 'bgd_caps');
+        ok t_cmp("$res->{status} $big->{status}", '200 503',
+                 'C API at the cap: a small body 200, a big one 503');
+    }
+    else {
+        skip 'mod_bgd_test';
+    }
     close $_ for @held;
     # Once the held deliveries are gone, the client may start new ones.
     wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
