@@ -4078,7 +4078,12 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
                                         r->connection->bucket_alloc));
         }
         if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS) {
-            rv = rv == OK ? AP_FILTER_ERROR : rv;
+            /* What a handler returns when its ap_pass_brigade() fails,
+             * whoever was to deliver the body. */
+            if (rv == DECLINED || wrapped) {
+                return AP_FILTER_ERROR;
+            }
+            rv = AP_FILTER_ERROR;
         }
     }
     if (rv == DECLINED || wrapped) {
