@@ -4005,7 +4005,11 @@ static apr_status_t bgd_api_request_background(request_rec *r,
         return APR_EINVAL;
     }
     job = bgd_job_get(r);
-    if (p && bgd_job_set_pacing(job, p) != APR_SUCCESS) {
+    if (!p) {
+        /* Full speed, whatever an earlier call asked for. */
+        memset(&job->pacing, 0, sizeof(job->pacing));
+    }
+    else if (bgd_job_set_pacing(job, p) != APR_SUCCESS) {
         return APR_EINVAL;
     }
     job->requested = 1;

@@ -40,6 +40,7 @@
  * (bytes/s, as strtod() reads them, nan and inf included; ms; e.g. set
  * with SetEnvIf) asks the engine, through bgdeliver_request_background(),
  * to pace whatever the request returns; a refused policy answers 500.
+ * With bgd-test-unpace set too, a second call without a policy follows.
  *
  * The pattern is 64-byte numbered lines, the same as Bgd::Test::pattern().
  */
@@ -327,6 +328,10 @@ static int bgd_test_fixups(request_rec *r)
     p.latency = comma ? apr_time_from_msec(apr_atoi64(comma + 1)) : 0;
     p.label = "test";
     if (bgd_test_request_bg(r, &p) != APR_SUCCESS) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (apr_table_get(r->subprocess_env, "bgd-test-unpace")
+        && bgd_test_request_bg(r, NULL) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     return DECLINED;

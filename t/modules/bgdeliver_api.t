@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 34, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 35, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -224,6 +224,16 @@ else {
                                          ? 'BGD035' : 'not logged'),
                  '500 BGD035', "pacing at rate $rate: refused");
     }
+}
+
+# request_background() called again without a policy: full speed (the
+# first call's 2,000 bytes/s would take 50 s).
+{
+    my $t0 = time;
+    my $r = request(GET => '/paced/h/gen?size=100000&pace=2000,0&unpace=1', timeout => 10);
+    my $t = time - $t0;
+    ok t_cmp(($r->{status} == 200 && $r->{complete} && $t < 3) ? 1 : 0, 1,
+             sprintf('paced, then a call without a policy: full speed (%.1f s)', $t));
 }
 
 # A producer that fails after the first byte, on any MPM: the body ends
