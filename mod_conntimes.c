@@ -303,6 +303,7 @@ struct conntimes_req_t {
     apr_time_t hend;
     apr_time_t released;                /* the MPM let its worker go */
     apr_time_t logged;                  /* end of the phases, when final */
+    apr_time_t switched;                /* handed to another protocol (h2c) */
     const char *handler;
     int source;                         /* conntimes_arrival_e */
     int by_type;                        /* no handler set after fixups */
@@ -1084,7 +1085,10 @@ static void conntimes_finalize(request_rec *r, conntimes_req_t *rs)
         return;
     }
     rs->logged = apr_time_now();
-    conntimes_compute(r, rs, rs->logged, 1, &rs->ph);
+    /* A request upgraded to another protocol ends at the switch: what
+     * follows is the new protocol's (see conntimes_protocol_switch()). */
+    conntimes_compute(r, rs, rs->switched ? rs->switched : rs->logged, 1,
+                      &rs->ph);
     rs->done = 1;
     conntimes_req_cleanup(rs);
 }
@@ -2973,6 +2977,35 @@ static int conntimes_handler_start(request_rec *r)
     return DECLINED;
 }
 
+/* protocol_switch at REALLY_FIRST, declining: the core's upgrade handler
+ * answered the request 101 and hands the connection to another protocol,
+ * which serves the request itself from now on (mod_http2 runs the whole
+ * h2c connection inside this call and serves the request as stream 1,
+ * timed and recorded on its secondary connection).  The HTTP/1.1 request
+ * ends here: its run and deliver are 0 (the 101 was sent before the
+ * switch; our handler hook comes after the core's upgrade handler), and it
+ * is logged but not recorded, or the upgrade would count twice, once with
+ * the whole HTTP/2 connection as this request's filter time.  The switch
+ * of a new connection by ALPN has no request. */
+static int conntimes_protocol_switch(conn_rec *c, request_rec *r,
+                                     server_rec *s, const char *protocol)
+{
+    conntimes_req_t *rs;
+
+    (void)c;
+    (void)s;
+    (void)protocol;
+    if (r && !r->main && (rs = conntimes_req_of(r)) != NULL
+        && !rs->switched) {
+        rs->switched = apr_time_now();
+        if (!rs->hend) {
+            /* Its EOR passes only once the new protocol is done. */
+            rs->hend = rs->switched;
+        }
+    }
+    return DECLINED;
+}
+
 /* The event MPM calls suspend_connection whenever a worker lets go of a
  * connection (write completion, keep-alive, WAITIO, SUSPENDED) and
  * resume_connection when one takes it back.  A response still being written
@@ -3032,7 +3065,8 @@ static int conntimes_log_transaction(request_rec *r)
         last = last->next;
     }
     dc = ap_get_module_config(last->per_dir_config, &conntimes_module);
-    if (dc->record != 0) {
+    /* An upgraded request is recorded by the new protocol (h2c: stream 1). */
+    if (dc->record != 0 && !rs->switched) {
         conntimes_record(r, rs);
     }
     return DECLINED;
@@ -3459,6 +3493,10 @@ static void conntimes_register_hooks(apr_pool_t *p)
     ap_hook_handler(conntimes_handler_start, NULL, NULL,
                     APR_HOOK_REALLY_FIRST);
     ap_hook_handler(conntimes_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* First, declining: an HTTP/1.1 request upgraded to another protocol
+     * (h2c) ends at the switch. */
+    ap_hook_protocol_switch(conntimes_protocol_switch, NULL, NULL,
+                            APR_HOOK_REALLY_FIRST);
     /* Event MPM only: a worker lets go of / takes back a connection. */
     ap_hook_suspend_connection(conntimes_suspend_connection, NULL, NULL,
                                APR_HOOK_MIDDLE);
