@@ -341,6 +341,8 @@ static conntimes_shm_t *conntimes_shm;
 static conntimes_srv_conf_t *conntimes_global;
 static ap_filter_rec_t *conntimes_in_handle;
 static ap_filter_rec_t *conntimes_out_handle;
+/* mod_remoteip's PROXY protocol filter, when that module is loaded. */
+static ap_filter_rec_t *conntimes_proxy_handle;
 
 static APR_OPTIONAL_FN_TYPE(bgdeliver_request_info) *conntimes_bgd_info;
 static APR_OPTIONAL_FN_TYPE(bgdeliver_get_totals) *conntimes_bgd_totals;
@@ -1286,16 +1288,39 @@ static int conntimes_stamp_ok(apr_time_t stamp, apr_time_t now)
     return stamp <= now && now - stamp <= apr_time_from_sec(86400);
 }
 
+/* Whether the first bytes of the connection are set-up that a filter
+ * below ours consumes before the first request's: a TLS handshake, or a
+ * PROXY protocol header (mod_remoteip puts its filter only on the
+ * connections that must send one; it stays there, passing through, once
+ * the header is read).  Set-up is accept time: the first read made for the
+ * first request is then not the first piece of its request line. */
+static int conntimes_setup_below(const conntimes_conn_t *cc, ap_filter_t *f)
+{
+    if (ap_ssl_conn_is_ssl(cc->c)) {
+        return 1;
+    }
+    if (conntimes_proxy_handle) {
+        for (f = f->next; f; f = f->next) {
+            if (f->frec == conntimes_proxy_handle) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* The instant a request became ready: `now`, when the core's line read
  * returned, unless the request line came in pieces (its first bytes and
  * the read that completed it have stamps a millisecond apart or more).
  * Such a line was being read since its first piece reached the worker:
  * the line read returned only once the rest arrived, and the wait for it
- * is read time, not accept time.  Not for the first request of a TLS
- * connection, whose first read is the ClientHello: its handshake is
- * accept time. */
+ * is read time, not accept time.  Not for the first request of a
+ * connection with set-up (see conntimes_setup_below()): its first read is
+ * the ClientHello or the PROXY header, and the wait from there to the
+ * request's bytes is accept time. */
 #define CONNTIMES_SPLIT apr_time_from_msec(1)
-static apr_time_t conntimes_ready_of_split(const conntimes_conn_t *cc,
+static apr_time_t conntimes_ready_of_split(ap_filter_t *f,
+                                           const conntimes_conn_t *cc,
                                            const conntimes_req_t *rs,
                                            apr_time_t first_stamp,
                                            apr_time_t now)
@@ -1303,7 +1328,7 @@ static apr_time_t conntimes_ready_of_split(const conntimes_conn_t *cc,
     apr_time_t first;
 
     if (!first_stamp || cc->last_stamp - first_stamp < CONNTIMES_SPLIT
-        || (cc->requests == 1 && ap_ssl_conn_is_ssl(cc->c))) {
+        || (cc->requests == 1 && conntimes_setup_below(cc, f))) {
         return now;
     }
     first = first_stamp > rs->pickup ? first_stamp : rs->pickup;
@@ -1374,7 +1399,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
         rs->source = cc->next_source;
         /* The bytes are here: the reading taken for the arrival just above
          * is this instant as well. */
-        rs->ready = conntimes_ready_of_split(cc, rs, first_stamp,
+        rs->ready = conntimes_ready_of_split(f, cc, rs, first_stamp,
                                              now ? now : apr_time_now());
         cc->next_arrival = 0;
         cc->reading = NULL;
@@ -3259,6 +3284,8 @@ static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     (void)ptemp;
     conntimes_apply_defaults(g);
     conntimes_global = g;
+    /* Registered anew with each configuration, as ours are. */
+    conntimes_proxy_handle = ap_get_input_filter_handle("REMOTEIP_INPUT");
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
