@@ -3798,6 +3798,13 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
         return DECLINED;
     }
     rv = bgd_admit(r, job, async ? 1 : 2);
+    if (rv == DECLINED && timed) {
+        /* Past a cap, the fallback is the worker: a paced response is
+         * paced there, as where the MPM cannot wait for us, not sent at
+         * full speed under its emulation's name. */
+        async = 0;
+        rv = OK;
+    }
     if (rv != OK) {
         return rv;
     }

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server);
 
 my $mpm = mpm_name();
-plan tests => 19, need need_module('mod_bgdeliver.c'),
+plan tests => 20, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -110,6 +110,19 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
         my $big = request(GET => '/api-caps/brigade?size=200000', vhost => 'bgd_caps');
         ok t_cmp("$res->{status} $big->{status}", '200 503',
                  'C API at the cap: a small body 200, a big one 503');
+    }
+    else {
+        skip 'mod_bgd_test';
+    }
+    # A paced response past the cap (BgDeliverOverflow fallback) is paced
+    # in the worker: 20,000 bytes at 20,000 bytes/s take a second, not a
+    # millisecond at full speed.
+    if (have_module('bgd_test')) {
+        my $t0 = time;
+        $res = request(GET => '/paced/h/gen?size=20000&pace=20000,0', vhost => 'bgd_caps');
+        my $t = time - $t0;
+        ok t_cmp(($res->{status} == 200 && $res->{complete} && $t > 0.8 && $t < 3) ? 1 : 0, 1,
+                 sprintf('paced at the cap: still paced, in the worker (%.2f s)', $t));
     }
     else {
         skip 'mod_bgd_test';
