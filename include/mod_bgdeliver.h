@@ -262,6 +262,10 @@ static APR_INLINE int bgdeliver_parse_size(const char *s, apr_off_t *size)
     apr_int64_t n;
     apr_off_t mult = 1;
 
+    /* Digits first: apr_strtoi64() would also take a sign or spaces. */
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
     errno = 0;
     n = apr_strtoi64(s, &end, 10);
     if (end == s || errno || n < 0) {

@@ -15,6 +15,9 @@ my @bad = (
     [ 'BgDeliver maybe',                  qr/BgDeliver must be On or Off/ ],
     [ 'BgDeliverMinSize 12x',             qr/BgDeliverMinSize: '12x' is not a valid size.*k, M or G/ ],
     [ 'BgDeliverMinSize -5',              qr/BgDeliverMinSize: '-5' is not a valid size/ ],
+    # apr_strtoi64() alone takes a sign and leading spaces.
+    [ 'BgDeliverMinSize +64k',            qr/BgDeliverMinSize: '\+64k' is not a valid size/ ],
+    [ 'BgDeliverMinSize " 64k"',          qr/BgDeliverMinSize: ' 64k' is not a valid size/ ],
     [ 'BgDeliverMemoryLimit lots',        qr/BgDeliverMemoryLimit: 'lots' is not a valid size/ ],
     [ 'BgDeliverSpoolLimit 1k',           qr/BgDeliverSpoolLimit: '1k' is not a valid size; expected .* at least 32768/ ],
     [ 'BgDeliverMinRate fast',            qr/BgDeliverMinRate: 'fast' is not a valid size/ ],
