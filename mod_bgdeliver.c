@@ -5070,8 +5070,9 @@ static const char *bgd_cmd_overflow(cmd_parms *cmd, void *dconf,
     if (!strcasecmp(mode, "fallback")) {
         conf->overflow = BGD_OVERFLOW_FALLBACK;
         if (retry) {
-            return "BgDeliverOverflow: a Retry-After value only goes with "
-                   "'reject'";
+            return apr_psprintf(cmd->pool, "BgDeliverOverflow: '%s' is not "
+                                "valid after 'fallback'; a Retry-After "
+                                "value only goes with 'reject'", retry);
         }
         return NULL;
     }

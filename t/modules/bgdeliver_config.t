@@ -31,7 +31,7 @@ my @bad = (
     [ 'BgDeliverMaxTime 0.0000001',       qr/BgDeliverMaxTime: '0.0000001' is not a valid time/ ],
     [ 'BgDeliverMaxTime 5min',            qr/BgDeliverMaxTime: '5min' is not a valid time/ ],
     [ 'BgDeliverOverflow drop',           qr/BgDeliverOverflow: 'drop' is not valid; expected 'fallback' .* or 'reject \[retry-after-seconds\]'/ ],
-    [ 'BgDeliverOverflow fallback 5',     qr/BgDeliverOverflow: a Retry-After value only goes with 'reject'/ ],
+    [ 'BgDeliverOverflow fallback 5',     qr/BgDeliverOverflow: '5' is not valid after 'fallback'; a Retry-After value only goes with 'reject'/ ],
     [ 'BgDeliverOverflow reject soon',    qr/BgDeliverOverflow: 'soon' is not valid; expected a whole number from 0 to 86400/ ],
     [ 'BgDeliverSpoolDir /nonexistent/x', qr/BgDeliverSpoolDir: '\/nonexistent\/x' is not an existing directory/ ],
     [ 'BgDeliverMaxPerClient many',       qr/BgDeliverMaxPerClient: 'many' is not valid; expected a whole number from 0 to 1000000/ ],
