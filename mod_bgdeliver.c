@@ -4538,6 +4538,16 @@ static int bgd_status_hook(request_rec *r, int flags)
 
 /* --------------------------------------------------------------- hooks */
 
+/* The status pages that say why the server is full: never captured, so
+ * that a cap (BgDeliverOverflow reject) cannot refuse them under a
+ * <Location /> with BgDeliver On. */
+static int bgd_status_page(const request_rec *r)
+{
+    return r->handler && (!strcmp(r->handler, "server-status")
+                          || !strcmp(r->handler, "bgdeliver-status")
+                          || !strcmp(r->handler, "conntimes-status"));
+}
+
 /* The handler wrapper: REALLY_FIRST so that it runs before the handler
  * that produces the content, which it then runs itself. */
 static int bgd_handler(request_rec *r)
@@ -4553,6 +4563,9 @@ static int bgd_handler(request_rec *r)
         return DECLINED;        /* sub-requests are part of the main one */
     }
     if (!(job && job->requested) && bgd_dir_conf(r)->enabled != 1) {
+        return DECLINED;
+    }
+    if (bgd_status_page(r)) {
         return DECLINED;
     }
     job = bgd_job_get(r);

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server);
 
 my $mpm = mpm_name();
-plan tests => 20, need need_module('mod_bgdeliver.c'),
+plan tests => 21, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -114,6 +114,10 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     else {
         skip 'mod_bgd_test';
     }
+    # The status page, under BgDeliver On with 503 past the caps, still
+    # answers: it is what tells the operator why.
+    $res = request(GET => '/bgdeliver-status?auto', vhost => 'bgd_caps');
+    ok t_cmp($res->{status}, 200, 'status page at the cap: 200');
     # A paced response past the cap (BgDeliverOverflow fallback) is paced
     # in the worker: 20,000 bytes at 20,000 bytes/s take a second, not a
     # millisecond at full speed.
