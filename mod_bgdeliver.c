@@ -322,6 +322,7 @@ typedef struct bgd_job_t {
     unsigned int drain:1;               /* ignore pacing (child stopping) */
     unsigned int counted_paced:1;       /* in bgd_paced_jobs */
     unsigned int tls:1;                 /* writes go through mod_ssl */
+    unsigned int unarmed:1;             /* a timed wait failed (BGD018) */
     const char *outcome;
     const char *kill_reason;            /* set by the watchdog */
 } bgd_job_t;
@@ -3478,10 +3479,23 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
             return;
         }
         /* Out of descriptors, most likely: better unpaced than stuck. */
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, job->r,
-                      "BGD018: cannot arm a timed wait; delivering the rest "
-                      "of this response unpaced");
+        if (!job->unarmed) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, job->r,
+                          "BGD018: cannot arm a timed wait; delivering the "
+                          "rest of this response unpaced");
+            job->unarmed = 1;
+        }
         job->drain = 1;
+        if (job->producer && !job->eos && job->next_tick > now) {
+            /* A producer with nothing ready has no unpaced way out: the
+             * socket is writable, so the MPM would hand the connection
+             * straight back and the producer be asked again at once,
+             * spinning a worker until Timeout.  This worker waits for
+             * its next turn instead (at most BGD_PRODUCER_RETRY_MAX), as
+             * under prefork. */
+            apr_sleep(job->next_tick - now < BGD_PRODUCER_RETRY_MAX
+                      ? job->next_tick - now : BGD_PRODUCER_RETRY_MAX);
+        }
     }
     c->cs->sense = CONN_SENSE_WANT_WRITE;
     deadline = bgd_deadline(job, &reason);

@@ -20,6 +20,10 @@
  * so that they cannot take the one failure.  The event MPM then drops the
  * connection (AH10503) without the pre_close_connection hook:
  * bgdeliver_server.t checks that the delivery is still logged.
+ *
+ * While the file named by BGD_TIMERFD_FAULT exists, timerfd_create()
+ * fails with EMFILE, as when the process is out of descriptors: the timed
+ * waits of mod_bgdeliver cannot be armed (BGD018).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -30,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 typedef int (*epoll_ctl_fn)(int, int, int, struct epoll_event *);
@@ -62,4 +67,21 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         return -1;
     }
     return real(epfd, op, fd, ev);
+}
+
+typedef int (*timerfd_create_fn)(int, int);
+
+int timerfd_create(int clockid, int flags)
+{
+    static timerfd_create_fn real;
+    const char *trigger = getenv("BGD_TIMERFD_FAULT");
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "timerfd_create");
+    }
+    if (trigger && access(trigger, F_OK) == 0) {
+        errno = EMFILE;
+        return -1;
+    }
+    return real(clockid, flags);
 }

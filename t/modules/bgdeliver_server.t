@@ -5,7 +5,8 @@
 # Server-wide behaviour, on private servers started by the test: the
 # server-wide cap, spool files (unlinked, released; one that cannot be
 # created), a stop with deliveries in flight, Timeout as the idle limit,
-# and the slots of a child that was killed.
+# the slots of a child that was killed, and faults injected into the
+# system calls the MPM and the timed waits need.
 use strict;
 use warnings FATAL => 'all';
 
@@ -17,7 +18,7 @@ use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids
                  self_signed_cert);
 
-plan tests => 42, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 44, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -454,4 +455,38 @@ CONF
              'counted as dropped, no slot left');
     close $s;
     $srv->{stop}->();
+}
+
+# 9. Out of descriptors for timers (a preloaded shim makes timerfd_create()
+# fail): a producer with nothing ready for a second is asked again on its
+# schedule, by a worker that waits, not at once in a loop until Timeout.
+{
+    my $vars = Apache::Test::vars();
+    my $shim = "$vars->{top_dir}/build/t/epoll_fault.so";
+    my $fault = "$vars->{t_logs}/tfault.$$";
+    mkdir $fault;
+    chmod 0777, $fault;
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], env => {
+<Location /api/producer>
+    SetHandler bgd-test-producer
+</Location>
+CONF
+        BGD_TIMERFD_FAULT => "$fault/now",
+        LD_PRELOAD => join(' ', grep { $_ } $ENV{LD_PRELOAD}, $shim) });
+    open my $t, '>', "$fault/now" or die "$fault/now: $!";
+    close $t;
+    my $r = request(GET => '/api/producer?size=1000&idle=1000', port => $srv->{port},
+                    timeout => 10);
+    my ($calls) = (wait_until(5, sub {
+        error_log_of($srv) =~ /bgd-test: producer \?size=1000&idle=1000 called (\d+) times/ ? $1 : undef;
+    }) // -1);
+    my $log = error_log_of($srv);
+    my $bgd018 = () = $log =~ /BGD018: cannot arm a timed wait/g;
+    ok t_cmp(join(' ', $r->{status}, length($r->{body} // ''), $bgd018), '200 1000 1',
+             'timers unavailable: the producer\'s response, BGD018 once');
+    ok t_cmp($calls > 0 && $calls < 50 ? 1 : 0, 1,
+             "timers unavailable: the producer asked on its schedule ($calls times in 1 s)");
+    unlink "$fault/now";
+    $srv->{stop}->();
+    rmdir $fault;
 }
