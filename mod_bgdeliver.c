@@ -3856,24 +3856,31 @@ static int bgd_run_producer_here(request_rec *r,
     apr_interval_time_t retry = 0;
     apr_time_t idle_start = 0;
     apr_status_t st;
-    int last;
+    const char *why = NULL;
+    int last, failed = 0;
 
     do {
         st = producer(r, baton, tmp, BGD_SLICE_BYTES);
         last = !APR_BRIGADE_EMPTY(tmp)
                && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(tmp));
-        if (st == APR_SUCCESS && bgd_brigade_has_nothing(tmp)) {
+        if (st != APR_SUCCESS) {
+            why = "the producer failed";
+            failed = 1;
+        }
+        else if (bgd_brigade_has_nothing(tmp)) {
             apr_interval_time_t wait = bgd_producer_backoff(
                 r, apr_time_now(), &idle_start, &retry);
             if (wait) {
                 apr_sleep(wait);
             }
             else {
-                st = APR_TIMEUP;
+                st = APR_TIMEUP;        /* logged: BGD033 */
+                why = "the producer had nothing for Timeout";
             }
         }
-        else if (st == APR_SUCCESS) {
+        else {
             st = ap_pass_brigade(r->output_filters, tmp);
+            why = "writing to the client failed";
             retry = 0;
             idle_start = 0;
         }
@@ -3884,9 +3891,16 @@ static int bgd_run_producer_here(request_rec *r,
          * (no last chunk, the connection closed), never a complete one. */
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r,
                       "BGD020: delivery ends after %" APR_OFF_T_FMT
-                      " body bytes: the producer failed", r->bytes_sent);
+                      " body bytes: %s", r->bytes_sent, why);
         r->connection->keepalive = AP_CONN_CLOSE;
         r->connection->aborted = 1;
+    }
+    else if (failed) {
+        /* The same line as when the engine runs it (bgd_pump()): the
+         * caller's ap_die() answers 500. */
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, st, r,
+                      "BGD032: the producer failed before the first byte of "
+                      "the response; answering 500");
     }
     return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
 }

@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 35, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 36, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -114,9 +114,22 @@ ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
     $r = request(GET => '/api/producer?size=100000&fail=1', timeout => 10);
     ok t_cmp(join(' ', $r->{status},
                   $r->{body} =~ /Internal Server Error/ ? 'page' : 'no page',
-                  !$bg || error_log_since($m) =~ /BGD032: the producer failed before the first byte/
+                  error_log_since($m) =~ /BGD032: the producer failed before the first byte/
                       ? 'logged' : 'not logged'),
              '500 page logged', 'producer failing at once: a 500 page');
+    # Run in the worker (a RATE_LIMIT filter keeps it out of the engine):
+    # the same answer and the same line.
+    if (have_module('ratelimit')) {
+        $m = log_mark();
+        $r = request(GET => '/ratelimit/h/producer?size=1000&fail=1&ratelimit=2000', timeout => 10);
+        ok t_cmp(join(' ', $r->{status},
+                      error_log_since($m) =~ /BGD032: the producer failed before the first byte/
+                          ? 'logged' : 'not logged'),
+                 '500 logged', 'producer failing at once, in the worker: 500, logged');
+    }
+    else {
+        skip 'mod_ratelimit';
+    }
 }
 
 # A producer's idle time is not the client's: with a 1 s grace of
