@@ -2571,10 +2571,13 @@ static int bgd_brigade_has_nothing(apr_bucket_brigade *bb)
     return 1;
 }
 
-static bgd_pump_e bgd_pump_fail(bgd_job_t *job, apr_status_t rv,
+/* A delivery ends short: at debug level when the client went away (the
+ * common case) or another line already said why, as an error when the
+ * server is at fault. */
+static bgd_pump_e bgd_pump_fail(bgd_job_t *job, int level, apr_status_t rv,
                                 const char *what)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, job->r,
+    ap_log_rerror(APLOG_MARK, level, rv, job->r,
                   "BGD020: delivery ends after %" APR_OFF_T_FMT " of %"
                   APR_OFF_T_FMT " bytes: %s", job->sent,
                   job->eos ? job->captured : (apr_off_t)-1, what);
@@ -2657,7 +2660,7 @@ static bgd_pump_e bgd_file_changed(bgd_job_t *job)
                   " bytes; aborting the connection",
                   job->r->filename ? job->r->filename : "a file", job->sent);
     job->outcome = "file-changed";
-    return bgd_pump_fail(job, APR_SUCCESS, "file changed");
+    return bgd_pump_fail(job, APLOG_DEBUG, APR_SUCCESS, "file changed");
 }
 
 /* Move the next slice to the connection filters.  Returns what the
@@ -2680,7 +2683,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         int read_pass, flushed = 0;
 
         if (c->aborted) {
-            return bgd_pump_fail(job, APR_SUCCESS, "connection aborted");
+            return bgd_pump_fail(job, APLOG_DEBUG, APR_SUCCESS,
+                                 "connection aborted");
         }
         if (c->data_in_output_filters) {
             if (job->files->nelts
@@ -2689,7 +2693,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             }
             rv = bgd_kick_core(c);
             if (rv != APR_SUCCESS || c->aborted) {
-                return bgd_pump_fail(job, rv, "writing to the client failed");
+                return bgd_pump_fail(job, APLOG_DEBUG, rv,
+                                     "writing to the client failed");
             }
             if (c->data_in_output_filters) {
                 return BGD_PUMP_WAIT_SOCKET;
@@ -2704,7 +2709,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
 
         if (APR_BRIGADE_EMPTY(job->queue) && !job->eos) {
             if (!job->producer) {
-                return bgd_pump_fail(job, APR_SUCCESS,
+                return bgd_pump_fail(job, APLOG_ERR, APR_SUCCESS,
                                      "response ended without EOS");
             }
             else {
@@ -2734,7 +2739,11 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
                     continue;
                 }
                 if (rv != APR_SUCCESS) {
-                    return bgd_pump_fail(job, rv, "the producer failed");
+                    /* (Or its output's forwarding found the client
+                     * gone.) */
+                    return bgd_pump_fail(job, c->aborted ? APLOG_DEBUG
+                                                         : APLOG_ERR,
+                                         rv, "the producer failed");
                 }
                 if (nothing) {
                     if (bgd_producer_idle(job)) {
@@ -2744,7 +2753,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
                         bgd_producer_error_page(job, APR_TIMEUP);
                         continue;
                     }
-                    return bgd_pump_fail(job, APR_TIMEUP,
+                    return bgd_pump_fail(job, APLOG_DEBUG, APR_TIMEUP,
                                          "the producer timed out");
                 }
                 if (job->producer_idle_start) {
@@ -2785,7 +2794,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return bgd_file_changed(job);
         }
         if (rv != APR_SUCCESS) {
-            return bgd_pump_fail(job, rv, "reading the response failed");
+            return bgd_pump_fail(job, APLOG_ERR, rv,
+                                 "reading the response failed");
         }
         if (direct) {
             apr_size_t sent;
@@ -2804,7 +2814,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             }
             if (rv != APR_SUCCESS) {
                 c->aborted = 1;
-                return bgd_pump_fail(job, rv, "writing to the client failed");
+                return bgd_pump_fail(job, APLOG_DEBUG, rv,
+                                     "writing to the client failed");
             }
             continue;
         }
@@ -2814,7 +2825,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         rv = ap_pass_brigade(job->capture->next, job->slice);
         apr_brigade_cleanup(job->slice);
         if (rv != APR_SUCCESS || c->aborted) {
-            return bgd_pump_fail(job, rv, "writing to the client failed");
+            return bgd_pump_fail(job, APLOG_DEBUG, rv,
+                                 "writing to the client failed");
         }
         /* A pass is sized to the room the socket has: the client took
          * what was there before. */
