@@ -3901,7 +3901,7 @@ static int bgd_run_producer_here(request_rec *r,
     if (st != APR_SUCCESS && r->sent_bodyct) {
         /* The headers are out: the client must see the body end short
          * (no last chunk, the connection closed), never a complete one. */
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, st, r,
+        ap_log_rerror(APLOG_MARK, failed ? APLOG_ERR : APLOG_DEBUG, st, r,
                       "BGD020: delivery ends after %" APR_OFF_T_FMT
                       " body bytes: %s", r->bytes_sent, why);
         r->connection->keepalive = AP_CONN_CLOSE;
