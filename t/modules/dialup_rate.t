@@ -7,10 +7,11 @@
 # by environment variables (cookie, header, query string), .htaccess, and
 # the deliveries as the engine's status page shows them.
 #
-# Every transfer runs at the same time (one forked client each), so the
-# whole file takes as long as the slowest one (about 7.5 s).  Transfers
-# that check the +-1% claim of the issue last at least 5 s; the others are
-# short and get +-2% (a few ms of timer and scheduling noise over ~1 s).
+# Every transfer runs at the same time (one forked client each, started
+# one after another), so the whole file takes about as long as the slowest
+# one (about 7.5 s).  Transfers that check the +-1% claim of the issue
+# last at least 5 s; the others are short and get +-2% (a few ms of timer
+# and scheduling noise over ~1 s).
 #
 # The engine paces wire bytes: byte k leaves at latency + k / rate.  So the
 # first byte of W wire bytes (status line + headers + body) arrives at the

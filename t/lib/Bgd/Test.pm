@@ -145,7 +145,10 @@ sub read_response {
     my $timeout = $o{timeout} || 60;
     my $chunk = $o{chunk} || 16384;
     my $buf = delete(${*$s}{bgd_carry}) // '';
-    my $t0 = time;
+    # t_start: when the request was sent, if the caller noted it (a
+    # process descheduled between its send and this line would otherwise
+    # see the response come early), or now.
+    my $t0 = $o{t_sent} // time;
     my ($t_first, $t_last, $eof);
     my $sel = IO::Select->new($s);
     my $total_read = 0;
@@ -653,16 +656,27 @@ sub parallel_requests {
     my $dir = Apache::Test::vars('t_logs');
     my @kids;
     for my $spec (@specs) {
+        # Each client starts once the one before has sent its request, and
+        # a little after: dozens of forked clients starting in the same
+        # instant on two CPUs (copying the pages they touch) delay each
+        # other's reads by tens of ms, which timing checks would take for
+        # the server's.
+        pipe(my $sent_r, my $sent_w) or die "pipe: $!";
         my $pid = fork;
         die "fork: $!" unless defined $pid;
         if (!$pid) {
+            close $sent_r;
             my %o = %$spec;
             my $out = eval {
                 my $method = $o{method} || 'GET';
                 my $s = http_connect(%o);
+                my $t_sent = time;
                 http_send($s, $method, $o{path}, %{ $o{headers} || {} });
+                syswrite $sent_w, '1';
+                close $sent_w;
                 my @arrivals;
                 my $r = read_response($s, %o, head => $method eq 'HEAD',
+                                      t_sent => $t_sent,
                                       max_body => $o{abort_after},
                                       ($o{gaps} ? (chunk => 64, on_progress =>
                                           sub { push @arrivals, time })
@@ -676,8 +690,10 @@ sub parallel_requests {
                 $res{max_gap} = $max_gap;
                 if ($o{second} && !$o{abort_after}) {
                     my ($m2, $p2, $h2) = @{ $o{second} };
+                    $t_sent = time;
                     http_send($s, $m2, $p2, %{ $h2 || {} });
-                    my $r2 = read_response($s, %o, head => $m2 eq 'HEAD');
+                    my $r2 = read_response($s, %o, head => $m2 eq 'HEAD',
+                                           t_sent => $t_sent);
                     $res{second} = { _summary($r2, $o{keep_body}) };
                 }
                 close $s;
@@ -687,6 +703,10 @@ sub parallel_requests {
             POSIX::_exit(0);
         }
         push @kids, $pid;
+        close $sent_w;
+        IO::Select->new($sent_r)->can_read(2);
+        close $sent_r;
+        sleep 0.01;
     }
     $during->() if $during;
     my @res;
