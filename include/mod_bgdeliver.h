@@ -93,9 +93,9 @@ typedef struct bgdeliver_info_t {
     /** Wire bytes of the whole response; -1 while still produced. */
     apr_off_t bytes_total;
     /** "complete", "aborted", "backend-error" (the handler's backend
-     *  broke off the body, as mod_proxy marks it), "file-changed", one of the slow-read rules ("min-rate",
-     *  "idle-timeout", "timeout" for Timeout, "max-time"), or NULL while
-     *  in flight. */
+     *  broke off the body, as mod_proxy marks it), "file-changed", one of
+     *  the slow-read rules ("min-rate", "idle-timeout", "timeout" for
+     *  Timeout, "max-time"), or NULL while in flight. */
     const char *outcome;
 } bgdeliver_info_t;
 
