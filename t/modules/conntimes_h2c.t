@@ -54,25 +54,6 @@ sub status_json {
     return eval { JSON::PP->new->decode($body) } || {};
 }
 
-sub lines {
-    my ($tag, $n) = @_;
-    my @l;
-    for (1 .. 100) {
-        open my $log, '<', "$dir/access_log" or die $!;
-        @l = map { my %h = /(\w+)=(\S+)/g; \%h } grep { /tag=\Q$tag\E / } <$log>;
-        last if @l >= $n;
-        sleep 0.05;
-    }
-    return @l;
-}
-
-sub adds_up {
-    my $h = shift;
-    my $s = 0;
-    $s += $h->{$_} for qw(queue accept read filter run deliver);
-    return $s == $h->{total} && $h->{worker} + $h->{offworker} + $h->{queue} == $h->{total};
-}
-
 my $before = status_json()->{requests};
 ok defined $before;
 
@@ -83,7 +64,7 @@ ok t_cmp($out, "slept 300 ms\n 2", 'answered over HTTP/2 after the upgrade');
 
 # Two lines: the 101 of the HTTP/1.1 request (logged when the HTTP/2
 # connection ends) and the stream's.
-my @h = lines($tag, 2);
+my @h = ct_wait_lines($tag, 2, 5, "$dir/access_log");
 for my $h (@h) {
     t_debug(join ' ', map { "$_=$h->{$_}" } sort keys %$h);
 }
@@ -94,7 +75,7 @@ ok $up && $st;
 $up ||= {}; $st ||= {};
 ok t_cmp($st->{proto}, 'HTTP/2.0');
 ok $st->{run} && $st->{run} >= 295_000;
-ok !grep { !adds_up($_) } grep { %$_ } $up, $st;
+ok !grep { !ct_check_sums($_) } grep { %$_ } $up, $st;
 # The 101's line ends at the switch: the stream is not in its phases.
 ok defined $up->{filter} && $up->{filter} < 200_000;
 ok defined $up->{total} && $up->{total} < 200_000;

@@ -38,28 +38,6 @@ my $srv = private_server($conf, mpm => $mpm, modules => ['conntimes'],
 my ($dir, $port) = ($srv->{dir}, $srv->{port});
 ok t_cmp(kill(0, $srv->{pid}) ? 1 : 0, 1, "private $mpm server with PROXY protocol on $port");
 
-sub lines {
-    my ($tag, $n) = @_;
-    my @l;
-    for (1 .. 100) {
-        open my $log, '<', "$dir/access_log" or die $!;
-        @l = map { my %h = /(\w+)=(\S+)/g; \%h } grep { /tag=\Q$tag\E / } <$log>;
-        last if @l >= $n;
-        sleep 0.05;
-    }
-    for my $h (@l) {
-        t_debug(join ' ', map { "$_=$h->{$_}" } sort keys %$h);
-    }
-    return @l;
-}
-
-sub adds_up {
-    my $h = shift;
-    my $s = 0;
-    $s += $h->{$_} for qw(queue accept read filter run deliver);
-    return $s == $h->{total} && $h->{worker} + $h->{offworker} + $h->{queue} == $h->{total};
-}
-
 # Send the parts over one connection (a reference is a pause in seconds),
 # then read to the end; returns the number of responses.
 sub raw {
@@ -89,10 +67,10 @@ sub get {
 {
     my $tag = ct_tag();
     ok t_cmp(raw($proxy, \0.3, get($tag, 1)), '200');
-    my ($h) = lines($tag, 1);
+    my ($h) = ct_wait_lines($tag, 1, 5, "$dir/access_log");
     $h ||= {};
     ok t_cmp($h->{client}, '192.0.2.7', 'the PROXY header was used');
-    ok adds_up($h);
+    ok ct_check_sums($h);
     ok $h->{read} < 100_000;
     ok $h->{accept} >= 290_000 && $h->{accept} < 600_000;
     ok $h->{queue} < 100_000 && $h->{filter} < 100_000 && $h->{run} < 100_000;
@@ -104,10 +82,10 @@ sub get {
 {
     my $tag = ct_tag();
     ok t_cmp(raw($proxy . get($tag, 1)), '200');
-    my ($h) = lines($tag, 1);
+    my ($h) = ct_wait_lines($tag, 1, 5, "$dir/access_log");
     $h ||= {};
     ok t_cmp($h->{client}, '192.0.2.7');
-    ok adds_up($h);
+    ok ct_check_sums($h);
     ok $h->{read} < 100_000 && $h->{accept} < 100_000;
 }
 
@@ -119,10 +97,10 @@ sub get {
     my $second = get($tag, 1);
     ok t_cmp(raw($proxy . get($tag, 0), \0.2, substr($second, 0, 10), \0.3,
                  substr($second, 10)), '200 200');
-    my @h = lines($tag, 2);
+    my @h = ct_wait_lines($tag, 2, 5, "$dir/access_log");
     ok t_cmp(scalar(@h), 2);
     my ($first, $kept) = (@h, {}, {});
-    ok adds_up($first) && adds_up($kept);
+    ok ct_check_sums($first) && ct_check_sums($kept);
     ok $first->{read} < 100_000 && $first->{accept} < 100_000;
     ok $kept->{read} >= 290_000 && $kept->{read} < 600_000;
     ok $kept->{accept} < 100_000;

@@ -54,33 +54,15 @@ my $srv = private_server($conf, mpm => $mpm, modules => ['conntimes'],
 my ($dir, $port) = ($srv->{dir}, $srv->{port});
 ok t_cmp(kill(0, $srv->{pid}) ? 1 : 0, 1, "private $mpm server with TLS and h2 on $port");
 
-sub lines {
-    my ($tag, $n) = @_;
-    my @l;
-    for (1 .. 100) {
-        open my $log, '<', "$dir/access_log" or die $!;
-        @l = map { my %h = /(\w+)=(\S+)/g; \%h } grep { /tag=\Q$tag\E / } <$log>;
-        last if @l >= $n;
-        sleep 0.05;
-    }
-    return @l;
-}
-sub adds_up {
-    my $h = shift;
-    my $s = 0;
-    $s += $h->{$_} for qw(queue accept read filter run deliver);
-    return $s == $h->{total} && $h->{worker} + $h->{offworker} + $h->{queue} == $h->{total};
-}
-
 # HTTP/1.1 over TLS: two requests on one connection.
 my $tag = ct_tag();
 my $url = "https://127.0.0.1:$port/sleep?ms=50";
 my $out = `$curl -sk --http1.1 -H 'X-CT-Tag: $tag' $url $url`;
 ok t_cmp($out, "slept 50 ms\nslept 50 ms\n");
-my @h = lines($tag, 2);
+my @h = ct_wait_lines($tag, 2, 5, "$dir/access_log");
 ok t_cmp(scalar(@h), 2);
 t_debug(join ' ', map { "$_=$h[0]{$_}" } sort keys %{ $h[0] || {} });
-ok !grep { !adds_up($_) } @h;
+ok !grep { !ct_check_sums($_) } @h;
 ok t_cmp($h[0]{arrival}, 'kernel');
 # The first request's accept holds the handshake; the second has none.
 ok $h[0]{accept} > 300 && $h[0]{accept} > 5 * ($h[1]{accept} || 1);
@@ -95,11 +77,11 @@ if ($mpm eq 'prefork') {
 $tag = ct_tag();
 $out = `$curl -sk --http2 -H 'X-CT-Tag: $tag' $url $url $url`;
 ok t_cmp($out, "slept 50 ms\n" x 3);
-@h = lines($tag, 3);
+@h = ct_wait_lines($tag, 3, 5, "$dir/access_log");
 ok t_cmp(scalar(@h), 3);
 t_debug(join ' ', map { "$_=$h[0]{$_}" } sort keys %{ $h[0] || {} });
 ok !grep { $_->{proto} ne 'HTTP/2.0' } @h;
-ok !grep { !adds_up($_) } @h;
+ok !grep { !ct_check_sums($_) } @h;
 ok !grep { $_->{arrival} ne 'stream' } @h;
 ok !grep { $_->{accept} != 0 } @h;
 ok !grep { $_->{filter} < 100_000 || $_->{run} < 50_000 } @h;

@@ -43,23 +43,25 @@ sub ct_log_file { Apache::Test::vars('t_logs') . '/conntimes_log' }
 my $seq = 0;
 sub ct_tag { sprintf 'ct%d-%d-%d', $$, time, ++$seq }
 
-# Lines of the test log with the given tag, parsed into hashes; waits up to
-# $wait seconds for $want lines (the log is written after the response).
+# Lines of the test log (or of $file, a private server's) with the given
+# tag, parsed into hashes; waits up to $wait seconds for $want lines (the
+# log is written after the response).
 sub ct_wait_lines {
-    my ($tag, $want, $wait) = @_;
+    my ($tag, $want, $wait, $file) = @_;
     $wait ||= 10;
+    $file ||= ct_log_file();
     my $deadline = time + $wait;
     my @lines;
     while (1) {
         @lines = ();
-        if (open my $fh, '<', ct_log_file()) {
+        if (open my $fh, '<', $file) {
             while (my $l = <$fh>) {
-                next unless $l =~ / tag=\Q$tag\E /;
+                next unless $l =~ /(?:^| )tag=\Q$tag\E /;
                 chomp $l;
                 my %h = (line => $l);
-                ($h{start}) = $l =~ /^(\d+)/;
+                $h{start} = $1 if $l =~ /^(\d+)/;
                 $h{$1} = $2 while $l =~ /\b(\w+)=([^ "]+)/g;
-                ($h{handler}) = $l =~ / handler="(.*)"$/;
+                $h{handler} = $1 if $l =~ / handler="(.*)"$/;
                 push @lines, \%h;
             }
         }
