@@ -59,6 +59,25 @@ sub status_of {
     return request(GET => '/bgdeliver-status?auto', port => $srv->{port})->{body};
 }
 
+# A private server with the fault shim (t/c-src/epoll_fault.c) preloaded
+# and its fault $var armed: the file it names exists.  Returns the server
+# and the file's directory, for the caller to disarm (unlink "$dir/now")
+# and remove.
+sub faulty_server {
+    my ($var, $conf, %o) = @_;
+    my $vars = Apache::Test::vars();
+    my $shim = "$vars->{top_dir}/build/t/epoll_fault.so";
+    my $fault = "$vars->{t_logs}/fault.$var.$$";
+    mkdir $fault;
+    chmod 0777, $fault;
+    my $srv = private_server($conf, %o, env => {
+        $var => "$fault/now",
+        LD_PRELOAD => join(' ', grep { $_ } $ENV{LD_PRELOAD}, $shim) });
+    open my $t, '>', "$fault/now" or die "$fault/now: $!";
+    close $t;
+    return ($srv, $fault);
+}
+
 # A server whose generated responses spool beyond 16 KB, into @DIR@/spool.
 sub spool_server {
     return private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
@@ -376,22 +395,13 @@ CONF
 # still be logged (as aborted) and counted.  A preloaded shim makes that
 # one epoll_ctl() fail.
 {
-    my $vars = Apache::Test::vars();
-    my $shim = "$vars->{top_dir}/build/t/epoll_fault.so";
-    my $fault = "$vars->{t_logs}/fault.$$";
-    mkdir $fault;
-    chmod 0777, $fault;
-    my $srv = private_server(<<'CONF', env => {
+    my ($srv, $fault) = faulty_server('BGD_EPOLL_FAULT', <<'CONF');
 LogFormat "%U %>s %{bgdeliver}n %X" bgd
 CustomLog @DIR@/access_log bgd
 <Location /bgdeliver/>
     BgDeliver On
 </Location>
 CONF
-        BGD_EPOLL_FAULT => "$fault/now",
-        LD_PRELOAD => join(' ', grep { $_ } $ENV{LD_PRELOAD}, $shim) });
-    open my $t, '>', "$fault/now" or die "$fault/now: $!";
-    close $t;
     # The engine takes the connection at the hand-off, and the MPM is asked
     # to wait for it (a timed wait: readability): that add fails.
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
@@ -461,20 +471,12 @@ CONF
 # fail): a producer with nothing ready for a second is asked again on its
 # schedule, by a worker that waits, not at once in a loop until Timeout.
 {
-    my $vars = Apache::Test::vars();
-    my $shim = "$vars->{top_dir}/build/t/epoll_fault.so";
-    my $fault = "$vars->{t_logs}/tfault.$$";
-    mkdir $fault;
-    chmod 0777, $fault;
-    my $srv = private_server(<<'CONF', test_modules => ['bgd_test'], env => {
+    my ($srv, $fault) = faulty_server('BGD_TIMERFD_FAULT', <<'CONF',
 <Location /api/producer>
     SetHandler bgd-test-producer
 </Location>
 CONF
-        BGD_TIMERFD_FAULT => "$fault/now",
-        LD_PRELOAD => join(' ', grep { $_ } $ENV{LD_PRELOAD}, $shim) });
-    open my $t, '>', "$fault/now" or die "$fault/now: $!";
-    close $t;
+                                      test_modules => ['bgd_test']);
     my $r = request(GET => '/api/producer?size=1000&idle=1000', port => $srv->{port},
                     timeout => 10);
     my ($calls) = (wait_until(5, sub {
