@@ -2390,8 +2390,12 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
  */
 #define BGD_DIRECT_IOVS 16
 
-/* Connection filters that only watch the buckets going by. */
-static const char *const bgd_observer_filters[] = { "CONNTIMES_OUT", NULL };
+/* Connection filters that only watch the buckets going by: ours, and
+ * mod_reqtimeout's (on in Debian's default configuration), which waits
+ * for the EOR to clear its timeout; the EOR always goes down the chain. */
+static const char *const bgd_observer_filters[] = {
+    "CONNTIMES_OUT", "reqtimeout", NULL
+};
 
 static int bgd_engine_can_take(const bgd_job_t *job)
 {

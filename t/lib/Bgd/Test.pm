@@ -513,7 +513,8 @@ sub private_server {
               "Listen 127.0.0.1:$port\n",
               "LoadModule mpm_${mpm}_module $libexec/mod_mpm_$mpm.so\n",
               (map { "LoadModule ${_}_module $libexec/mod_$_.so\n" }
-                   qw(authz_core mime status), @{ $o{std_modules} || [] }),
+                   qw(authz_core mime status reqtimeout),
+                   @{ $o{std_modules} || [] }),
               (map { "LoadModule ${_}_module $top/build/mod_$_.so\n" }
                    @{ $o{modules} || ['bgdeliver'] }),
               (map { "LoadModule ${_}_module $top/build/t/mod_$_.so\n" }
