@@ -2396,6 +2396,7 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 static const char *const bgd_observer_filters[] = {
     "CONNTIMES_OUT", "reqtimeout", NULL
 };
+static apr_uint32_t bgd_unknown_filter_said;
 
 static int bgd_engine_can_take(const bgd_job_t *job)
 {
@@ -2424,6 +2425,16 @@ static int bgd_engine_can_take(const bgd_job_t *job)
             }
         }
         if (!*name) {
+            /* Once per child: the operator learns why the engine threads
+             * stay idle (and every pass costs a worker visit). */
+            if (!apr_atomic_cas32(&bgd_unknown_filter_said, 1, 0)) {
+                ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, job->r,
+                              "BGD036: the connection filter %s is below "
+                              "the engine and not known to leave the bytes "
+                              "alone: plain-HTTP deliveries through it are "
+                              "written by workers, pass by pass",
+                              f->frec->name);
+            }
             return 0;
         }
     }

@@ -5,8 +5,9 @@
 # Server-wide behaviour, on private servers started by the test: the
 # server-wide cap, spool files (unlinked, released; one that cannot be
 # created), a stop with deliveries in flight, Timeout as the idle limit,
-# the slots of a child that was killed, and faults injected into the
-# system calls the MPM and the timed waits need.
+# the slots of a child that was killed, faults injected into the system
+# calls the MPM and the timed waits need, and connection filters below the
+# engine.
 use strict;
 use warnings FATAL => 'all';
 
@@ -18,7 +19,7 @@ use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids
                  self_signed_cert);
 
-plan tests => 44, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 47, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -491,4 +492,29 @@ CONF
     unlink "$fault/now";
     $srv->{stop}->();
     rmdir $fault;
+}
+
+# 10. A connection filter below the engine that it does not know (here
+# mod_dumpio's) may change bytes: the engine threads leave such
+# deliveries to the workers, and say so once per child (BGD036).
+# mod_reqtimeout's filter, loaded in every private server as in Debian's
+# default configuration, only watches.
+{
+    gen_file('bgdeliver/files/srv-200k.bin', 200_000);
+    # (mod_dumpio adds its filter only where it logs at trace7.)
+    my $srv = private_server(<<'CONF', std_modules => ['dumpio']);
+DumpIOOutput On
+LogLevel dumpio:trace7
+<Location /bgdeliver/>
+    BgDeliver On
+</Location>
+CONF
+    for (1 .. 2) {
+        my $r = request(GET => '/bgdeliver/files/srv-200k.bin', port => $srv->{port},
+                        rcvbuf => 4096, rate => 2_000_000);
+        ok t_cmp(length($r->{body} // ''), 200_000, "through dumpio_out: delivery $_ whole");
+    }
+    my $said = () = error_log_of($srv) =~ /BGD036: the connection filter dumpio_out is below the engine/gi;
+    ok t_cmp($said, 1, 'an unknown connection filter: said once (BGD036)');
+    $srv->{stop}->();
 }
