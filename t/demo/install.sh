@@ -48,7 +48,11 @@ fi
 
 modules_dir=$destdir$libexecdir
 dialup_so=$libexecdir/mod_dialup.so     # the path on this system
-if [ -d "$sysconfdir/mods-available" ]; then
+# Debian's layout: a2enmod's mods-available under SYSCONFDIR.  A DESTDIR
+# build (a package) need not run on a host that has it: Debian's apxs
+# naming /etc/apache2 says enough.
+if [ -d "$sysconfdir/mods-available" ] \
+   || { [ -n "$destdir" ] && [ "$sysconfdir" = /etc/apache2 ]; }; then
     avail=$destdir$sysconfdir/mods-available
 else
     avail=""                            # not Debian's layout
@@ -168,6 +172,19 @@ install_all() {
     #<Location "/downloads/">
     #    BgDeliver On
     #</Location>
+
+    # The deliveries in flight in every child, and the totals; keep it
+    # private.
+    #<Location "/bgdeliver-status">
+    #    SetHandler bgdeliver-status
+    #    Require local
+    #</Location>
+
+    # An access log whose lines are written after the last byte, with the
+    # bytes that really left (%O needs mod_logio, built into Debian's
+    # apache2) and how each delivery ended.
+    #LogFormat "%h %l %u %t \"%r\" %>s %b %D %O %{bgdeliver}n %X" bgdeliver
+    #CustomLog ${APACHE_LOG_DIR}/access.log bgdeliver
 </IfModule>
 EOF
         if [ "$dialup_mode" != skip ]; then
@@ -194,22 +211,35 @@ EOF
     # T1, Slow-3G, Fast-3G; None switches it off in a nested scope.
     #<Location "/dialup/">
     #    ModemStandard V.92
-    #    # Optional refinements (defaults: the standard's own values):
-    #    #DialupLatency 150ms      # first-byte delay
-    #    #DialupFraming async      # 10 bits per byte instead of 8
-    #    #DialupRate 33.6k         # any rate in bit/s (k, M, G)
-    #    #DialupBurst 4k           # bytes sent at once after the latency
-    #    #DialupPulse 100ms        # longest gap between two writes
+    #    # Optional refinements (defaults: the standard's own values).
+    #    # The first-byte delay:
+    #    #DialupLatency 150ms
+    #    # 10 bits per byte instead of 8:
+    #    #DialupFraming async
+    #    # Any rate in bit/s (k, M, G):
+    #    #DialupRate 33.6k
+    #    # Bytes sent at once after the latency:
+    #    #DialupBurst 4k
+    #    # The longest gap between two writes:
+    #    #DialupPulse 100ms
     #</Location>
     #<Location "/dialup/fast/">
     #    ModemStandard None
     #</Location>
 
     # Per client: a cookie, a header or the query string chooses the line
-    # (needs mod_setenvif, and mod_rewrite for the query string).
+    # (needs mod_setenvif, and mod_rewrite for the query string).  A rate
+    # the client chooses is the client's to abuse: accept only values you
+    # list, and bound what one client may hold (see the README).
+    #BgDeliverMaxPerClient 8
     #<Location "/">
     #    SetEnvIf Cookie "(?:^|;\s*)modem=([^;]+)" dialup-standard=$1
-    #    SetEnvIf X-Modem-Rate "^(.+)$" dialup-rate=$1
+    #    SetEnvIf X-Modem-Rate "^(9600|14\.4k|28\.8k|33\.6k|56k)$" dialup-rate=$1
+    #    # Only for requests that choose a line: other downloads keep
+    #    # their own limits.
+    #    <If "%{HTTP_COOKIE} =~ /modem=/ || -n %{HTTP:X-Modem-Rate} || %{QUERY_STRING} =~ /modem=/">
+    #        BgDeliverMaxTime 300
+    #    </If>
     #</Location>
     #<Directory "/var/www/html">
     #    RewriteEngine On
