@@ -489,6 +489,17 @@ static int bgd_default_handler(const request_rec *r)
                && strncmp(h, "application/x-httpd-", 20));
 }
 
+/* The status pages that say why the server is full: never delivered by
+ * the engine, neither captured nor paced, so that a cap (BgDeliverOverflow
+ * reject) cannot refuse them under a <Location /> with BgDeliver On, nor
+ * a client's chosen modem line slow them down. */
+static int bgd_status_page(const request_rec *r)
+{
+    return r->handler && (!strcmp(r->handler, "server-status")
+                          || !strcmp(r->handler, "bgdeliver-status")
+                          || !strcmp(r->handler, "conntimes-status"));
+}
+
 /* Whether a filter that may make the body bigger than the file (SSI,
  * substitutions: the resource filters) will see r's output. */
 static int bgd_resource_filtered(const request_rec *r)
@@ -4063,7 +4074,7 @@ static apr_status_t bgd_api_request_background(request_rec *r,
                                                const bgdeliver_pacing_t *p)
 {
     bgd_job_t *job;
-    if (r->main) {
+    if (r->main || bgd_status_page(r)) {
         return APR_EINVAL;
     }
     job = bgd_job_get(r);
@@ -4593,15 +4604,6 @@ static int bgd_status_hook(request_rec *r, int flags)
 
 /* --------------------------------------------------------------- hooks */
 
-/* The status pages that say why the server is full: never captured, so
- * that a cap (BgDeliverOverflow reject) cannot refuse them under a
- * <Location /> with BgDeliver On. */
-static int bgd_status_page(const request_rec *r)
-{
-    return r->handler && (!strcmp(r->handler, "server-status")
-                          || !strcmp(r->handler, "bgdeliver-status")
-                          || !strcmp(r->handler, "conntimes-status"));
-}
 
 /* The handler wrapper: REALLY_FIRST so that it runs before the handler
  * that produces the content, which it then runs itself. */

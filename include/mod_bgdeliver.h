@@ -152,7 +152,9 @@ typedef apr_status_t bgdeliver_producer_fn(request_rec *r, void *baton,
  * on that response.
  * @param r       the main request
  * @param pacing  NULL for full speed; copied
- * @return APR_SUCCESS, or APR_EINVAL when @a r is a sub-request or
+ * @return APR_SUCCESS, or APR_EINVAL when @a r is a sub-request, one of
+ *         the status pages (server-status, bgdeliver-status,
+ *         conntimes-status: never delivered by the engine), or when
  *         @a pacing is out of range (BGD035)
  */
 APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,

@@ -246,10 +246,7 @@ EOF
     #    RewriteCond "%{QUERY_STRING}" "(?:^|&)modem=([^&]+)"
     #    RewriteRule "^" "-" [E=dialup-standard:%1]
     #</Directory>
-    # Keep the status pages at full speed whatever the client asks for.
-    #<Location "/server-status">
-    #    ModemStandard None
-    #</Location>
+    # The status pages are never paced, whatever the client asks for.
 </IfModule>
 EOF
         fi

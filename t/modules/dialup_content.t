@@ -15,7 +15,7 @@ use Apache::Test;
 use Apache::TestUtil;
 use HTTP::Date qw(time2str);
 use Bgd::Test qw(parallel_requests pattern_md5 log_mark error_log_since
-                 hostport_of docroot);
+                 hostport_of docroot wait_until);
 
 my $V92 = 7000;         # B/s
 my $LAT = 0.120;        # s
@@ -46,7 +46,7 @@ while (my ($n, $s) = splice @specs, 0, 2) { push @names, $n; push @reqs, $s }
 # curl hangs at start-up with it.
 my $curl = 'env -u LD_PRELOAD curl';
 my $h2 = need_module('mod_http2.c') && `$curl -V 2>/dev/null` =~ /HTTP2/;
-plan tests => 26, need need_module('mod_dialup.c'),
+plan tests => 28, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $mark = log_mark();
@@ -171,4 +171,24 @@ if ($h2) {
 }
 else {
     skip 'mod_http2 or an HTTP/2 curl missing';
+}
+
+# 27-28: a status page inside a paced scope is never paced, and not
+# labelled with the scope's line (the status pages stay quick whatever a
+# client asks for); a paced page next to it is labelled.
+{
+    my ($st) = parallel_requests({ path => '/dialup/v92/status?auto' });
+    my $ttfb = ($st->{t_first} || 0) - $st->{t_start};
+    ok t_cmp(($st->{status} == 200 && $ttfb < 0.1) ? 1 : 0, 1,
+             sprintf('status page in a V.92 scope: not paced (first byte after %.0f ms)',
+                     $ttfb * 1000));
+    my $log = Apache::Test::vars('t_logs') . '/dialup_log';
+    my %note;
+    wait_until(5, sub {
+        open my $fh, '<', $log or return;
+        %note = map { (split ' ')[0, 1] } <$fh>;
+        return exists $note{'/dialup/v92/status'};
+    });
+    ok t_cmp(join(' ', $note{'/dialup/v92/status'} // 'none', $note{'/dialup/v92/page.txt'} // 'none'),
+             '- V.92', 'the note dialup: none for the status page, V.92 for a page');
 }
