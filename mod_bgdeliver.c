@@ -4398,8 +4398,11 @@ static void bgd_status_totals_auto(request_rec *r)
                bgd_engine_writes_total());
     ap_rprintf(r, "BgDeliverEngineThreads: %d\n",
                bgd_engine_threads_per_child());
-    ap_rprintf(r, "BgDeliverEngineThreadWrites: %s\n",
-               bgd_engine_thread_writes(r->pool, " "));
+    if (bgd_engine_threads_per_child() > 0) {
+        /* (No empty value for "Key: value" parsers without threads.) */
+        ap_rprintf(r, "BgDeliverEngineThreadWrites: %s\n",
+                   bgd_engine_thread_writes(r->pool, " "));
+    }
 }
 
 static void bgd_status_auto(request_rec *r)
