@@ -720,8 +720,9 @@ static int bgd_count_client(const char *client)
 
 /* Claim a slot for the delivery of r; the slot table size is the
  * server-wide cap.  Returns the slot index, -1 when the server is full and
- * -2 when the client is at its cap. */
-static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
+ * -2 when the client is at its cap (checked only if per_client). */
+static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode,
+                          int per_client)
 {
     bgd_srv_conf_t *sconf = ap_get_module_config(r->server->module_config,
                                                  &bgdeliver_module);
@@ -764,7 +765,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode)
             /* Counting after claiming means two racing requests of one
              * client see each other: the cap may refuse both, never admit
              * both beyond it. */
-            if (sconf->max_per_client > 0
+            if (per_client && sconf->max_per_client > 0
                 && bgd_count_client(s->client) > sconf->max_per_client) {
                 bgd_slot_begin_write(s);
                 s->client[0] = '\0';
@@ -1508,13 +1509,22 @@ static int bgd_all_files_unchanged(bgd_job_t *job, apr_time_t visit)
  * bgd_unmapped_filter()).  Once per response: a handler that calls the
  * API after the engine declined its response comes here a second time;
  * it returns 0 then. */
-static int bgd_fallback(request_rec *r, bgd_job_t *job)
+/* Counts r's fallback once; 1 the first time. */
+static int bgd_fallback_counted(bgd_job_t *job)
 {
     if (job->fell_back) {
         return 0;
     }
     job->fell_back = 1;
     bgd_count(&bgd_table->fallbacks, 1);
+    return 1;
+}
+
+static int bgd_fallback(request_rec *r, bgd_job_t *job)
+{
+    if (!bgd_fallback_counted(job)) {
+        return 0;
+    }
     ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
                                 r->connection);
     return 1;
@@ -3748,12 +3758,13 @@ static int bgd_async_possible(request_rec *r)
            && !apr_atomic_read32(&bgd_child_stopping_flag);
 }
 
-/* Decide before the handler runs whether this response may take a slot:
- * returns OK to capture, DECLINED to deliver normally, or an HTTP status
- * to refuse (BgDeliverOverflow reject). */
-static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
+/* Decide before the handler runs whether this response may take a slot
+ * in *mode (1: asynchronous, 2: in the worker; it may become 2): returns
+ * OK to capture, DECLINED to deliver normally, or an HTTP status to refuse
+ * (BgDeliverOverflow reject). */
+static int bgd_admit(request_rec *r, bgd_job_t *job, int *mode)
 {
-    int slot = bgd_slot_claim(r, job, mode);
+    int slot = bgd_slot_claim(r, job, *mode, 1);
     const bgd_dir_conf_t *conf = job->conf;
     const char *why;
 
@@ -3772,6 +3783,22 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int mode)
                            apr_itoa(r->pool, conf->retry_after));
         }
         return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (slot == -2 && bgd_job_timed(job)
+        && (slot = bgd_slot_claim(r, job, 2, 0)) >= 0) {
+        /* Past the client's cap the fallback is the worker, and a paced
+         * response is paced there, as where the MPM cannot wait for us
+         * (not sent at full speed under its line's name); in a slot all
+         * the same, for the status page and the totals. */
+        job->slot = slot;
+        *mode = 2;
+        if (bgd_fallback_counted(job)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                          "BGD003: %s reached for %s; pacing in the "
+                          "worker (BgDeliverOverflow fallback)", why,
+                          r->useragent_ip);
+        }
+        return OK;
     }
     if (bgd_fallback(r, job)) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
@@ -3820,7 +3847,7 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
     /* Timed waits without a worker need timerfd (Linux); elsewhere a
      * paced response is paced in the worker. */
     int async = bgd_async_possible(r) && (!timed || BGD_HAVE_TIMED_WAIT);
-    int rv;
+    int rv, mode;
 
     if (!async && !timed) {
         if (job->requested || job->conf->enabled == 1) {
@@ -3849,17 +3876,12 @@ static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
         bgd_fallback_chain_sleeps(r, job);
         return DECLINED;
     }
-    rv = bgd_admit(r, job, async ? 1 : 2);
-    if (rv == DECLINED && timed) {
-        /* Past a cap, the fallback is the worker: a paced response is
-         * paced there, as where the MPM cannot wait for us, not sent at
-         * full speed under its emulation's name. */
-        async = 0;
-        rv = OK;
-    }
+    mode = async ? 1 : 2;
+    rv = bgd_admit(r, job, &mode);
     if (rv != OK) {
         return rv;
     }
+    async = mode == 1;
     job->started = 1;
     job->in_worker = !async;
     if (bgd_pool_handles_full(r->connection)) {

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server);
 
 my $mpm = mpm_name();
-plan tests => 21, need need_module('mod_bgdeliver.c'),
+plan tests => 22, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -132,6 +132,32 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
         skip 'mod_bgd_test';
     }
     close $_ for @held;
+    # The same for a static file over HTTPS, whose location spools at most
+    # 128k: the file is paced from the file (1 MB at 400 kB/s), not read
+    # into memory, spooled, and sent at full speed past the spool limit.
+    if (have_module('bgd_test') && have_module('ssl')) {
+        my @tls = (vhost => 'bgd_tls_caps', ssl => 1);
+        my @hold;
+        for (1 .. 2) {
+            my $s = http_connect(rcvbuf => 4096, @tls);
+            http_send($s, 'GET', '/fallback/files/caps-1m.bin');
+            read_response($s, max_body => 8192, chunk => 1024);
+            push @hold, $s;
+        }
+        my $m = log_mark();
+        my $t0 = time;
+        my $r = request(GET => '/paced/files/caps-1m.bin?pace=400000,0', @tls, timeout => 20);
+        my $t = time - $t0;
+        close $_ for @hold;
+        ok t_cmp(join(' ', $r->{status}, length($r->{body} // ''),
+                      ($t > 2.0 && $t < 6) ? 'paced' : sprintf('%.2f s', $t),
+                      error_log_since($m) =~ /BGD013/ ? 'BGD013' : '-'),
+                 '200 1000000 paced -',
+                 sprintf('paced HTTPS file at the cap: paced from the file (%.2f s)', $t));
+    }
+    else {
+        skip 'mod_bgd_test and mod_ssl';
+    }
     # Once the held deliveries are gone, the client may start new ones.
     wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
     $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps',
