@@ -26,15 +26,16 @@ my $LAT = 0.120;
 if ($mpm eq 'event') {
     my $size = 20000;
     my @samples;
-    my $t0 = time;
     my @res = parallel_requests(
         sub {
-            # The first second belongs to the handlers (they run on
-            # workers until they hand over); then only the status request
-            # itself should be busy.
-            while (time - $t0 < 3.0) {
+            # Every client has sent its request (they start one after
+            # another); the last handlers may still run on workers until
+            # they hand over; then only the status request itself should
+            # be busy.
+            my $t0 = time;
+            while (time - $t0 < 2.0) {
                 sleep 0.2;
-                next if time - $t0 < 1.0;
+                next if time - $t0 < 0.4;
                 push @samples, server_status()->{BusyWorkers} || 0;
             }
         },

@@ -143,7 +143,7 @@ my @res = parallel_requests(
     sub {
         # While everything is in flight: the engine lists the deliveries
         # with the standard's name and the target rate in bytes/s.
-        select undef, undef, undef, 3;
+        select undef, undef, undef, 2;
         $status = bgd_status();
     },
     map { $_->{spec} } @tests);
@@ -200,7 +200,7 @@ for my $i (0 .. $#tests) {
     }
 }
 
-# The status page, sampled 3 s in.
+# The status page, sampled 2 s after the last client started.
 my %by_label;
 for my $d (@{ $status->{deliveries} || [] }) {
     push @{ $by_label{$d->{label}} }, $d;

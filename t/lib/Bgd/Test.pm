@@ -145,9 +145,9 @@ sub read_response {
     my $timeout = $o{timeout} || 60;
     my $chunk = $o{chunk} || 16384;
     my $buf = delete(${*$s}{bgd_carry}) // '';
-    # t_start: when the request was sent, if the caller noted it (a
-    # process descheduled between its send and this line would otherwise
-    # see the response come early), or now.
+    # t_start: when the request was sent, if the caller noted it (option
+    # t_sent: a process descheduled between its send and this line would
+    # otherwise see the response come early), or now.
     my $t0 = $o{t_sent} // time;
     my ($t_first, $t_last, $eof);
     my $sel = IO::Select->new($s);
