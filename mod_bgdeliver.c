@@ -1504,12 +1504,9 @@ static int bgd_all_files_unchanged(bgd_job_t *job, apr_time_t visit)
     return 1;
 }
 
-/* r goes out the ordinary way although BgDeliver would take it: counted
- * as a fallback, and its files read rather than mapped (see
- * bgd_unmapped_filter()).  Once per response: a handler that calls the
- * API after the engine declined its response comes here a second time;
- * it returns 0 then. */
-/* Counts r's fallback once; 1 the first time. */
+/* Counts a response's fallback, once (a handler that calls the API after
+ * the engine declined its response comes here a second time): 1 the
+ * first time, 0 then. */
 static int bgd_fallback_counted(bgd_job_t *job)
 {
     if (job->fell_back) {
@@ -1520,6 +1517,10 @@ static int bgd_fallback_counted(bgd_job_t *job)
     return 1;
 }
 
+/* r goes out the ordinary way although BgDeliver would take it: counted
+ * as a fallback, and its files read rather than mapped (see
+ * bgd_unmapped_filter()).  Returns 1 the first time, as
+ * bgd_fallback_counted(). */
 static int bgd_fallback(request_rec *r, bgd_job_t *job)
 {
     if (!bgd_fallback_counted(job)) {
