@@ -4630,7 +4630,6 @@ static int bgd_status_hook(request_rec *r, int flags)
 
 /* --------------------------------------------------------------- hooks */
 
-
 /* The handler wrapper: REALLY_FIRST so that it runs before the handler
  * that produces the content, which it then runs itself. */
 static int bgd_handler(request_rec *r)
