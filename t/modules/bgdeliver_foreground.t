@@ -22,7 +22,7 @@ use Apache::Test;
 use Apache::TestUtil;
 use Bgd::Test qw(gen_file http_connect http_send read_response mpm_name
                  bgd_status read_truncating log_mark error_log_since
-                 access_log_lines wait_until slurp);
+                 access_log_lines wait_until slurp hold_delivery);
 
 my $mpm = mpm_name();
 my $tls = have_module('mod_ssl.c') && eval { require IO::Socket::SSL; 1 };
@@ -34,14 +34,7 @@ my $keepalive_timeout = 5;              # t/conf/httpd.conf.in
 # bgd_tls_caps (BgDeliverMaxPerClient 2): the next one falls back.
 sub fill_cap {
     my (@o) = @_;
-    my @hold;
-    for (1 .. 2) {
-        my $s = http_connect(rcvbuf => 4096, @o);
-        http_send($s, 'GET', '/fallback/files/fg-hold.bin');
-        read_response($s, max_body => 8192, chunk => 4096);
-        push @hold, $s;
-    }
-    return @hold;
+    return map { hold_delivery('/fallback/files/fg-hold.bin', @o) } 1 .. 2;
 }
 
 # GET $uri and truncate its file ($path) to 1,000,001 bytes after 100,000

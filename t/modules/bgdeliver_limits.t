@@ -12,7 +12,7 @@ use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
                  log_mark error_log_since wait_until mpm_name bgd_status
-                 access_log_lines private_server);
+                 access_log_lines private_server hold_delivery);
 
 my $mpm = mpm_name();
 plan tests => 22, need need_module('mod_bgdeliver.c'),
@@ -77,13 +77,7 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
 
 # Caps: two deliveries per client address in the bgd_caps virtual host.
 {
-    my @held;
-    for (1 .. 2) {
-        my $s = http_connect(vhost => 'bgd_caps', rcvbuf => 4096);
-        http_send($s, 'GET', '/bgdeliver/files/caps-1m.bin');
-        read_response($s, max_body => 8192, chunk => 1024);
-        push @held, $s;
-    }
+    my @held = map { hold_delivery('/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps') } 1 .. 2;
     my $before = bgd_status();
     my $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps');
     ok t_cmp($res->{status}, 503, 'third delivery of the client: 503');
@@ -137,13 +131,7 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     # into memory, spooled, and sent at full speed past the spool limit.
     if (have_module('bgd_test') && have_module('ssl')) {
         my @tls = (vhost => 'bgd_tls_caps', ssl => 1);
-        my @hold;
-        for (1 .. 2) {
-            my $s = http_connect(rcvbuf => 4096, @tls);
-            http_send($s, 'GET', '/fallback/files/caps-1m.bin');
-            read_response($s, max_body => 8192, chunk => 1024);
-            push @hold, $s;
-        }
+        my @hold = map { hold_delivery('/fallback/files/caps-1m.bin', @tls) } 1 .. 2;
         my $m = log_mark();
         my $t0 = time;
         my $r = request(GET => '/paced/files/caps-1m.bin?pace=400000,0', @tls, timeout => 20);

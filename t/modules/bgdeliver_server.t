@@ -17,7 +17,7 @@ use Time::HiRes qw(time sleep);
 use IO::Select;
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids
-                 self_signed_cert);
+                 self_signed_cert hold_delivery);
 
 plan tests => 47, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
@@ -25,14 +25,6 @@ plan tests => 47, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
 
 gen_file('bgdeliver/files/srv-1m.bin', 1_000_000);
-
-sub hold {
-    my ($port, $path) = @_;
-    my $s = http_connect(port => $port, rcvbuf => 4096);
-    http_send($s, 'GET', $path);
-    read_response($s, max_body => 8192, chunk => 1024);
-    return $s;
-}
 
 sub proc_fds_matching {
     my ($pids, $re) = @_;
@@ -100,7 +92,7 @@ BgDeliverMaxDeliveries 2
     BgDeliverOverflow reject 3
 </Location>
 CONF
-    my @held = map { hold($srv->{port}, '/bgdeliver/files/srv-1m.bin') } 1 .. 2;
+    my @held = map { hold_delivery('/bgdeliver/files/srv-1m.bin', port => $srv->{port}) } 1 .. 2;
     my $r = request(GET => '/bgdeliver/files/srv-1m.bin', port => $srv->{port});
     ok t_cmp($r->{status}, 503, 'server-wide cap: third delivery refused');
     ok t_cmp($r->{headers}{'retry-after'}, 3, 'server-wide cap: Retry-After');
@@ -188,7 +180,7 @@ CONF
 </Location>
 CONF
     my @kids = server_pids($srv->{pid});
-    my @held = map { hold($srv->{port}, '/bgdeliver/files/srv-1m.bin') } 1 .. 5;
+    my @held = map { hold_delivery('/bgdeliver/files/srv-1m.bin', port => $srv->{port}) } 1 .. 5;
     my $t0 = time;
     kill 'TERM', $srv->{pid};
     my $gone = wait_until(10, sub { !grep { kill 0, $_ } $srv->{pid}, @kids });
@@ -246,8 +238,8 @@ Alias /idle/ @DOCROOT@/bgdeliver/files/
 </Location>
 CONF
     my $t0 = time;
-    my $a = hold($srv->{port}, '/bgdeliver/files/srv-1m.bin');
-    my $b = hold($srv->{port}, '/idle/srv-1m.bin');
+    my $a = hold_delivery('/bgdeliver/files/srv-1m.bin', port => $srv->{port});
+    my $b = hold_delivery('/idle/srv-1m.bin', port => $srv->{port});
     my ($t_timeout, $t_idle);
     wait_until(10, sub {
         my $log = error_log_of($srv);
@@ -281,7 +273,7 @@ BgDeliverMaxPerClient 1
 </Location>
 CONF
     my ($kid) = server_pids($srv->{pid});
-    my $s = hold($srv->{port}, '/bgdeliver/files/srv-1m.bin');
+    my $s = hold_delivery('/bgdeliver/files/srv-1m.bin', port => $srv->{port});
     kill 'KILL', $kid;
     close $s;
     my $new = wait_until(10, sub { grep { $_ != $kid } server_pids($srv->{pid}) });

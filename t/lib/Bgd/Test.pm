@@ -617,6 +617,18 @@ sub read_truncating {
     });
 }
 
+# A delivery held in flight: GET $path through a 4 KB receive buffer,
+# reading only its first 8 KB; %o are http_connect()'s options.  Closing
+# the returned socket ends it.
+push @EXPORT_OK, qw(hold_delivery);
+sub hold_delivery {
+    my ($path, %o) = @_;
+    my $s = http_connect(rcvbuf => 4096, %o);
+    http_send($s, 'GET', $path);
+    read_response($s, max_body => 8192, chunk => 1024);
+    return $s;
+}
+
 # The status, %O and worker visits (note bgdeliver-visits) that visits_log
 # (t/conf/httpd.conf.in) has for the last request whose query was $query;
 # -1 for what is not there within 5 s.
