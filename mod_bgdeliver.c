@@ -2672,6 +2672,15 @@ static int bgd_producer_idle(bgd_job_t *job)
     return 1;
 }
 
+/* BGD032, wherever the producer runs (the engine, or the handler's thread
+ * in bgd_run_producer_here()). */
+static void bgd_log_producer_failed(request_rec *r, apr_status_t rv)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                  "BGD032: the producer failed before the first byte of "
+                  "the response; answering 500");
+}
+
 /* A producer failed before a byte of the response, not even its headers,
  * went out: the client gets a 500, as from a handler that fails, rather
  * than a connection closed on it with nothing.  The page is captured and
@@ -2680,9 +2689,7 @@ static void bgd_producer_error_page(bgd_job_t *job, apr_status_t rv)
 {
     request_rec *r = job->r;
 
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                  "BGD032: the producer failed before the first byte of "
-                  "the response; answering 500");
+    bgd_log_producer_failed(r, rv);
     job->producer = NULL;
     r->status = HTTP_INTERNAL_SERVER_ERROR;
     job->capturing = 1;
@@ -3957,11 +3964,8 @@ static int bgd_run_producer_here(request_rec *r,
         r->connection->aborted = 1;
     }
     else if (failed) {
-        /* The same line as when the engine runs it (bgd_pump()): the
-         * caller's ap_die() answers 500. */
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, st, r,
-                      "BGD032: the producer failed before the first byte of "
-                      "the response; answering 500");
+        /* As when the engine runs it; the caller's ap_die() answers 500. */
+        bgd_log_producer_failed(r, st);
     }
     return st == APR_SUCCESS ? OK : AP_FILTER_ERROR;
 }
