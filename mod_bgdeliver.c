@@ -106,6 +106,7 @@
 module AP_MODULE_DECLARE_DATA bgdeliver_module;
 
 #define BGD_VERSION "mod_bgdeliver/1.0"
+#define BGD_STATUS_HANDLER "bgdeliver-status"
 
 #define BGD_UNSET             (-1)
 /* Below 64 KiB the core output filter sets a response aside without
@@ -496,7 +497,7 @@ static int bgd_default_handler(const request_rec *r)
 static int bgd_status_page(const request_rec *r)
 {
     return r->handler && (!strcmp(r->handler, "server-status")
-                          || !strcmp(r->handler, "bgdeliver-status")
+                          || !strcmp(r->handler, BGD_STATUS_HANDLER)
                           || !strcmp(r->handler, "conntimes-status"));
 }
 
@@ -4582,7 +4583,7 @@ static int bgd_status_handler(request_rec *r)
 {
     const char *args = r->args ? r->args : "";
 
-    if (strcmp(r->handler, "bgdeliver-status")) {
+    if (strcmp(r->handler, BGD_STATUS_HANDLER)) {
         return DECLINED;
     }
     r->allowed = (AP_METHOD_BIT << M_GET);
