@@ -319,6 +319,7 @@ typedef struct bgd_job_t {
     unsigned int foreground:1;          /* the rest goes out normally */
     unsigned int background:1;          /* handed to the MPM */
     unsigned int in_worker:1;           /* paced inside the worker */
+    unsigned int line_wait:1;           /* handler waits for its line */
     unsigned int bodiless:1;
     unsigned int drain:1;               /* ignore pacing (child stopping) */
     unsigned int counted_paced:1;       /* in bgd_paced_jobs */
@@ -1628,6 +1629,19 @@ static apr_status_t bgd_pass_foreground(bgd_job_t *job,
     return ap_pass_brigade(job->capture->next, bb);
 }
 
+/* Waits on this thread until the core has written what it holds of the
+ * response: a blocking flush, bounded by the core's Timeout. */
+static apr_status_t bgd_flush_blocking(bgd_job_t *job)
+{
+    apr_status_t rv;
+
+    APR_BRIGADE_INSERT_TAIL(job->slice,
+                            apr_bucket_flush_create(job->c->bucket_alloc));
+    rv = ap_pass_brigade(job->capture->next, job->slice);
+    apr_brigade_cleanup(job->slice);
+    return rv;
+}
+
 /* Stops capturing: what was captured, and the rest of the response as
  * the handler produces it, go to the client the ordinary way. */
 static apr_status_t bgd_capture_give_up(bgd_job_t *job)
@@ -1794,7 +1808,7 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
     if (room < BGD_ROOM_FAST) {
         /* A delivery paced in the worker waits in the core's blocking
          * write, which needs something the socket cannot take at once. */
-        if (job->in_worker) {
+        if (job->in_worker || job->line_wait) {
             return BGD_SLICE_BYTES;
         }
         *read_pass = bgd_blocks != NULL;
@@ -1937,6 +1951,55 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     if (c->data_in_output_filters) {
         bgd_kick_core(c);
     }
+}
+
+/* A paced response's handler outruns its line by design, so a generated
+ * body bigger than BgDeliverSpoolLimit reaches it.  Giving up the capture
+ * there would send the rest at full speed; instead the handler waits, on
+ * its worker, until the line has carried enough of what is held (as a
+ * handler behind mod_ratelimit waits for every write).  The line's rate
+ * bounds the wait, and the core's Timeout a client that stops reading. */
+static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
+{
+    conn_rec *c = job->c;
+    apr_status_t rv = APR_SUCCESS;
+
+    job->line_wait = 1;
+    while (bgd_spool_held(job) + job->mem_bytes > job->conf->spool_max) {
+        apr_off_t before = job->sent;
+        apr_time_t now;
+
+        if (c->aborted) {
+            rv = APR_ECONNABORTED;
+            break;
+        }
+        if (bgd_draining()) {
+            job->drain = 1;
+        }
+        bgd_forward_opportunistic(job);
+        bgd_spool_release(job);
+        if (job->sent > before) {
+            continue;
+        }
+        if (c->data_in_output_filters) {
+            /* The client reads slower than the line. */
+            rv = bgd_flush_blocking(job);
+            if (rv != APR_SUCCESS) {
+                break;
+            }
+            continue;
+        }
+        now = apr_time_now();
+        if (job->next_tick <= now) {
+            /* Neither the line nor the socket held the pass back: it
+             * failed, and the delivery will say why. */
+            rv = APR_EGENERAL;
+            break;
+        }
+        apr_sleep(job->next_tick - now);
+    }
+    job->line_wait = 0;
+    return rv;
 }
 
 /* BgDeliverMaxTime bounds a response from its request on: also while its
@@ -2102,13 +2165,22 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
     else if (job->mem_bytes > job->conf->mem_limit) {
         if (bgd_spool_held(job) + job->mem_bytes > job->conf->spool_max) {
-            /* Endless stream and a slow client: stop buffering, deliver
-             * the rest the ordinary way. */
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                          "BGD013: response exceeds BgDeliverSpoolLimit "
-                          "(%" APR_OFF_T_FMT " bytes); delivering the rest "
-                          "in the foreground", job->conf->spool_max);
-            return bgd_capture_give_up(job);
+            if (bgd_job_timed(job)) {
+                rv = bgd_capture_wait_line(job);
+                if (rv != APR_SUCCESS
+                    || job->mem_bytes <= job->conf->mem_limit) {
+                    return rv;
+                }
+            }
+            else {
+                /* Endless stream and a slow client: stop buffering,
+                 * deliver the rest the ordinary way. */
+                ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                              "BGD013: response exceeds BgDeliverSpoolLimit "
+                              "(%" APR_OFF_T_FMT " bytes); delivering the "
+                              "rest in the foreground", job->conf->spool_max);
+                return bgd_capture_give_up(job);
+            }
         }
         if (bgd_spool_memory(job) != APR_SUCCESS) {
             return bgd_capture_give_up(job);
@@ -3611,7 +3683,6 @@ static int bgd_drive(bgd_conn_t *bc)
  * DialupRate can hold a worker for). */
 static int bgd_deliver_in_worker(bgd_job_t *job)
 {
-    conn_rec *c = job->c;
     apr_status_t rv;
 
     for (;;) {
@@ -3643,12 +3714,9 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
             }
         }
         else if (what == BGD_PUMP_WAIT_SOCKET) {
-            /* A blocking flush: the wait for the socket, on this thread.
-             * The slice brigade is empty between passes. */
-            APR_BRIGADE_INSERT_TAIL(job->slice, apr_bucket_flush_create(
-                                        c->bucket_alloc));
-            rv = ap_pass_brigade(job->capture->next, job->slice);
-            apr_brigade_cleanup(job->slice);
+            /* The wait for the socket, on this thread (the slice brigade
+             * is empty between passes). */
+            rv = bgd_flush_blocking(job);
             if (rv != APR_SUCCESS) {
                 job->outcome = "aborted";
                 break;
@@ -4586,7 +4654,12 @@ static int bgd_status_handler(request_rec *r)
     if (strcmp(r->handler, BGD_STATUS_HANDLER)) {
         return DECLINED;
     }
-    r->allowed = (AP_METHOD_BIT << M_GET);
+    /* The Allow header of a 405, and of the core's answer to OPTIONS, is
+     * made from allowed_methods, not from r->allowed. */
+    ap_allow_methods(r, REPLACE_ALLOW, "GET", NULL);
+    if (r->method_number == M_OPTIONS) {
+        return DECLINED;
+    }
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }

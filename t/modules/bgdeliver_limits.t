@@ -12,10 +12,10 @@ use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file http_connect http_send read_response request
                  log_mark error_log_since wait_until mpm_name bgd_status
-                 access_log_lines private_server hold_delivery);
+                 access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 22, need need_module('mod_bgdeliver.c'),
+plan tests => 24, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -175,4 +175,30 @@ CONF
     ok t_cmp(join(' ', $r->{status}, length($r->{body} // '')), '200 20000',
              'a paced redirect under BgDeliverMaxPerClient 1: admitted');
     $srv->{stop}->();
+}
+
+# A paced generated body several times BgDeliverSpoolLimit (32k): the
+# handler waits for its line once the spool is full, instead of sending
+# the rest at full speed; also when the client reads slower than the line.
+if (have_module('bgd_test')) {
+    for my $case (['line', '/paced/h/gen-tight?size=150000&pace=75000,0', undef, 1.7, 4],
+                  ['client', '/paced/h/gen-tight?size=100000&pace=400000,0', 40_000, 2.0, 5]) {
+        my ($who, $path, $rate, $lo, $hi) = @$case;
+        my $m = log_mark();
+        my $t0 = time;
+        my $r = request(GET => $path, timeout => 15,
+                        $rate ? (rcvbuf => 4096, rate => $rate) : ());
+        my $t = time - $t0;
+        my ($size) = $path =~ /size=(\d+)/;
+        ok t_cmp(join(' ', $r->{status},
+                      ($r->{body} // '') eq pattern($size) ? 'exact' : 'wrong bytes',
+                      ($t > $lo && $t < $hi) ? 'paced' : sprintf('%.2f s', $t),
+                      error_log_since($m) =~ /BGD013/ ? 'BGD013' : '-'),
+                 '200 exact paced -',
+                 sprintf('paced body past BgDeliverSpoolLimit, %s the slower: '
+                         . 'the handler waits (%.2f s)', $who, $t));
+    }
+}
+else {
+    skip 'mod_bgd_test' for 1 .. 2;
 }
