@@ -10,13 +10,13 @@ use warnings FATAL => 'all';
 
 use Apache::Test;
 use Apache::TestUtil;
-use Apache::TestRequest qw(GET);
+use Apache::TestRequest qw(GET PUT OPTIONS);
 use JSON::PP ();
 use Bgd::Test qw(gen_file http_connect http_send read_response wait_until
                  mpm_name bgd_status);
 
 my $mpm = mpm_name();
-plan tests => 16, need need_module('mod_bgdeliver.c'), need_module('mod_status.c');
+plan tests => 18, need need_module('mod_bgdeliver.c'), need_module('mod_status.c');
 
 gen_file('bgdeliver/files/status-2m.bin', 2_000_000);
 
@@ -64,3 +64,11 @@ ok t_cmp($res->content, qr{Background deliveries \(mod_bgdeliver\)}, 'mod_status
 $res = GET('/server-status?auto');
 ok t_cmp($res->content, qr{^BgDeliverInFlight: \d+$}m, 'mod_status ?auto lines');
 close $_ for @held;
+
+# Methods: a 405 names what the page allows, and OPTIONS is answered.
+$res = PUT('/bgdeliver-status', content => 'x');
+ok t_cmp(join(' ', $res->code, $res->header('Allow') // '-'), qr/^405 .*\bGET\b/,
+         'PUT: 405, Allow names GET');
+$res = OPTIONS('/bgdeliver-status');
+ok t_cmp(join(' ', $res->code, $res->header('Allow') // '-'), qr/^200 .*\bGET\b/,
+         'OPTIONS: 200, Allow names GET');
