@@ -2719,7 +2719,12 @@ static int conntimes_status_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, CONNTIMES_HANDLER)) {
         return DECLINED;
     }
-    r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    /* The Allow header of a 405, and of the core's answer to OPTIONS, is
+     * made from allowed_methods, not from r->allowed. */
+    ap_allow_methods(r, REPLACE_ALLOW, "GET", "POST", NULL);
+    if (r->method_number == M_OPTIONS) {
+        return DECLINED;
+    }
     if (r->method_number != M_GET && r->method_number != M_POST) {
         return HTTP_METHOD_NOT_ALLOWED;
     }

@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 66, need_module('conntimes', 'ct_test', 'status');
+plan tests => 68, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -59,6 +59,12 @@ sub private_json {
     ok $after->{reset_token} ne $j->{reset_token};
     $r = PUT '/conntimes-status', content => 'x';
     ok t_cmp($r->code, 405, 'PUT');
+    my $allow = $r->header('Allow') // '';
+    ok t_cmp(($allow =~ /\bGET\b/ && $allow =~ /\bPOST\b/) ? 1 : 0, 1,
+             "405: Allow names GET and POST ($allow)");
+    $r = OPTIONS '/conntimes-status';
+    ok t_cmp(join(' ', $r->code, $r->header('Allow') // '-'), qr/^200 .*\bPOST\b/,
+             'OPTIONS answered with what the page allows');
 }
 
 # --- aggregates equal the sum of the logged values
