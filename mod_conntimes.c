@@ -1534,7 +1534,8 @@ static char *conntimes_fmt_us(char *end, apr_uint64_t v, int frac)
 /* One NAME[:UNIT] of ^CT (`len` bytes at `name`) for rs: the text and its
  * length; numbers go into buf (CONNTIMES_NUM_MAX bytes). */
 #define CONNTIMES_NUM_MAX 32
-static const char *conntimes_log_field(const conntimes_req_t *rs,
+static const char *conntimes_log_field(apr_pool_t *p,
+                                       const conntimes_req_t *rs,
                                        const char *name, apr_size_t len,
                                        char *buf, apr_size_t *out_len)
 {
@@ -1574,7 +1575,10 @@ static const char *conntimes_log_field(const conntimes_req_t *rs,
         text = conntimes_class_names[rs->ph.background ? CT_BG : CT_FG];
     }
     else if (CONNTIMES_IS("handler")) {
-        text = rs->handler ? rs->handler : CT_NO_HANDLER;
+        /* A RewriteRule's H= flag may take it from the URL: escaped as
+         * mod_log_config escapes what the client sent. */
+        text = rs->handler ? ap_escape_logitem(p, rs->handler)
+                           : CT_NO_HANDLER;
     }
     else if (CONNTIMES_IS("arrival")) {
         text = rs->source == CONNTIMES_ARRIVAL_KERNEL ? "kernel"
@@ -1609,7 +1613,8 @@ static const char *conntimes_log_phase(request_rec *r, char *a)
         const char *comma = strchr(name, ',');
         apr_size_t l = comma ? (apr_size_t)(comma - name) : strlen(name);
 
-        text[n] = conntimes_log_field(rs, name, l, num[n], &len[n]);
+        text[n] = conntimes_log_field(r->pool, rs, name, l, num[n],
+                                      &len[n]);
         total += len[n] + 1;
         if (++n == CONNTIMES_LOG_FIELDS || !comma) {
             break;

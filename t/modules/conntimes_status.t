@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 68, need_module('conntimes', 'ct_test', 'status');
+plan tests => 69, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -441,9 +441,13 @@ if (have_module('rewrite')) {
     parse_prom(GET_BODY('/conntimes-status?prometheus'), \@err);
     t_debug($_) for @err;
     ok t_cmp(scalar(@err), 0, 'no duplicate series');
+    # A name taken from the URL cannot forge log fields or lines.
+    my (undef, $l) = ct_get_logged('/conntimes/hx/a%22b%5cc%1b');
+    ok t_cmp($l ? $l->{handler} : '-', 'a\\"b\\\\c\\x1b',
+             'handler from the URL: escaped in the access log');
 }
 else {
-    skip('mod_rewrite', 1) for 1 .. 5;
+    skip('mod_rewrite', 1) for 1 .. 6;
 }
 
 # --- the time series across a new interval and a reset.  The series is
