@@ -2671,8 +2671,18 @@ static const char *conntimes_format(request_rec *r)
             if ((param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
                 q = atof(param + 2);
             }
-            else if (!strcasecmp(param, "version=0.0.4")) {
-                v004 = 1;
+            else if (!strncasecmp(param, "version=", 8)) {
+                /* The text format (0.0.4), also as Prometheus 3 names
+                 * its successor (1.0.0), which this exposition is valid
+                 * for: its metric and label names are plain. */
+                const char *v = param + 8;
+                apr_size_t vlen = strlen(v);
+                if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
+                    v++;
+                    vlen -= 2;
+                }
+                v004 = (vlen == 5 && (!strncmp(v, "0.0.4", 5)
+                                      || !strncmp(v, "1.0.0", 5)));
             }
         }
         if (!strcasecmp(type, "application/openmetrics-text")

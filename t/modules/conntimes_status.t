@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 69, need_module('conntimes', 'ct_test', 'status');
+plan tests => 72, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -285,6 +285,14 @@ sub parse_prom {
     ok t_cmp($r->header('Content-Type'), qr{^text/plain; version=0\.0\.4}, 'a tie: Prometheus');
     $r = GET '/conntimes-status', Accept => 'text/html;q=0, */*, application/json;q=0.5';
     ok t_cmp($r->header('Content-Type'), 'application/json', 'text/html;q=0 beats */*');
+    # Prometheus 3 limited to its text format 1.0.0, and a quoted version.
+    for my $a ('text/plain;version=1.0.0;escaping=underscores',
+               'text/plain; version="0.0.4"') {
+        $r = GET '/conntimes-status', Accept => $a;
+        ok t_cmp($r->header('Content-Type'), qr{^text/plain; version=0\.0\.4}, $a);
+    }
+    $r = GET '/conntimes-status', Accept => 'text/plain;version=2.0.0';
+    ok t_cmp($r->header('Content-Type'), qr{^text/html}, 'an unknown version: the page');
     $r = GET '/conntimes-status', Accept => 'text/x-version=0.0.4';
     ok t_cmp($r->header('Content-Type'), qr{^text/html}, 'a media type, '
              . 'not a substring');
