@@ -1953,12 +1953,50 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     }
 }
 
+/* BgDeliverMaxTime bounds a response from its request on: also while its
+ * handler still streams it, and after it fell back to the foreground (an
+ * endless stream would hold its worker for good).  Only once bytes have
+ * left: a response that is late because its handler was slow is not cut
+ * before its first byte (the hand-off applies the rule as to any).  Data
+ * only: the EOS of a response whose last byte left in time still ends
+ * it. */
+static int bgd_max_time_over(const bgd_job_t *job, apr_bucket_brigade *bb)
+{
+    apr_time_t end = bgd_max_time_end(job);
+    apr_bucket *b;
+
+    if (!end || job->sent <= 0 || apr_time_now() < end) {
+        return 0;
+    }
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+         b = APR_BUCKET_NEXT(b)) {
+        if (!APR_BUCKET_IS_METADATA(b) && b->length != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Ends a response whose handler is still at work once it is past
+ * BgDeliverMaxTime: the client sees the connection close. */
+static apr_status_t bgd_capture_max_time(bgd_job_t *job)
+{
+    if (!job->outcome) {
+        bgd_drop(job, "max-time");
+        bgd_reset_on_close(job);
+    }
+    job->c->aborted = 1;
+    job->c->keepalive = AP_CONN_CLOSE;
+    return APR_ECONNABORTED;
+}
+
 /* A paced response's handler outruns its line by design, so a generated
  * body bigger than BgDeliverSpoolLimit reaches it.  Giving up the capture
  * there would send the rest at full speed; instead the handler waits, on
  * its worker, until the line has carried enough of what is held (as a
  * handler behind mod_ratelimit waits for every write).  The line's rate
- * bounds the wait, and the core's Timeout a client that stops reading. */
+ * bounds the wait, the core's Timeout a client that stops reading, and
+ * BgDeliverMaxTime the whole response. */
 static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
 {
     conn_rec *c = job->c;
@@ -1971,6 +2009,10 @@ static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
 
         if (c->aborted) {
             rv = APR_ECONNABORTED;
+            break;
+        }
+        if (bgd_max_time_over(job, job->queue)) {
+            rv = bgd_capture_max_time(job);
             break;
         }
         if (bgd_draining()) {
@@ -2002,30 +2044,6 @@ static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
     return rv;
 }
 
-/* BgDeliverMaxTime bounds a response from its request on: also while its
- * handler still streams it, and after it fell back to the foreground (an
- * endless stream would hold its worker for good).  Only once bytes have
- * left: a response that is late because its handler was slow is not cut
- * before its first byte (the hand-off applies the rule as to any).  Data
- * only: the EOS of a response whose last byte left in time still ends
- * it. */
-static int bgd_max_time_over(const bgd_job_t *job, apr_bucket_brigade *bb)
-{
-    apr_time_t end = bgd_max_time_end(job);
-    apr_bucket *b;
-
-    if (!end || job->sent <= 0 || apr_time_now() < end) {
-        return 0;
-    }
-    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
-         b = APR_BUCKET_NEXT(b)) {
-        if (!APR_BUCKET_IS_METADATA(b) && b->length != 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     bgd_job_t *job = f->ctx;
@@ -2033,14 +2051,8 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     apr_status_t rv = APR_SUCCESS;
 
     if ((job->capturing || job->foreground) && bgd_max_time_over(job, bb)) {
-        if (!job->outcome) {
-            bgd_drop(job, "max-time");
-            bgd_reset_on_close(job);
-        }
-        f->c->aborted = 1;
-        f->c->keepalive = AP_CONN_CLOSE;
         apr_brigade_cleanup(bb);
-        return APR_ECONNABORTED;
+        return bgd_capture_max_time(job);
     }
     if (!job->capturing) {
         return ap_pass_brigade(f->next, bb);

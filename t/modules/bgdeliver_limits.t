@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 24, need need_module('mod_bgdeliver.c'),
+plan tests => 25, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -198,7 +198,18 @@ if (have_module('bgd_test')) {
                  sprintf('paced body past BgDeliverSpoolLimit, %s the slower: '
                          . 'the handler waits (%.2f s)', $who, $t));
     }
+    # BgDeliverMaxTime ends it while its handler waits.
+    my $m = log_mark();
+    my $t0 = time;
+    my $cut = request(GET => '/paced/h/gen-tight-maxtime?size=150000&pace=30000,0',
+                      timeout => 15);
+    my $took = time - $t0;
+    ok t_cmp(join(' ', $cut->{complete} ? 'complete' : 'cut',
+                  ($took > 0.8 && $took < 3) ? 'at the limit' : sprintf('%.2f s', $took),
+                  error_log_since($m) =~ /BGD004.*max-time/ ? 'BGD004' : '-'),
+             'cut at the limit BGD004',
+             sprintf('BgDeliverMaxTime ends a paced body whose handler waits (%.2f s)', $took));
 }
 else {
-    skip 'mod_bgd_test' for 1 .. 2;
+    skip 'mod_bgd_test' for 1 .. 3;
 }
