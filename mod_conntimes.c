@@ -1847,19 +1847,66 @@ static void conntimes_put_auto(request_rec *r, conntimes_shm_t *m,
 
 /* ------------------------------------------------------------ output: json */
 
+/* The length of the valid UTF-8 sequence of two to four bytes at s, or 0
+ * (an overlong form, a surrogate or a code point past U+10FFFF is not
+ * one).  The pages are UTF-8: such text is shown as it is, and other bytes
+ * above 0x7f as the Latin-1 characters of their values.  Stops at the
+ * terminating NUL, which is no continuation byte. */
+static apr_size_t conntimes_utf8_len(const unsigned char *s)
+{
+    unsigned char lo = 0x80, hi = 0xbf;
+    apr_size_t n, i;
+
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+    }
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        lo = s[0] == 0xe0 ? 0xa0 : lo;
+        hi = s[0] == 0xed ? 0x9f : hi;
+    }
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        lo = s[0] == 0xf0 ? 0x90 : lo;
+        hi = s[0] == 0xf4 ? 0x8f : hi;
+    }
+    else {
+        return 0;
+    }
+    if (s[1] < lo || s[1] > hi) {
+        return 0;
+    }
+    for (i = 2; i < n; i++) {
+        if (s[i] < 0x80 || s[i] > 0xbf) {
+            return 0;
+        }
+    }
+    return n;
+}
+
 static const char *conntimes_json_str(apr_pool_t *p, const char *s)
 {
-    apr_size_t n = 2;
+    apr_size_t n = 2, u;
     const unsigned char *c;
     char *out, *o;
 
     for (c = (const unsigned char *)s; *c; c++) {
+        if ((u = conntimes_utf8_len(c)) > 0) {
+            n += u;
+            c += u - 1;
+            continue;
+        }
         n += (*c < 0x20 || *c >= 0x7f || strchr("\"\\<>&'", *c)) ? 6 : 1;
     }
     o = out = apr_palloc(p, n + 1);
     *o++ = '"';
     for (c = (const unsigned char *)s; *c; c++) {
-        if (*c < 0x20 || *c >= 0x7f || strchr("\"\\<>&'", *c)) {
+        if ((u = conntimes_utf8_len(c)) > 0) {
+            memcpy(o, c, u);
+            o += u;
+            c += u - 1;
+        }
+        else if (*c < 0x20 || *c >= 0x7f || strchr("\"\\<>&'", *c)) {
             apr_snprintf(o, 7, "\\u%04x", *c);
             o += 6;
         }
@@ -2145,16 +2192,26 @@ static void conntimes_put_prometheus(request_rec *r, conntimes_shm_t *m,
 static const char *conntimes_html(apr_pool_t *p, const char *s)
 {
     const unsigned char *c;
-    apr_size_t n = 1;
+    apr_size_t n = 1, u;
     char *out, *o;
 
     s = s ? s : "";
     for (c = (const unsigned char *)s; *c; c++) {
+        if ((u = conntimes_utf8_len(c)) > 0) {
+            n += u;
+            c += u - 1;
+            continue;
+        }
         n += (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) ? 6 : 1;
     }
     o = out = apr_palloc(p, n);
     for (c = (const unsigned char *)s; *c; c++) {
-        if (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) {
+        if ((u = conntimes_utf8_len(c)) > 0) {
+            memcpy(o, c, u);
+            o += u;
+            c += u - 1;
+        }
+        else if (*c < 0x20 || *c >= 0x7f || strchr("<>&\"'", *c)) {
             o += apr_snprintf(o, 7, "&#%d;", *c);
         }
         else {

@@ -21,7 +21,7 @@ use lib $FindBin::Bin;
 use conntimes_util;
 use Bgd::Test qw(private_server);
 
-plan tests => 72, need_module('conntimes', 'ct_test', 'status');
+plan tests => 74, need_module('conntimes', 'ct_test', 'status');
 
 my @PH = qw(accept queue read filter run deliver total worker offworker);
 
@@ -317,6 +317,26 @@ sub parse_prom {
     $r = GET '/server-status?auto';
     ok $r->content =~ /^ConntimesRequests: \d+$/m
         && $r->content =~ /^ConntimesQueueP99Us: \d+$/m;
+}
+
+# --- a URI in UTF-8 is shown as such; a byte that is not UTF-8 as its
+# Latin-1 character (a JSON escape, an HTML character reference).
+{
+    ct_raw("GET /conntimes/sleep/\xc3\xa9t\xc3\xa9\xff?ms=260 HTTP/1.1\r\n"
+           . "Host: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    my ($e, $body);
+    for (1 .. 50) {
+        $body = GET_BODY('/conntimes-status?json');
+        ($e) = grep { $_->{uri} =~ /sleep\/.*t/ && $_->{uri} !~ /script/ }
+               @{ (eval { decode_json($body) } || {})->{slow} || [] };
+        last if $e;
+        sleep 0.05;
+    }
+    ok t_cmp($e ? $e->{uri} : '-', qr{/conntimes/sleep/\x{e9}t\x{e9}\x{ff}\?ms=260},
+             'json: UTF-8 as it is, another byte as \u00XX');
+    my $html = GET_BODY('/conntimes-status');
+    ok t_cmp(index($html, "/conntimes/sleep/\xc3\xa9t\xc3\xa9&#255;?ms=260") >= 0 ? 1 : 0,
+             1, 'HTML: UTF-8 as it is, another byte as a character reference');
 }
 
 # --- a single request: its percentiles are that request's time, not the
