@@ -33,6 +33,7 @@ RATE = 20480            # bytes/s per slow reader
 RCVBUF = 4096           # client SO_RCVBUF, set before connect()
 FILE_SIZE = 5 * 1024 * 1024
 PROBE_TIMEOUT_MS = 3000
+CALM_CPU = 0.5          # cores: the server has digested the ramp
 THREADS = 25            # ThreadsPerChild = MaxRequestWorkers (one child)
 SLOT_HEADROOM = 64      # connections beyond the slow readers (probe, status)
 SLOT_RESERVE = 5        # workers assumed busy when sizing the factor
@@ -54,12 +55,13 @@ EXTRA_SERVERS = ["stock-sendfile", "ours-sendfile"]
 FULL = dict(points=[0, 10, 50, 100, 250, 500, 1000], window=5.0,
             window_key=10.0,
             probe_rate=40, settle=1.0, ramp_extra=15.0, stall=2.0,
+            calm_max=15.0,
             extra={"static": ["ours-sendfile"]},
             big_mb=1024, fast_rounds=8, fast_one_repeat=4,
             fast_many=4, fast_many_repeat=2)
 QUICK = dict(points=[0, 1000], cgi_points=[0, 500], window=3.0,
              probe_rate=40, settle=0.5,
-             ramp_extra=8.0, stall=1.5, big_mb=256, fast_rounds=2,
+             ramp_extra=8.0, stall=1.5, calm_max=8.0, big_mb=256, fast_rounds=2,
              fast_one_repeat=4, fast_many=4, fast_many_repeat=2)
 
 
@@ -360,6 +362,8 @@ LoadModule status_module        "%(lib)s/mod_status.so"
 LoadModule socache_shmcb_module "%(lib)s/mod_socache_shmcb.so"
 LoadModule ssl_module           "%(lib)s/mod_ssl.so"
 LoadModule cgid_module          "%(lib)s/mod_cgid.so"
+# Enabled by Debian by default; its built-in defaults are Debian's.
+LoadModule reqtimeout_module    "%(lib)s/mod_reqtimeout.so"
 ScriptSock "%(d)s/run/cgisock"
 
 User %(user)s
@@ -695,7 +699,8 @@ def run_point(env, srv, wl, n, idle_rss):
 
     if n > 0:
         ramp = max(0.2, n / float(w["ramp"]))
-        budget = ramp + P["ramp_extra"] + P["settle"] + W + 10
+        budget = (ramp + P["ramp_extra"] + P["calm_max"] + P["settle"]
+                  + W + 10)
         args = [env.slowread, "--port", str(port), "--path", w["path"],
                 "--conns", str(n), "--rate", str(RATE), "--rcvbuf",
                 str(RCVBUF), "--chunk", "4096", "--ramp", str(ramp),
@@ -731,6 +736,21 @@ def run_point(env, srv, wl, n, idle_rss):
                 break
         res["ramp_s"] = time.time() - t0
         res["ramp_first"] = last_first
+        # The ramp's own work may outlast it: 1,000 CGI responses of 5 MB
+        # are spooled by whoever started them.  The window measures the
+        # readers being served, so it waits (bounded) until the server's
+        # CPU is below half a core; a server that stalled is idle already.
+        t0 = time.time()
+        while time.time() - t0 < P["calm_max"]:
+            table = proc_table()
+            pids = srv.pids(table)
+            c0, s0 = tree_cpu(pids, table), time.time()
+            time.sleep(0.5)
+            table = proc_table()
+            busy = (tree_cpu(srv.pids(table), table) - c0) / (time.time() - s0)
+            if busy < CALM_CPU:
+                break
+        res["calm_s"] = time.time() - t0
     time.sleep(P["settle"])
 
     # Measurement window.
@@ -913,12 +933,13 @@ def slow_sweeps(env, results):
                     r = run_point(env, srv, wl, n, idle)
                     results.append(r)
                     log("  %-5s n=%-4d p50=%s p99=%s err=%d busy=%s recv=%s "
-                        "rssΔ/deliv=%s cpu=%.0f%% other=%.0f%% (%.0fs)"
+                        "rssΔ/deliv=%s cpu=%.0f%% other=%.0f%% calm=%.1fs (%.0fs)"
                         % (srv.name, n, fmt_ms(r["p50"]), fmt_ms(r["p99"]),
                            r["errors"], fmt_num(r.get("busy_avg_all"), 1),
                            fmt_num(r["receiving"], 0),
                            fmt_kb(mem_per_delivery(r)), r["server_cpu_pct"],
-                           other_cpu(r) or 0, r["wall_s"]))
+                           other_cpu(r) or 0, r.get("calm_s", 0),
+                           r["wall_s"]))
                 results.append(dict(workload=wl, server=srv.name,
                                     n=-1, errlog=srv.error_summary()))
             finally:
@@ -1210,7 +1231,8 @@ def write_report(env, results, fast, t_start):
       "ThreadsPerChild + idle_workers × factor` with %d readers + %d "
       "others and %d busy workers), Debian defaults otherwise: "
       "EnableSendfile Off, EnableMMAP On, Timeout 300, KeepAlive On, "
-      "mod_cgid for CGI, mod_ssl with a self-signed RSA-2048 certificate."
+      "mod_reqtimeout (Debian enables it), mod_cgid for CGI, mod_ssl with "
+      "a self-signed RSA-2048 certificate."
       % (THREADS, THREADS, env.factor, env.nmax, SLOT_HEADROOM,
          SLOT_RESERVE))
     a("* **ours**: the same file plus `LoadModule bgdeliver_module "
@@ -1241,10 +1263,13 @@ def write_report(env, results, fast, t_start):
       "fresh connection, `Connection: close`; they connect at %s per "
       "second, then the window starts once all have their first byte (or "
       "progress stalls for %.1f s: stock Apache serves only as many as it "
-      "has workers; at most %.0f s after the ramp)."
+      "has workers; at most %.0f s after the ramp) and the server's CPU "
+      "is below %.0f %% of one core over 0.5 s (at most %.0f s more: "
+      "1,000 CGI requests leave 5 GB to be read from their scripts after "
+      "the last first byte)."
       % (RCVBUF, RATE, ", ".join("%s %d" % (k, v["ramp"])
                                  for k, v in WORKLOADS.items()),
-         P["stall"], P["ramp_extra"]))
+         P["stall"], P["ramp_extra"], 100 * CALM_CPU, P["calm_max"]))
     a("* **probe**: during a %s s window (%s s at 0 readers and at the "
       "largest count), %d requests/s for a 512-byte "
       "static file over plain HTTP, each on a fresh connection, open loop "

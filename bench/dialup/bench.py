@@ -80,6 +80,8 @@ LoadModule mpm_event_module "{libexec}/mod_mpm_event.so"
 LoadModule authz_core_module "{libexec}/mod_authz_core.so"
 LoadModule status_module "{libexec}/mod_status.so"
 LoadModule env_module "{libexec}/mod_env.so"
+# Enabled by Debian by default; its built-in defaults are Debian's.
+LoadModule reqtimeout_module "{libexec}/mod_reqtimeout.so"
 {modules}
 DocumentRoot "{work}/htdocs"
 KeepAlive On
