@@ -2034,7 +2034,8 @@ static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
         now = apr_time_now();
         if (job->next_tick <= now) {
             /* Neither the line nor the socket held the pass back: it
-             * failed, and the delivery will say why. */
+             * failed (reading what is held), and the handler gets the
+             * error. */
             rv = APR_EGENERAL;
             break;
         }
