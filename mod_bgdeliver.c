@@ -320,6 +320,7 @@ typedef struct bgd_job_t {
     unsigned int background:1;          /* handed to the MPM */
     unsigned int in_worker:1;           /* paced inside the worker */
     unsigned int line_wait:1;           /* handler waits for its line */
+    unsigned int spool_failed:1;        /* BGD010/BGD011: memory only */
     unsigned int bodiless:1;
     unsigned int drain:1;               /* ignore pacing (child stopping) */
     unsigned int counted_paced:1;       /* in bgd_paced_jobs */
@@ -1329,9 +1330,18 @@ static apr_off_t bgd_spool_held(const bgd_job_t *job)
     return job->spool_size - job->spool_freed;
 }
 
+/* What becomes of a response whose spool failed (see
+ * bgd_capture_spool_failed()), for its log line. */
+static const char *bgd_spool_failure_outcome(const bgd_job_t *job)
+{
+    return bgd_job_timed(job)
+           ? "the handler waits for its line, holding no more than "
+             "BgDeliverMemoryLimit"
+           : "delivering the rest of the response in the foreground";
+}
+
 /* Move the captured memory buckets to the spool file, keeping order.
- * On failure the caller delivers the rest in the foreground: memory is
- * what the spool protects. */
+ * On failure the caller stops spooling (bgd_capture_spool_failed()). */
 static apr_status_t bgd_spool_memory(bgd_job_t *job)
 {
     request_rec *r = job->r;
@@ -1343,8 +1353,8 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
                           "BGD010: cannot create a spool file (see "
-                          "BgDeliverSpoolDir); delivering the rest of the "
-                          "response in the foreground");
+                          "BgDeliverSpoolDir); %s",
+                          bgd_spool_failure_outcome(job));
             return rv;
         }
     }
@@ -1372,9 +1382,8 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
         }
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                          "BGD011: writing the spool file failed; "
-                          "delivering the rest of the response in the "
-                          "foreground");
+                          "BGD011: writing the spool file failed; %s",
+                          bgd_spool_failure_outcome(job));
             return rv;
         }
         /* Extend the previous spool bucket when contiguous. */
@@ -1393,9 +1402,14 @@ static apr_status_t bgd_spool_memory(bgd_job_t *job)
             APR_BUCKET_INSERT_BEFORE(b, fb);
         }
         job->spool_size += len;
+        /* Per bucket: after a failed write, what is still in memory is
+         * exactly what the count says. */
+        job->mem_bytes -= (apr_off_t)len;
         apr_bucket_delete(b);
     }
-    job->mem_bytes = 0;
+    if (job->mem_bytes < 0) {
+        job->mem_bytes = 0;
+    }
     return APR_SUCCESS;
 }
 
@@ -1990,8 +2004,19 @@ static apr_status_t bgd_capture_max_time(bgd_job_t *job)
     return APR_ECONNABORTED;
 }
 
+/* What a paced response's capture may hold: BgDeliverSpoolLimit with
+ * the spool, only BgDeliverMemoryLimit once the spool failed. */
+static int bgd_capture_over_line(const bgd_job_t *job)
+{
+    if (job->spool_failed) {
+        return job->mem_bytes > job->conf->mem_limit;
+    }
+    return bgd_spool_held(job) + job->mem_bytes > job->conf->spool_max;
+}
+
 /* A paced response's handler outruns its line by design, so a generated
- * body bigger than BgDeliverSpoolLimit reaches it.  Giving up the capture
+ * body bigger than BgDeliverSpoolLimit reaches it, and any body beyond
+ * BgDeliverMemoryLimit does once the spool failed.  Giving up the capture
  * there would send the rest at full speed; instead the handler waits, on
  * its worker, until the line has carried enough of what is held (as a
  * handler behind mod_ratelimit waits for every write).  The line's rate
@@ -2003,7 +2028,7 @@ static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
     apr_status_t rv = APR_SUCCESS;
 
     job->line_wait = 1;
-    while (bgd_spool_held(job) + job->mem_bytes > job->conf->spool_max) {
+    while (bgd_capture_over_line(job)) {
         apr_off_t before = job->sent;
         apr_time_t now;
 
@@ -2043,6 +2068,19 @@ static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
     }
     job->line_wait = 0;
     return rv;
+}
+
+/* The spool failed (BGD010, BGD011).  An unpaced response goes on in the
+ * foreground: memory is what the spool protects.  A paced one keeps its
+ * line, which the foreground would not: its handler waits for it from
+ * here on, with no more than BgDeliverMemoryLimit held. */
+static apr_status_t bgd_capture_spool_failed(bgd_job_t *job)
+{
+    if (!bgd_job_timed(job)) {
+        return bgd_capture_give_up(job);
+    }
+    job->spool_failed = 1;
+    return bgd_capture_wait_line(job);
 }
 
 static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
@@ -2170,14 +2208,14 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     /* The tail of a spooled response waits behind the whole spool: in the
      * spool too (if it fits), not in memory for the length of the
      * delivery. */
-    if (job->eos && job->spool && job->mem_bytes > 0
+    if (job->eos && job->spool && !job->spool_failed && job->mem_bytes > 0
         && bgd_spool_held(job) + job->mem_bytes <= job->conf->spool_max) {
         if (bgd_spool_memory(job) != APR_SUCCESS) {
-            return bgd_capture_give_up(job);
+            return bgd_capture_spool_failed(job);
         }
     }
     else if (job->mem_bytes > job->conf->mem_limit) {
-        if (bgd_spool_held(job) + job->mem_bytes > job->conf->spool_max) {
+        if (bgd_capture_over_line(job)) {
             if (bgd_job_timed(job)) {
                 rv = bgd_capture_wait_line(job);
                 if (rv != APR_SUCCESS
@@ -2196,7 +2234,7 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             }
         }
         if (bgd_spool_memory(job) != APR_SUCCESS) {
-            return bgd_capture_give_up(job);
+            return bgd_capture_spool_failed(job);
         }
     }
     return APR_SUCCESS;

@@ -19,7 +19,7 @@ use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids
                  self_signed_cert hold_delivery);
 
-plan tests => 47, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 49, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
     need_module('mod_ssl.c'),
     need { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 };
@@ -73,12 +73,19 @@ sub faulty_server {
 
 # A server whose generated responses spool beyond 16 KB, into @DIR@/spool.
 sub spool_server {
-    return private_server(<<'CONF', test_modules => ['bgd_test'], mkdir => ['spool']);
+    my %o = (test_modules => ['bgd_test'], mkdir => ['spool'], std_modules => ['setenvif']);
+    return private_server(<<'CONF', %o);
 BgDeliverSpoolDir @DIR@/spool
 <Location /gen>
     SetHandler bgd-test-gen
     BgDeliver On
     BgDeliverMemoryLimit 16k
+</Location>
+# Paced through the public API, as mod_dialup does.
+<Location /paced-gen>
+    SetHandler bgd-test-gen
+    BgDeliverMemoryLimit 16k
+    SetEnvIfExpr "%{QUERY_STRING} =~ /pace=(\\d+),(\\d+)/" bgd-test-pace=$1,$2
 </Location>
 CONF
 }
@@ -216,6 +223,23 @@ CONF
     ok t_cmp(scalar(@logged), 1, 'no spool: BGD010 logged once');
     ok t_cmp(status_of($srv), qr/BgDeliverInFlight: 0/,
              'no spool: no slot left behind');
+
+    # A paced response keeps its line: its handler waits for it, with no
+    # more than the memory limit held, instead of sending the rest at
+    # full speed in the foreground.
+    my $m = length error_log_of($srv);
+    my $t0 = time;
+    $r = request(GET => '/paced-gen?size=150000&chunk=8192&pace=75000,0',
+                 port => $srv->{port}, timeout => 15);
+    my $t = time - $t0;
+    my $log = substr(error_log_of($srv), $m);
+    ok t_cmp(join(' ', $r->{status},
+                  ($r->{body} // '') eq pattern(150_000) ? 'exact' : 'wrong bytes',
+                  ($t > 1.7 && $t < 4) ? 'paced' : sprintf('%.2f s', $t)),
+             '200 exact paced',
+             sprintf('no spool, paced: the handler waits for its line (%.2f s)', $t));
+    @logged = $log =~ /BGD010: .*waits for its line/g;
+    ok t_cmp(scalar(@logged), 1, 'no spool, paced: BGD010 logged once, saying so');
     $srv->{stop}->();
 }
 
