@@ -51,7 +51,8 @@
  * ?prometheus) and in a section of mod_status.
  *
  * Hooks: pre_config (log tags, LogFormat nickname), post_config (shared
- * memory, time stamps on the listeners), optional_fn_retrieve
+ * memory, time stamps on the listeners), child_init and child_status (each
+ * child's entry for the suspended gauge), optional_fn_retrieve
  * (mod_bgdeliver), pre_connection (connection filters),
  * insert_network_bucket (the socket bucket), pre_read_request,
  * post_read_request, handler (start of the run phase and the status page),
@@ -81,6 +82,7 @@
 #include "apr_strings.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,7 +106,7 @@ module AP_MODULE_DECLARE_DATA conntimes_module;
 #define CONNTIMES_FILTER_OUT     "CONNTIMES_OUT"
 #define CONNTIMES_RETAINED_KEY   "mod_conntimes-retained"
 #define CONNTIMES_SHM_MAGIC      0x43544d31u   /* "CTM1" */
-#define CONNTIMES_LAYOUT_VERSION 5u
+#define CONNTIMES_LAYOUT_VERSION 6u
 #define CONNTIMES_NICKNAME       "conntimes"
 
 /* Phases, in the order every output lists them. */
@@ -229,6 +231,14 @@ typedef struct {
     char name[CT_HANDLER_LEN - 4];
 } conntimes_handler_t;
 
+/* The connections one child process holds suspended.  Each child counts
+ * in an entry of its own, so that the parent can drop the count of a child
+ * that died (SIGKILL, a crash) without undoing it. */
+typedef struct {
+    volatile apr_uint32_t pid;          /* 0 = free */
+    volatile apr_uint32_t suspended;
+} conntimes_proc_t;
+
 typedef struct {
     apr_uint32_t magic;
     apr_uint32_t layout;
@@ -236,11 +246,11 @@ typedef struct {
     apr_uint32_t nhandlers;             /* named slots; one more overflows */
     apr_uint32_t nslots;
     apr_uint32_t interval;              /* seconds */
+    apr_uint32_t nprocs;                /* ServerLimit: entries of procs */
     apr_uint64_t size;
     apr_time_t created;
     volatile apr_uint64_t reset_time;
     volatile apr_uint32_t handler_lock;
-    volatile apr_uint32_t suspended;
     volatile apr_uint32_t slow_next;
     volatile apr_uint32_t series_lock;
     char token[40];
@@ -256,6 +266,7 @@ typedef struct {
     conntimes_series_t *series;
     conntimes_closed_t *closed;
     conntimes_slow_t *slow;
+    conntimes_proc_t *procs;
 } conntimes_shm_t;
 
 /* Kept in the process pool across restarts. */
@@ -338,6 +349,9 @@ typedef struct {
 
 /* Set once in post_config (parent) and inherited by the children. */
 static conntimes_shm_t *conntimes_shm;
+/* This child's entry of conntimes_shm->procs (child_init); NULL in the
+ * parent, and in a child that found none free. */
+static conntimes_proc_t *conntimes_proc;
 static conntimes_srv_conf_t *conntimes_global;
 static ap_filter_rec_t *conntimes_in_handle;
 static ap_filter_rec_t *conntimes_out_handle;
@@ -548,10 +562,11 @@ static apr_size_t conntimes_align(apr_size_t n)
 /* Lay the regions out one after the other, each on its own cache line;
  * with a NULL base only the size is computed. */
 static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
-                                   int nstripes, int nhandlers, int nslots)
+                                   int nstripes, int nhandlers, int nslots,
+                                   int nprocs)
 {
     apr_size_t off_handlers, off_stripes, off_series, off_closed, off_slow;
-    apr_size_t end;
+    apr_size_t off_procs, end;
     apr_size_t stripe = conntimes_align(sizeof(conntimes_agg_t) * CT_NCLASS
                                         * (nhandlers + 1));
 
@@ -562,7 +577,9 @@ static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
     off_closed = off_series + conntimes_align(sizeof(conntimes_series_t));
     off_slow = off_closed
                + conntimes_align(sizeof(conntimes_closed_t) * nslots);
-    end = off_slow + conntimes_align(sizeof(conntimes_slow_t) * CT_NSLOW);
+    off_procs = off_slow
+                + conntimes_align(sizeof(conntimes_slow_t) * CT_NSLOW);
+    end = off_procs + conntimes_align(sizeof(conntimes_proc_t) * nprocs);
     m->stripe_size = stripe;
     if (base) {
         m->hdr = (conntimes_shm_hdr_t *)base;
@@ -571,6 +588,7 @@ static apr_size_t conntimes_layout(conntimes_shm_t *m, char *base,
         m->series = (conntimes_series_t *)(base + off_series);
         m->closed = (conntimes_closed_t *)(base + off_closed);
         m->slow = (conntimes_slow_t *)(base + off_slow);
+        m->procs = (conntimes_proc_t *)(base + off_procs);
     }
     return end;
 }
@@ -595,6 +613,43 @@ static int conntimes_stripe(conntimes_shm_t *m)
     }
 #endif
     return (int)(((apr_uintptr_t)apr_os_thread_current() >> 6) % (unsigned)n);
+}
+
+/* A child takes a free entry for its count of suspended connections. */
+static conntimes_proc_t *conntimes_proc_claim(conntimes_shm_t *m)
+{
+    apr_uint32_t pid = (apr_uint32_t)getpid();
+    apr_uint32_t i;
+
+    for (i = 0; i < m->hdr->nprocs; i++) {
+        if (apr_atomic_cas32(&m->procs[i].pid, pid, 0) == 0) {
+            return &m->procs[i];
+        }
+    }
+    return NULL;
+}
+
+/* The parent frees the entry of a child that is gone.  The count goes
+ * first: with the pid first, a new child could take the entry and count in
+ * it before the old count is wiped, and its own decrements would then run
+ * the count below zero. */
+static void conntimes_proc_free(conntimes_proc_t *e)
+{
+    apr_atomic_set32(&e->suspended, 0);
+    apr_atomic_set32(&e->pid, 0);
+}
+
+/* Connections the MPM holds suspended now, in all children. */
+static apr_uint32_t conntimes_suspended_now(conntimes_shm_t *m)
+{
+    apr_uint32_t i, n = 0;
+
+    for (i = 0; i < m->hdr->nprocs; i++) {
+        if (apr_atomic_read32(&m->procs[i].pid)) {
+            n += apr_atomic_read32(&m->procs[i].suspended);
+        }
+    }
+    return n;
 }
 
 static void conntimes_new_token(conntimes_shm_hdr_t *hdr)
@@ -1834,8 +1889,7 @@ static void conntimes_put_auto(request_rec *r, conntimes_shm_t *m,
         ap_rprintf(r, "ConntimesAcceptQueue: %ld\n", queued);
         ap_rprintf(r, "ConntimesAcceptQueueLimit: %ld\n", limit);
     }
-    ap_rprintf(r, "ConntimesSuspended: %u\n",
-               apr_atomic_read32(&m->hdr->suspended));
+    ap_rprintf(r, "ConntimesSuspended: %u\n", conntimes_suspended_now(m));
     if (conntimes_bgd_totals) {
         bgdeliver_totals_t t;
         memset(&t, 0, sizeof(t));
@@ -1967,7 +2021,7 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
                s->all.arrivals[CONNTIMES_ARRIVAL_STREAM]);
     ap_rprintf(r, "\"current\":{\"accept_queue\":%ld,\"accept_queue_limit\":"
                "%ld,\"suspended\":%u", queued, limit,
-               apr_atomic_read32(&hdr->suspended));
+               conntimes_suspended_now(m));
     if (conntimes_bgd_totals) {
         bgdeliver_totals_t t;
         memset(&t, 0, sizeof(t));
@@ -2161,7 +2215,7 @@ static void conntimes_put_prometheus(request_rec *r, conntimes_shm_t *m,
                "holds suspended now.\n"
                "# TYPE conntimes_suspended_connections gauge\n"
                "conntimes_suspended_connections %u\n",
-               apr_atomic_read32(&hdr->suspended));
+               conntimes_suspended_now(m));
     if (conntimes_bgd_totals) {
         bgdeliver_totals_t t;
         memset(&t, 0, sizeof(t));
@@ -2474,7 +2528,7 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
                    "(limit %ld)</td><td>%ld</td></tr>\n", limit, queued);
     }
     ap_rprintf(r, "<tr><td>connections suspended by the MPM</td><td>%u</td>"
-               "</tr>\n", apr_atomic_read32(&hdr->suspended));
+               "</tr>\n", conntimes_suspended_now(m));
     if (conntimes_bgd_totals) {
         bgdeliver_totals_t t;
         memset(&t, 0, sizeof(t));
@@ -2884,7 +2938,7 @@ static int conntimes_status_hook(request_rec *r, int flags)
     }
     ap_rprintf(r, "<p>%" APR_UINT64_T_FMT " requests timed; suspended "
                "connections: %u.</p>\n", s->all.count,
-               apr_atomic_read32(&conntimes_shm->hdr->suspended));
+               conntimes_suspended_now(conntimes_shm));
     conntimes_html_table(r, &s->all);
     return OK;
 }
@@ -2902,9 +2956,9 @@ static apr_status_t conntimes_conn_unsuspend(void *data)
 {
     conntimes_conn_t *cc = data;
 
-    if (cc->suspended && conntimes_shm) {
+    if (cc->suspended) {
         cc->suspended = 0;
-        apr_atomic_dec32(&conntimes_shm->hdr->suspended);
+        apr_atomic_dec32(&conntimes_proc->suspended);
     }
     return APR_SUCCESS;
 }
@@ -3134,9 +3188,9 @@ static void conntimes_suspend_connection(conn_rec *c, request_rec *r)
             cc->suspended_at = now ? now : apr_time_now();
             cc->suspended_seq = cc->requests;
         }
-        if (!cc->suspended && conntimes_shm) {
+        if (!cc->suspended && conntimes_proc) {
             cc->suspended = 1;
-            apr_atomic_inc32(&conntimes_shm->hdr->suspended);
+            apr_atomic_inc32(&conntimes_proc->suspended);
         }
     }
 }
@@ -3218,9 +3272,9 @@ static int conntimes_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
 /* Map (or create) the segment.  It lives in the process pool so that it
  * survives restarts: a graceful restart finds it in the retained data and
  * new children go on counting where the old ones were; only a change of
- * its layout (handler slots, series size, CPU count, or a module whose
- * CONNTIMES_LAYOUT_VERSION differs: the retained data outlives the DSO)
- * starts a new one. */
+ * its layout (handler slots, series size, CPU count, ServerLimit, or a
+ * module whose CONNTIMES_LAYOUT_VERSION differs: the retained data outlives
+ * the DSO) starts a new one. */
 static apr_status_t conntimes_shm_attach(server_rec *s,
                                          conntimes_srv_conf_t *g)
 {
@@ -3232,14 +3286,20 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
     long ncpu = sysconf(_SC_NPROCESSORS_CONF);
     int nstripes = ncpu < 1 ? 1 : ncpu > CT_MAX_STRIPES ? CT_MAX_STRIPES
                                                           : (int)ncpu;
+    int nprocs = 0;
     char *base;
 
     ret = ap_retained_data_get(CONNTIMES_RETAINED_KEY);
     if (!ret) {
         ret = ap_retained_data_create(CONNTIMES_RETAINED_KEY, sizeof(*ret));
     }
+    /* One entry per child process the MPM can have. */
+    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &nprocs) != APR_SUCCESS
+        || nprocs < 1) {
+        nprocs = 1;
+    }
     size = conntimes_layout(&probe, NULL, nstripes, g->max_handlers,
-                            g->slots);
+                            g->slots, nprocs);
     if (ret->valid) {
         conntimes_shm_hdr_t *h = ret->map.hdr;
         if (h->magic == CONNTIMES_SHM_MAGIC
@@ -3247,14 +3307,15 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
             && h->nstripes == (apr_uint32_t)nstripes
             && h->nhandlers == (apr_uint32_t)g->max_handlers
             && h->nslots == (apr_uint32_t)g->slots
-            && h->interval == (apr_uint32_t)g->interval) {
+            && h->interval == (apr_uint32_t)g->interval
+            && h->nprocs == (apr_uint32_t)nprocs) {
             conntimes_shm = &ret->map;
             return APR_SUCCESS;
         }
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "CT0006: layout changed "
-                     "(handler slots, series, CPUs or module version): "
-                     "starting a new shared memory segment; earlier "
-                     "aggregates are dropped");
+                     "(handler slots, series, CPUs, ServerLimit or module "
+                     "version): starting a new shared memory segment; "
+                     "earlier aggregates are dropped");
         /* The parent's mapping only: children of the old generation keep
          * theirs until they exit. */
         ret->valid = 0;
@@ -3270,13 +3331,15 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
     }
     base = apr_shm_baseaddr_get(ret->map.shm);
     memset(base, 0, size);
-    conntimes_layout(&ret->map, base, nstripes, g->max_handlers, g->slots);
+    conntimes_layout(&ret->map, base, nstripes, g->max_handlers, g->slots,
+                     nprocs);
     ret->map.hdr->magic = CONNTIMES_SHM_MAGIC;
     ret->map.hdr->layout = CONNTIMES_LAYOUT_VERSION;
     ret->map.hdr->nstripes = (apr_uint32_t)nstripes;
     ret->map.hdr->nhandlers = (apr_uint32_t)g->max_handlers;
     ret->map.hdr->nslots = (apr_uint32_t)g->slots;
     ret->map.hdr->interval = (apr_uint32_t)g->interval;
+    ret->map.hdr->nprocs = (apr_uint32_t)nprocs;
     ret->map.hdr->size = size;
     ret->map.hdr->created = apr_time_now();
     ret->map.hdr->reset_time = (apr_uint64_t)ret->map.hdr->created;
@@ -3285,9 +3348,9 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
     conntimes_shm = &ret->map;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "CT0008: shared memory "
                  "%" APR_SIZE_T_FMT " bytes (%d stripes of %" APR_SIZE_T_FMT
-                 ", %d handler slots, %d x %d s series)", size, nstripes,
-                 ret->map.stripe_size, g->max_handlers, g->slots,
-                 g->interval);
+                 ", %d handler slots, %d x %d s series, %d processes)", size,
+                 nstripes, ret->map.stripe_size, g->max_handlers, g->slots,
+                 g->interval, nprocs);
     return APR_SUCCESS;
 }
 
@@ -3348,6 +3411,21 @@ static void conntimes_apply_defaults(conntimes_srv_conf_t *g)
     }
 }
 
+/* A kept segment can still hold the entries of children that a restart
+ * reaped without the child_status hook: a process that is gone holds no
+ * connections. */
+static void conntimes_procs_sweep(conntimes_shm_t *m)
+{
+    apr_uint32_t i;
+
+    for (i = 0; i < m->hdr->nprocs; i++) {
+        apr_uint32_t pid = apr_atomic_read32(&m->procs[i].pid);
+        if (pid && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+            conntimes_proc_free(&m->procs[i]);
+        }
+    }
+}
+
 /* post_config: the shared memory and the listener option are set up in the
  * real run only, not in the dry run of the first start-up. */
 static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
@@ -3369,9 +3447,53 @@ static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (conntimes_shm_attach(s, g) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    conntimes_procs_sweep(conntimes_shm);
     conntimes_stamp_listeners(s, g->kernel_stamps ? 1 : 0);
     APR_REGISTER_OPTIONAL_FN(conntimes_request_phases);
     return OK;
+}
+
+/* child_init: the entry this child counts its suspended connections in.
+ * There is one per process the MPM can have (ServerLimit); a child that
+ * finds none (more processes than that, while old ones finish after a
+ * restart) does not count. */
+static void conntimes_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    (void)pchild;
+    if (!conntimes_shm) {
+        return;
+    }
+    conntimes_proc = conntimes_proc_claim(conntimes_shm);
+    if (!conntimes_proc) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "CT0013: all %u "
+                     "entries of the suspended-connection gauge are taken "
+                     "(more child processes than ServerLimit); the "
+                     "connections this child suspends are not counted",
+                     conntimes_shm->hdr->nprocs);
+    }
+}
+
+/* child_status (in the parent): a child that exited, however it ended,
+ * takes its count of suspended connections with it. */
+static void conntimes_child_status(server_rec *s, pid_t pid,
+                                   ap_generation_t gen, int slot,
+                                   mpm_child_status state)
+{
+    conntimes_shm_t *m = conntimes_shm;
+    apr_uint32_t i;
+
+    (void)s;
+    (void)gen;
+    (void)slot;
+    if (state != MPM_CHILD_EXITED || !m) {
+        return;
+    }
+    for (i = 0; i < m->hdr->nprocs; i++) {
+        if (apr_atomic_read32(&m->procs[i].pid) == (apr_uint32_t)pid) {
+            conntimes_proc_free(&m->procs[i]);
+            return;
+        }
+    }
 }
 
 static void conntimes_retrieve_optional_fns(void)
@@ -3573,6 +3695,8 @@ static void conntimes_register_hooks(apr_pool_t *p)
     /* Shared memory and listener time stamps, once the listeners exist
      * (the MPM opens them in open_logs). */
     ap_hook_post_config(conntimes_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(conntimes_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_status(conntimes_child_status, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_optional_fn_retrieve(conntimes_retrieve_optional_fns, NULL, NULL,
                                  APR_HOOK_MIDDLE);
     /* First of all pre_connection hooks: the pick-up time is the earliest
