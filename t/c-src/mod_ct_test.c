@@ -21,6 +21,9 @@
  *   SetHandler ct-sleep    a handler sleeping ?ms=N (default 300) (run phase)
  *   SetHandler ct-phases   prints what mod_conntimes' optional function says
  *                          about the request so far
+ *   SetHandler ct-suspend  returns SUSPENDED and never resumes: the event
+ *                          MPM counts the connection and forgets it (there
+ *                          is no response), until the child goes
  *
  * Every response of these handlers carries X-CT-Pid, the serving child.
  */
@@ -74,6 +77,9 @@ static int ct_test_handler(request_rec *r)
     conntimes_phases_t ph;
     int rc;
 
+    if (r->handler && !strcmp(r->handler, "ct-suspend")) {
+        return SUSPENDED;
+    }
     if (!r->handler || (strcmp(r->handler, "ct-sleep")
                         && strcmp(r->handler, "ct-phases"))) {
         return DECLINED;
