@@ -92,6 +92,9 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/inet_diag.h>
 #endif
 
 #include "mod_bgdeliver.h"
@@ -170,6 +173,10 @@ static const apr_uint64_t conntimes_bounds[] = {
 #define CT_DEF_SLOTS          1440
 #define CT_DEF_SLOW           apr_time_from_sec(1)
 #define CT_MAX_STRIPES        16
+
+/* How long the status page waits for the kernel's list of listening
+ * sockets (answered at once in practice) before it falls back. */
+#define CT_DIAG_TIMEOUT       apr_time_from_msec(200)
 
 /* ------------------------------------------------------------ types */
 
@@ -1826,13 +1833,172 @@ static int conntimes_series_point(conntimes_shm_t *m,
     return 0;
 }
 
-/* Connections waiting in the kernel's accept queues of our listeners (for
- * a listening TCP socket Linux reports the queue length in tcpi_unacked
- * and its limit in tcpi_sacked); -1 when unknown. */
+#if defined(__linux__)
+static int conntimes_diag_is_wildcard(const struct inet_diag_msg *dm)
+{
+    return !dm->id.idiag_src[0]
+           && (dm->idiag_family == AF_INET
+               || !(dm->id.idiag_src[1] | dm->id.idiag_src[2]
+                    | dm->id.idiag_src[3]));
+}
+
+/* Whether a listening socket the kernel listed is bound where one of
+ * ap_listeners is.  Wildcards match across families: the bucket duplicates
+ * of "Listen 80" (bound to [::]) are bound to 0.0.0.0, as httpd resolves
+ * their address anew. */
+static int conntimes_diag_is_listener(const struct inet_diag_msg *dm)
+{
+    ap_listen_rec *lr;
+
+    for (lr = ap_listeners; lr; lr = lr->next) {
+        apr_sockaddr_t *sa = lr->bind_addr;
+        if (!sa || sa->port != ntohs(dm->id.idiag_sport)) {
+            continue;
+        }
+        if (apr_sockaddr_is_wildcard(sa)) {
+            if (conntimes_diag_is_wildcard(dm)) {
+                return 1;
+            }
+        }
+        else if (sa->family == dm->idiag_family
+                 && sa->ipaddr_len <= (int)sizeof(dm->id.idiag_src)
+                 && !memcmp(sa->ipaddr_ptr, dm->id.idiag_src,
+                            sa->ipaddr_len)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One sock_diag dump of the listening TCP sockets of a family on the
+ * netlink socket nl (non-blocking), adding the accept queue (idiag_rqueue)
+ * and backlog (idiag_wqueue) of ours; *matched counts them.  Fails rather
+ * than waits past the deadline or reads a partial list. */
+static apr_status_t conntimes_diag_dump(int nl, int family,
+                                        apr_time_t deadline, long *queued,
+                                        long *limit, int *matched)
+{
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 req;
+    } msg;
+    struct sockaddr_nl kernel;
+    long buf[8192 / sizeof(long)];   /* aligned for the headers */
+
+    memset(&msg, 0, sizeof(msg));
+    msg.nlh.nlmsg_len = sizeof(msg);
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.req.sdiag_family = family;
+    msg.req.sdiag_protocol = IPPROTO_TCP;
+    msg.req.idiag_states = 1 << TCP_LISTEN;
+    memset(&kernel, 0, sizeof(kernel));
+    kernel.nl_family = AF_NETLINK;
+    if (sendto(nl, &msg, sizeof(msg), 0, (struct sockaddr *)&kernel,
+               sizeof(kernel)) < 0) {
+        return errno;
+    }
+    for (;;) {
+        const struct nlmsghdr *h;
+        ssize_t n = recv(nl, buf, sizeof(buf), MSG_TRUNC);
+        int len;
+
+        if (n < 0) {
+            apr_time_t left = deadline - apr_time_now();
+            struct pollfd pfd;
+
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                return errno;
+            }
+            if (left <= 0) {
+                return APR_TIMEUP;
+            }
+            pfd.fd = nl;
+            pfd.events = POLLIN;
+            (void)poll(&pfd, 1, (int)apr_time_as_msec(left) + 1);
+            continue;
+        }
+        if ((size_t)n > sizeof(buf)) {
+            return APR_EGENERAL;
+        }
+        len = (int)n;
+        for (h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len);
+             h = NLMSG_NEXT(h, len)) {
+            const struct inet_diag_msg *dm = NLMSG_DATA(h);
+
+            if (h->nlmsg_type == NLMSG_DONE) {
+                /* A dump the kernel could not finish ends with an error
+                 * code here. */
+                if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))
+                    && *(const int *)NLMSG_DATA(h) < 0) {
+                    return APR_EGENERAL;
+                }
+                return APR_SUCCESS;
+            }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                return APR_EGENERAL;
+            }
+            if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY
+                || h->nlmsg_len < NLMSG_LENGTH(sizeof(*dm))
+                || !conntimes_diag_is_listener(dm)) {
+                continue;
+            }
+            *queued += (long)dm->idiag_rqueue;
+            *limit += (long)dm->idiag_wqueue;
+            (*matched)++;
+        }
+    }
+}
+
+/* The accept queues of every listening socket bound where one of
+ * ap_listeners is, as the kernel lists them: with ListenCoresBucketsRatio
+ * the MPM opens a SO_REUSEPORT duplicate of each listener per bucket, kept
+ * to itself (not in ap_listeners, and closed in the children of the other
+ * buckets), so the kernel is the only place this child can see them all.
+ * What it cannot tell: a SO_REUSEPORT socket of another process on the same
+ * address and port (which needs our user) is counted too.  0 when netlink
+ * cannot answer (seccomp, no sock_diag) or lists none of ours. */
+static int conntimes_diag_accept_queue(long *queued, long *limit)
+{
+    apr_time_t deadline = apr_time_now() + CT_DIAG_TIMEOUT;
+    long q = 0, l = 0;
+    int matched = 0;
+    int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    NETLINK_SOCK_DIAG);
+
+    if (nl < 0) {
+        return 0;
+    }
+    if (conntimes_diag_dump(nl, AF_INET, deadline, &q, &l, &matched)
+            != APR_SUCCESS
+        || conntimes_diag_dump(nl, AF_INET6, deadline, &q, &l, &matched)
+            != APR_SUCCESS
+        || !matched) {
+        close(nl);
+        return 0;
+    }
+    close(nl);
+    *queued = q;
+    *limit = l;
+    return 1;
+}
+#endif
+
+/* Connections waiting in the kernel's accept queues of our listeners, in
+ * every bucket (see conntimes_diag_accept_queue); -1 when unknown.  Without
+ * sock_diag, what TCP_INFO tells of ap_listeners is the best there is (for
+ * a listening socket Linux reports the queue length in tcpi_unacked and its
+ * limit in tcpi_sacked): the first bucket only, and nothing in the children
+ * of the other buckets, which have closed them. */
 static void conntimes_accept_queue(long *queued, long *limit)
 {
     *queued = -1;
     *limit = -1;
+#if defined(__linux__)
+    if (conntimes_diag_accept_queue(queued, limit)) {
+        return;
+    }
+#endif
 #if defined(__linux__) && defined(TCP_INFO)
     {
         ap_listen_rec *lr;
