@@ -153,6 +153,11 @@ static const apr_uint64_t conntimes_bounds[] = {
 /* Slow requests listed. */
 #define CT_NSLOW         32
 
+/* Points at most in a chart of the page: one per pixel column of its plot,
+ * 526 pixels wide (see conntimes_svg_chart()).  A longer series is merged
+ * (see conntimes_window()); more points only make the page bigger. */
+#define CT_CHART_POINTS  512
+
 /* Yields a rare path waits for a lock held by another (see conntimes_lock). */
 #define CT_LOCK_SPINS    1000
 
@@ -1797,40 +1802,95 @@ static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m,
     return s;
 }
 
-/* One point of the time series: the open interval from the snapshot, an
- * earlier one from its closed slot; 0 when nothing was recorded. */
+/* A point of the time series: one interval, or consecutive ones merged. */
 typedef struct {
+    apr_uint64_t tag;                   /* its first interval */
+    apr_uint64_t intervals;             /* how many it covers */
     apr_uint64_t count;
     double avg[CT_NPHASE];
-    double p99[CT_NPHASE];
+    double p99[CT_NPHASE];              /* merged: the highest */
 } conntimes_pt_t;
 
-static int conntimes_series_point(conntimes_shm_t *m,
-                                  const conntimes_snap_t *s, apr_uint64_t tag,
+/* The window of the series shown, as points of @per intervals each.  They
+ * are aligned on multiples of @per (counted from @base), so that a merged
+ * point keeps its intervals from one page to the next as the window moves:
+ * only the two at its ends may cover fewer. */
+typedef struct {
+    apr_uint64_t first, last;           /* its intervals */
+    apr_uint64_t per, base;
+    int npts;
+} conntimes_window_t;
+
+static int conntimes_window_npts(const conntimes_window_t *w)
+{
+    return (int)((w->last - w->base) / w->per
+                 - (w->first - w->base) / w->per + 1);
+}
+
+/* The window of the series that ends at interval @tag, in @max points at
+ * most: all of its intervals, merged @per to a point when they are more.
+ * Aligned, n intervals may need one point more than n / per: the smallest
+ * @per that fits is searched from n / max up, and n / (max - 1) always
+ * fits.  A single point cannot be aligned and starts with the window. */
+static void conntimes_window(conntimes_window_t *w, const conntimes_shm_t *m,
+                             apr_uint64_t tag, apr_uint64_t max)
+{
+    apr_uint64_t n, nslots = m->hdr->nslots;
+
+    w->last = tag;
+    w->first = tag + 1 >= nslots ? tag + 1 - nslots : 0;
+    n = w->last - w->first + 1;
+    w->base = max > 1 ? 0 : w->first;
+    w->per = n > max ? (n + max - 1) / max : 1;
+    while ((apr_uint64_t)conntimes_window_npts(w) > max) {
+        w->per++;
+    }
+    w->npts = conntimes_window_npts(w);
+}
+
+/* Point @i of the window: the sums of its intervals (the open one from the
+ * snapshot, earlier ones from their closed slots), averaged by count, and
+ * the highest of their p99s, which bounds the p99 of them all; the
+ * intervals' histograms are not kept.  0 when nothing was recorded. */
+static int conntimes_window_point(conntimes_shm_t *m,
+                                  const conntimes_snap_t *s,
+                                  const conntimes_window_t *w, int i,
                                   conntimes_pt_t *pt)
 {
-    conntimes_closed_t *cl = &m->closed[tag % m->hdr->nslots];
-    int i;
+    apr_uint64_t from, to, tag;
+    int k;
 
+    from = w->base + ((w->first - w->base) / w->per + (apr_uint64_t)i) * w->per;
+    to = from + w->per - 1;
+    from = from < w->first ? w->first : from;
+    to = to > w->last ? w->last : to;
     memset(pt, 0, sizeof(*pt));
-    if (tag == s->open_tag) {
-        const conntimes_agg_t *a = &s->open;
-        pt->count = a->count;
-        for (i = 0; i < CT_NPHASE; i++) {
-            pt->avg[i] = a->count ? (double)a->phase[i].sum / a->count : 0;
-            pt->p99[i] = conntimes_quantile(&a->phase[i], a->count, 0.99);
+    pt->tag = from;
+    pt->intervals = to - from + 1;
+    for (tag = from; tag <= to; tag++) {
+        conntimes_closed_t *cl = &m->closed[tag % m->hdr->nslots];
+        if (tag == s->open_tag) {
+            const conntimes_agg_t *a = &s->open;
+            pt->count += a->count;
+            for (k = 0; k < CT_NPHASE; k++) {
+                double q = conntimes_quantile(&a->phase[k], a->count, 0.99);
+                pt->avg[k] += (double)a->phase[k].sum;
+                pt->p99[k] = q > pt->p99[k] ? q : pt->p99[k];
+            }
         }
-        return pt->count > 0;
-    }
-    if (apr_atomic_read64(&cl->tag) == tag + 1 && cl->count) {
-        pt->count = cl->count;
-        for (i = 0; i < CT_NPHASE; i++) {
-            pt->avg[i] = (double)cl->phase[i].sum / (double)cl->count;
-            pt->p99[i] = cl->phase[i].p99;
+        else if (apr_atomic_read64(&cl->tag) == tag + 1 && cl->count) {
+            pt->count += cl->count;
+            for (k = 0; k < CT_NPHASE; k++) {
+                pt->avg[k] += (double)cl->phase[k].sum;
+                pt->p99[k] = cl->phase[k].p99 > pt->p99[k]
+                             ? cl->phase[k].p99 : pt->p99[k];
+            }
         }
-        return 1;
     }
-    return 0;
+    for (k = 0; k < CT_NPHASE && pt->count; k++) {
+        pt->avg[k] /= (double)pt->count;
+    }
+    return pt->count > 0;
 }
 
 #if defined(__linux__)
@@ -2161,12 +2221,14 @@ static void conntimes_json_phases(request_rec *r, const conntimes_agg_t *a)
     ap_rputs("}", r);
 }
 
+/* @points: the most points of the series, 0 for all of them. */
 static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
-                               conntimes_snap_t *s, int allow_reset)
+                               conntimes_snap_t *s, int allow_reset,
+                               apr_uint64_t points)
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
     apr_time_t now = apr_time_now();
-    apr_uint64_t tag, first;
+    conntimes_window_t w;
     long queued, limit;
     int i, cls, slot, n;
 
@@ -2216,26 +2278,32 @@ static void conntimes_put_json(request_rec *r, conntimes_shm_t *m,
         conntimes_json_phases(r, &s->handler[slot]);
         ap_rputs("}", r);
     }
-    tag = conntimes_interval_of(m, now);
-    first = tag >= hdr->nslots ? tag - hdr->nslots + 1 : 0;
+    conntimes_window(&w, m, conntimes_interval_of(m, now),
+                     points ? points : hdr->nslots);
     ap_rprintf(r, "],\"series\":{\"interval\":%u,\"slots\":%u,\"points\":[",
                hdr->interval, hdr->nslots);
-    for (n = 0; first <= tag; first++) {
+    for (n = 0, i = 0; i < w.npts; i++) {
         conntimes_pt_t pt;
-        if (!conntimes_series_point(m, s, first, &pt)) {
+        int k;
+        if (!conntimes_window_point(m, s, &w, i, &pt)) {
             continue;
         }
         ap_rprintf(r, "%s{\"t\":%" APR_UINT64_T_FMT ",\"count\":%"
-                   APR_UINT64_T_FMT ",\"avg\":{", n++ ? "," : "",
-                   first * hdr->interval, pt.count);
-        for (i = 0; i < CT_NPHASE; i++) {
-            ap_rprintf(r, "%s\"%s\":%s", i ? "," : "", conntimes_phase_names[i],
-                       conntimes_secs(r->pool, pt.avg[i]));
+                   APR_UINT64_T_FMT, n++ ? "," : "", pt.tag * hdr->interval,
+                   pt.count);
+        /* Only merged points say so: ?json alone keeps its old shape. */
+        if (w.per > 1) {
+            ap_rprintf(r, ",\"intervals\":%" APR_UINT64_T_FMT, pt.intervals);
+        }
+        ap_rputs(",\"avg\":{", r);
+        for (k = 0; k < CT_NPHASE; k++) {
+            ap_rprintf(r, "%s\"%s\":%s", k ? "," : "", conntimes_phase_names[k],
+                       conntimes_secs(r->pool, pt.avg[k]));
         }
         ap_rputs("},\"p99\":{", r);
-        for (i = 0; i < CT_NPHASE; i++) {
-            ap_rprintf(r, "%s\"%s\":%s", i ? "," : "", conntimes_phase_names[i],
-                       conntimes_secs(r->pool, pt.p99[i]));
+        for (k = 0; k < CT_NPHASE; k++) {
+            ap_rprintf(r, "%s\"%s\":%s", k ? "," : "", conntimes_phase_names[k],
+                       conntimes_secs(r->pool, pt.p99[k]));
         }
         ap_rputs("}}", r);
     }
@@ -2526,17 +2594,33 @@ static const char *conntimes_span_text(apr_pool_t *p, apr_uint32_t secs)
                         secs == units[u].secs ? "" : "s");
 }
 
+/* What a point of the charts is, said after "p99": " per 60 s", or when
+ * merged " (highest of 3 intervals per point) per 3 × 60 s". */
+static const char *conntimes_point_text(apr_pool_t *p,
+                                        const conntimes_window_t *w,
+                                        apr_uint32_t iv)
+{
+    if (w->per == 1) {
+        return apr_psprintf(p, " per %u s", iv);
+    }
+    return apr_psprintf(p, " (highest of %" APR_UINT64_T_FMT " intervals per "
+                        "point) per %" APR_UINT64_T_FMT " &#215; %u s",
+                        w->per, w->per, iv);
+}
+
 /* One SVG chart of a phase over the series window: average (solid) and p99
- * (dashed) on a log scale, with gaps where nothing was recorded. */
+ * (dashed) on a log scale, with gaps where nothing was recorded.  A point
+ * sits in the middle of the time its intervals cover. */
 static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
-                                const conntimes_pt_t *pts, int npts,
-                                apr_uint64_t first, int phase)
+                                const conntimes_window_t *w,
+                                const conntimes_pt_t *pts, int phase)
 {
     const int W = 600, H = 150, L = 52, R = 22, T = 20, B = 22;
     double lo = 1e9, hi = 0, dlo, dhi;
     apr_uint32_t iv = m->hdr->interval;
-    int i, k, d, has = 0;
-    apr_time_t span = (apr_time_t)npts * iv;
+    int i, k, d, has = 0, npts = w->npts;
+    apr_uint64_t nint = w->last - w->first + 1;
+    apr_time_t span = (apr_time_t)nint * iv;
 
     /* An average is above its p99 when a single outlier lies in the top
      * 1 %: the range spans both lines of every point. */
@@ -2565,9 +2649,10 @@ static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
     }
     ap_rprintf(r, "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" "
                "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\">"
-               "<title>%s: average and p99 per %u s</title>"
+               "<title>%s: average and p99%s</title>"
                "<text x=\"%d\" y=\"13\" class=\"t\">%s</text>",
-               W, H, W, H, conntimes_phase_names[phase], iv, L,
+               W, H, W, H, conntimes_phase_names[phase],
+               conntimes_point_text(r->pool, w, iv), L,
                conntimes_phase_names[phase]);
     for (d = (int)dlo; d <= (int)dhi; d++) {
         static const char *const lab[] = {
@@ -2581,7 +2666,7 @@ static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
                    d < 11 ? lab[d] : "");
     }
     for (k = 0; k <= 8; k++) {
-        apr_time_t at = (apr_time_t)(first * iv) + span * k / 8;
+        apr_time_t at = (apr_time_t)(w->first * iv) + span * k / 8;
         apr_time_exp_t xt;
         double x = L + (double)(W - L - R) * k / 8;
         apr_time_exp_lt(&xt, apr_time_from_sec(at));
@@ -2609,7 +2694,9 @@ static void conntimes_svg_chart(request_rec *r, conntimes_shm_t *m,
             else if (v > dhi) {
                 v = dhi;
             }
-            x = L + (double)(W - L - R) * (i + 0.5) / npts;
+            x = L + (double)(W - L - R)
+                    * ((double)(pts[i].tag - w->first)
+                       + (double)pts[i].intervals / 2) / (double)nint;
             y = T + (H - T - B) * (1 - (v - dlo) / (dhi - dlo));
             if (!open) {
                 ap_rprintf(r, "<polyline class=\"%s\" points=\"",
@@ -2639,10 +2726,10 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
 {
     conntimes_shm_hdr_t *hdr = m->hdr;
     apr_time_t now = apr_time_now();
-    apr_uint64_t tag, first;
+    conntimes_window_t w;
     conntimes_pt_t *pts;
     long queued, limit;
-    int i, n, npts, slot, cls;
+    int i, n, slot, cls;
     char when[APR_RFC822_DATE_LEN];
 
     ap_set_content_type(r, "text/html; charset=utf-8");
@@ -2744,24 +2831,21 @@ static void conntimes_put_html(request_rec *r, conntimes_shm_t *m,
     }
     ap_rputs("</table>\n", r);
 
-    tag = conntimes_interval_of(m, now);
-    npts = (int)hdr->nslots;
-    first = tag + 1 >= (apr_uint64_t)npts ? tag + 1 - npts : 0;
-    npts = (int)(tag - first + 1);
-    pts = apr_pcalloc(r->pool, sizeof(*pts) * npts);
-    for (i = 0; i < npts; i++) {
-        conntimes_series_point(m, s, first + i, &pts[i]);
+    conntimes_window(&w, m, conntimes_interval_of(m, now), CT_CHART_POINTS);
+    pts = apr_palloc(r->pool, sizeof(*pts) * w.npts);
+    for (i = 0; i < w.npts; i++) {
+        conntimes_window_point(m, s, &w, i, &pts[i]);
     }
     ap_rprintf(r, "<h2>Last %s</h2>\n<p><span class=\"k\">&#9473; average"
-               "</span> &#160; <span class=\"q\">&#9476; p99</span> per %u s, "
+               "</span> &#160; <span class=\"q\">&#9476; p99</span>%s, "
                "log scale; server local time.</p>\n",
                conntimes_span_text(r->pool, hdr->nslots * hdr->interval),
-               hdr->interval);
+               conntimes_point_text(r->pool, &w, hdr->interval));
     for (i = 0; i < CT_NPHASE; i++) {
         if (i == CT_WORKER || i == CT_OFFWORKER) {
             continue;
         }
-        conntimes_svg_chart(r, m, pts, npts, first, i);
+        conntimes_svg_chart(r, m, &w, pts, i);
     }
 
     ap_rprintf(r, "<h2>Recent slow requests (total &#8805; %s)</h2>\n",
@@ -3001,11 +3085,39 @@ static const char *conntimes_format(request_rec *r)
     return best_q[best] > 0 ? formats[best] : "html";
 }
 
+/* The points=N of a JSON answer's query (see conntimes_put_json()): 0
+ * without one, -1 with @bad set when N is not a whole number from 1 up.  A
+ * number too big for 64 bits means as much as any above the slots: all. */
+static apr_int64_t conntimes_query_points(request_rec *r, const char **bad)
+{
+    char *args, *arg, *state, *end;
+    apr_int64_t points = 0;
+
+    if (!r->args) {
+        return 0;
+    }
+    args = apr_pstrdup(r->pool, r->args);
+    for (arg = apr_strtok(args, "&", &state); arg;
+         arg = apr_strtok(NULL, "&", &state)) {
+        if (strncmp(arg, "points=", 7)) {
+            continue;
+        }
+        arg += 7;
+        points = apr_strtoi64(arg, &end, 10);
+        if (!apr_isdigit(*arg) || *end || points < 1) {
+            *bad = arg;
+            return -1;
+        }
+    }
+    return points;
+}
+
 static int conntimes_status_handler(request_rec *r)
 {
     conntimes_dir_conf_t *dc;
     conntimes_snap_t *s;
-    const char *fmt;
+    const char *fmt, *bad;
+    apr_int64_t points = 0;
     int allow_reset;
 
     if (!r->handler || strcmp(r->handler, CONNTIMES_HANDLER)) {
@@ -3032,6 +3144,18 @@ static int conntimes_status_handler(request_rec *r)
     }
 
     fmt = conntimes_format(r);
+    if (!strcmp(fmt, "json")
+        && (points = conntimes_query_points(r, &bad)) < 0) {
+        /* Shown by the core's error page, which does not escape it. */
+        apr_table_setn(r->notes, "error-notes", apr_pstrcat(r->pool,
+                       "points=", ap_escape_html(r->pool, bad), ": the most "
+                       "points of the series must be a whole number from 1 "
+                       "up.", NULL));
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "CT0014: bad query: "
+                      "points=%s is not a whole number from 1 up",
+                      ap_escape_logitem(r->pool, bad));
+        return HTTP_BAD_REQUEST;
+    }
     apr_table_mergen(r->headers_out, "Vary", "Accept");
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
     apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
@@ -3061,7 +3185,8 @@ static int conntimes_status_handler(request_rec *r)
                                                    apr_time_now())
                            : 0);
     if (!strcmp(fmt, "json")) {
-        conntimes_put_json(r, conntimes_shm, s, allow_reset);
+        conntimes_put_json(r, conntimes_shm, s, allow_reset,
+                           (apr_uint64_t)points);
     }
     else if (!strcmp(fmt, "prometheus")) {
         conntimes_put_prometheus(r, conntimes_shm, s);
