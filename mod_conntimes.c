@@ -3584,11 +3584,16 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
     if (!ret) {
         ret = ap_retained_data_create(CONNTIMES_RETAINED_KEY, sizeof(*ret));
     }
-    /* One entry per child process the MPM can have. */
+    /* Two entries per process slot of the MPM (ServerLimit): after a
+     * graceful restart a child of the old generation that is still
+     * finishing can lose its slot to a new child and go on running beside
+     * it (MPM_CHILD_LOST_SLOT), so there can be more processes than slots
+     * for a while. */
     if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &nprocs) != APR_SUCCESS
         || nprocs < 1) {
         nprocs = 1;
     }
+    nprocs *= 2;
     size = conntimes_layout(&probe, NULL, nstripes, g->max_handlers,
                             g->slots, nprocs);
     if (ret->valid) {
@@ -3745,9 +3750,9 @@ static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 }
 
 /* child_init: the entry this child counts its suspended connections in.
- * There is one per process the MPM can have (ServerLimit); a child that
- * finds none (more processes than that, while old ones finish after a
- * restart) does not count. */
+ * There are two per process slot (ServerLimit); a child that finds none
+ * (even more processes than that, while old ones finish after several
+ * quick restarts) does not count. */
 static void conntimes_child_init(apr_pool_t *pchild, server_rec *s)
 {
     (void)pchild;
@@ -3758,7 +3763,7 @@ static void conntimes_child_init(apr_pool_t *pchild, server_rec *s)
     if (!conntimes_proc) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "CT0013: all %u "
                      "entries of the suspended-connection gauge are taken "
-                     "(more child processes than ServerLimit); the "
+                     "(more than twice ServerLimit child processes); the "
                      "connections this child suspends are not counted",
                      conntimes_shm->hdr->nprocs);
     }
