@@ -97,8 +97,12 @@
 #include <sys/sendfile.h>
 #include <sys/timerfd.h>
 #define BGD_HAVE_TIMED_WAIT 1
+#define BGD_POLL_WRITABLE EPOLLOUT
+#define BGD_POLL_HANGUP EPOLLRDHUP
 #else
 #define BGD_HAVE_TIMED_WAIT 0
+#define BGD_POLL_WRITABLE 0
+#define BGD_POLL_HANGUP 0
 #endif
 
 #include "mod_bgdeliver.h"
@@ -160,6 +164,12 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_PRODUCER_RETRY     apr_time_from_msec(10)
 #define BGD_PRODUCER_RETRY_MAX apr_time_from_msec(250)
 #define BGD_WATCHDOG_PERIOD   apr_time_from_msec(100)
+/* A timed wait at least this long (a line's latency, above all) has the
+ * engine thread watch the socket for the client's hang-up meanwhile: the
+ * delivery, its slot and its descriptors would otherwise outlive the
+ * client until the wait ends.  Shorter waits (a modem's pulses) are not
+ * worth the two epoll_ctl() calls each. */
+#define BGD_GONE_WATCH_MIN    apr_time_from_sec(1)
 /* Each timed wake-up costs a trip through the MPM's listener and worker
  * queue (~50 us of CPU, measured): beyond this many wake-ups per second
  * a child lengthens its pulses instead of burning a core. */
@@ -348,8 +358,12 @@ struct bgd_conn_t {
     const char *wd_reason;
     /* pace heap of the engine thread */
     int pace_index;                     /* in engine->heap, or -1 */
-    /* the engine thread's wait for writability */
+    /* the engine thread's wait for writability, or its watch for the
+     * client's hang-up during a long timed wait */
     int stream_on;                      /* sock_dup is in engine->epfd */
+    int watch_gone;                     /* ... for a hang-up, not to write */
+    int hangup_seen;                    /* the watch fired: for the worker */
+    int half_closed;                    /* a hang-up with a request after */
     apr_uint64_t stream_key;            /* its key in engine->streams */
     int in_load;                        /* counted in engine->load */
     /* File handles of earlier deliveries left in c->pool (see
@@ -951,10 +965,9 @@ static void bgd_pace_remove_locked(bgd_conn_t *bc)
     bgd_engine_load_locked(bc);
 }
 
-/* Makes the engine thread wait for the socket to take more, then write
- * (EPOLLONESHOT: one wake-up per wait).  Needs the timed wait's duplicate
- * of the socket. */
-static int bgd_stream_arm_locked(bgd_conn_t *bc)
+/* Puts the timed wait's duplicate of the socket in the engine thread's
+ * poller for `events` (EPOLLONESHOT: one wake-up per wait). */
+static int bgd_poll_arm_locked(bgd_conn_t *bc, apr_uint32_t events)
 {
 #if BGD_HAVE_TIMED_WAIT
     bgd_engine_t *e = bc->engine;
@@ -964,7 +977,7 @@ static int bgd_stream_arm_locked(bgd_conn_t *bc)
         return 0;
     }
     memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLOUT | EPOLLONESHOT;
+    ev.events = events | EPOLLONESHOT;
     if (bc->stream_on) {
         ev.data.u64 = bc->stream_key;
         return epoll_ctl(e->epfd, EPOLL_CTL_MOD, bc->sock_dup, &ev) == 0;
@@ -979,8 +992,16 @@ static int bgd_stream_arm_locked(bgd_conn_t *bc)
     return 1;
 #else
     (void)bc;
+    (void)events;
     return 0;
 #endif
+}
+
+/* Makes the engine thread wait for the socket to take more, then write. */
+static int bgd_stream_arm_locked(bgd_conn_t *bc)
+{
+    bc->watch_gone = 0;
+    return bgd_poll_arm_locked(bc, BGD_POLL_WRITABLE);
 }
 
 /* Before the duplicate of the socket can be closed. */
@@ -989,6 +1010,7 @@ static void bgd_stream_remove_locked(bgd_conn_t *bc)
 #if BGD_HAVE_TIMED_WAIT
     bgd_engine_t *e = bc->engine;
 
+    bc->watch_gone = 0;
     if (bc->stream_on) {
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, bc->sock_dup, NULL);
         apr_hash_set(e->streams, &bc->stream_key, sizeof(bc->stream_key),
@@ -3077,6 +3099,36 @@ static int bgd_pace_add(bgd_conn_t *bc, apr_time_t due)
     return 1;
 }
 
+/* During a long timed wait: the engine thread hands the connection back
+ * as soon as the client hangs up (bgd_engine_hangup_locked()). */
+static void bgd_gone_watch(bgd_conn_t *bc)
+{
+    bgd_engine_t *e = bc->engine;
+
+    if (!e) {
+        return;
+    }
+    apr_thread_mutex_lock(e->mutex);
+    /* Not over a wait for writability, which the thread's writes need. */
+    if (!bc->stream_on && bgd_poll_arm_locked(bc, BGD_POLL_HANGUP)) {
+        bc->watch_gone = 1;
+    }
+    apr_thread_mutex_unlock(e->mutex);
+}
+
+/* The watch of a timed wait fired (the client's end of stream, a reset or
+ * an error): the worker that gets the connection back finds out which
+ * (bgd_client_left()); the thread cannot, as the core may hold bytes of a
+ * pipelined request that it read before the end. */
+static void bgd_engine_hangup_locked(bgd_conn_t *bc)
+{
+    bc->watch_gone = 0;
+    bc->hangup_seen = 1;
+    bgd_pace_remove_locked(bc);
+    bgd_stream_remove_locked(bc);
+    bgd_engine_hand_back(bc);
+}
+
 static int bgd_stream_add(bgd_conn_t *bc)
 {
     bgd_engine_t *e = bc->engine;
@@ -3254,7 +3306,10 @@ static void bgd_engine_sleep_locked(bgd_engine_t *e,
          * again, with a new key) meanwhile is not found. */
         bc = apr_hash_get(e->streams, &ev[i].data.u64,
                           sizeof(ev[i].data.u64));
-        if (bc && bc->pace_index == -1) {
+        if (bc && bc->watch_gone) {
+            bgd_engine_hangup_locked(bc);
+        }
+        else if (bc && bc->pace_index == -1) {
             bgd_engine_serve_locked(bc, apr_time_now());
         }
     }
@@ -3656,6 +3711,10 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
             }
         }
         if (rv == APR_SUCCESS) {
+            if (job->next_tick - now >= BGD_GONE_WATCH_MIN
+                && !bc->half_closed) {
+                bgd_gone_watch(bc);
+            }
             return;
         }
         /* Out of descriptors, most likely: better unpaced than stuck. */
@@ -3684,6 +3743,24 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     }
 }
 
+/* After a hang-up seen during a timed wait: whether the client is gone
+ * (a reset, or the end of its stream with nothing before it) rather than
+ * only done sending, with a pipelined request the core or mod_ssl still
+ * holds.  The test of ap_check_pipeline(), through the whole input chain:
+ * a TLS close_notify is an end too. */
+static int bgd_client_left(conn_rec *c)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(c->pool, c->bucket_alloc);
+    apr_status_t rv = ap_get_brigade(c->input_filters, bb,
+                                     AP_MODE_SPECULATIVE, APR_NONBLOCK_READ,
+                                     1);
+    int left = rv == APR_SUCCESS ? APR_BRIGADE_EMPTY(bb)
+                                 : !APR_STATUS_IS_EAGAIN(rv);
+
+    apr_brigade_destroy(bb);
+    return left;
+}
+
 static int bgd_drive(bgd_conn_t *bc)
 {
     bgd_job_t *job = bc->job;
@@ -3694,6 +3771,19 @@ static int bgd_drive(bgd_conn_t *bc)
 
     reason = bgd_wd_unlist(bc);
     bgd_timed_wait_disarm(bc);
+    if (bc->hangup_seen) {
+        bc->hangup_seen = 0;
+        if (bgd_client_left(bc->c)) {
+            bc->c->aborted = 1;
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, job->r, "BGD037: the "
+                          "client left while the delivery waited");
+        }
+        else {
+            /* It only closed its side after another request: both are
+             * answered, and the end of stream is not watched again. */
+            bc->half_closed = 1;
+        }
+    }
     if (!reason && !bc->c->aborted) {
         reason = bgd_rule_broken(job, t0, &deadline);
     }
