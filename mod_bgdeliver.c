@@ -298,6 +298,9 @@ typedef struct bgd_job_t {
     apr_time_t producer_idle_start;     /* first empty answer in a row */
     apr_interval_time_t producer_wait;  /* earlier idle runs, in total */
     int api_used;                       /* a handler API call has the body */
+    int file_short;                     /* a read found a file shorter: the
+                                         * bytes read may be the kernel's
+                                         * zeros, never to be sent */
 
     apr_file_t *spool;
     apr_off_t spool_size;
@@ -1555,17 +1558,23 @@ static int bgd_fallback_counted(bgd_job_t *job)
     return 1;
 }
 
+/* r goes out the ordinary way where BgDeliver is on: its files are read,
+ * not mapped (see bgd_unmapped_filter()). */
+static void bgd_foreground_unmapped(request_rec *r)
+{
+    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
+                                r->connection);
+}
+
 /* r goes out the ordinary way although BgDeliver would take it: counted
- * as a fallback, and its files read rather than mapped (see
- * bgd_unmapped_filter()).  Returns 1 the first time, as
- * bgd_fallback_counted(). */
+ * as a fallback, and its files read rather than mapped.  Returns 1 the
+ * first time, as bgd_fallback_counted(). */
 static int bgd_fallback(request_rec *r, bgd_job_t *job)
 {
     if (!bgd_fallback_counted(job)) {
         return 0;
     }
-    ap_add_output_filter_handle(bgd_unmapped_filter_handle, NULL, r,
-                                r->connection);
+    bgd_foreground_unmapped(r);
     return 1;
 }
 
@@ -1600,6 +1609,19 @@ static void bgd_fallback_chain_sleeps(request_rec *r, bgd_job_t *job)
     }
 }
 
+/* Whether bytes just read from fd up to `end` are the file's.  A read
+ * that races a truncation can return the zeros that the kernel writes over
+ * the tail of the new last page (Linux sets the new size first, then
+ * zeroes that tail and drops the pages after it): the read is full, only
+ * the size, looked at after it, tells.  The same zeros that a mapping
+ * reads past a new end (bgd_unmapped_filter()), in a narrower window. */
+static int bgd_read_still_valid(apr_os_file_t fd, apr_off_t end)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && (apr_off_t)st.st_size >= end;
+}
+
 /* mod_http2 takes the handle of a file bucket that it sets aside (into
  * its beam), leaving ours with no descriptor, and one handle serves all of
  * a response's buckets (the spool's): an HTTP/2 stream's bytes go down as
@@ -1614,9 +1636,20 @@ static apr_status_t bgd_read_files_in(apr_bucket_brigade *bb)
         if (APR_BUCKET_IS_FILE(e)) {
             const char *data;
             apr_size_t n;
-            apr_status_t rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
+            apr_off_t start = e->start;
+            apr_os_file_t fd;
+            apr_status_t rv;
+
+            if (apr_os_file_get(&fd, ((apr_bucket_file *)e->data)->fd)
+                != APR_SUCCESS) {
+                return APR_EGENERAL;
+            }
+            rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
             if (rv != APR_SUCCESS) {
                 return rv;
+            }
+            if (!bgd_read_still_valid(fd, start + (apr_off_t)n)) {
+                return APR_EOF;
             }
         }
     }
@@ -1796,6 +1829,10 @@ static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
                 done += (apr_size_t)n;
             }
         }
+        if (!bgd_read_still_valid(fd, b->start + (apr_off_t)done)) {
+            apr_allocator_free(bgd_blocks, node);
+            return APR_EOF;
+        }
         h = apr_bucket_heap_create(node->first_avail, done, bgd_block_free,
                                    b->list);
         APR_BUCKET_INSERT_BEFORE(b, h);
@@ -1903,6 +1940,9 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
          : read_pass ? bgd_read_pass(job->slice)
          : job->c->master ? bgd_read_files_in(job->slice) : APR_SUCCESS;
     if (rv != APR_SUCCESS) {
+        if (rv == APR_EOF) {
+            job->file_short = 1;
+        }
         APR_BRIGADE_PREPEND(job->queue, job->slice);
     }
     else {
@@ -2299,11 +2339,20 @@ static apr_status_t bgd_checked_file_read(apr_bucket *b, const char **str,
     apr_off_t offset = b->start;
     apr_size_t want = b->length;
     const char *fname = NULL;
+    apr_os_file_t fd = -1;
     apr_status_t rv;
 
     /* The read may free cf (no remainder): take what the log needs now. */
     apr_file_name_get(&fname, cf->file.fd);
+    apr_os_file_get(&fd, cf->file.fd);
     rv = apr_bucket_type_file.read(b, str, len, block);
+    if (rv == APR_SUCCESS
+        && !bgd_read_still_valid(fd, offset + (apr_off_t)*len)) {
+        /* Zeros of a racing truncation, maybe: b holds them now, as a
+         * heap bucket that goes with the caller's brigade. */
+        *len = 0;
+        rv = APR_EOF;
+    }
     if (rv == APR_SUCCESS) {
         apr_bucket *rest = APR_BUCKET_NEXT(b);
 
@@ -2386,8 +2435,9 @@ static apr_status_t bgd_core_file_check(void *data)
 }
 
 /* Where BgDeliver is on but a response goes out the ordinary way (an MPM
- * that cannot wait for us, HTTP/2, a cap with BgDeliverOverflow fallback),
- * its files are read, not mapped, as in a background delivery.  From a
+ * that cannot wait for us, HTTP/2, a cap with BgDeliverOverflow fallback,
+ * a file below BgDeliverMinSize), its files are read, not mapped, as in a
+ * background delivery.  From a
  * mapping of a file truncated meanwhile the core sends the zeros of the
  * last page as if they were content, and a filter that reads the mapping
  * itself (mod_ssl) gets SIGBUS past the new end; a read stops there.
@@ -2628,6 +2678,8 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
     struct msghdr msg;
     apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
     apr_size_t total = 0;
+    apr_os_file_t checked_fd = -1;      /* the last file read, up to */
+    apr_off_t checked_end = 0;          /* here */
     ssize_t n;
     int niov = 0;
 
@@ -2663,19 +2715,39 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
         const char *data;
         apr_size_t len;
         apr_status_t rv;
+        apr_os_file_t ffd = -1;
+        apr_off_t from = e->start;
 
         if (APR_BUCKET_IS_METADATA(e)) {
             continue;
         }
+        if (APR_BUCKET_IS_FILE(e)
+            && apr_os_file_get(&ffd, ((apr_bucket_file *)e->data)->fd)
+               != APR_SUCCESS) {
+            return APR_EBADF;
+        }
+        /* One fstat(2) per file and write, not per bucket: the reads
+         * of one file come one after another. */
+        if (ffd != checked_fd && checked_fd >= 0
+            && !bgd_read_still_valid(checked_fd, checked_end)) {
+            return APR_EOF;
+        }
         rv = apr_bucket_read(e, &data, &len, APR_BLOCK_READ);
         if (rv != APR_SUCCESS) {
             return rv;
+        }
+        if (ffd >= 0) {
+            checked_fd = ffd;
+            checked_end = from + (apr_off_t)len;
         }
         if (len) {
             iov[niov].iov_base = (void *)data;
             iov[niov++].iov_len = len;
             total += len;
         }
+    }
+    if (checked_fd >= 0 && !bgd_read_still_valid(checked_fd, checked_end)) {
+        return APR_EOF;
     }
     if (!total) {
         return APR_SUCCESS;
@@ -2708,6 +2780,9 @@ static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent)
         int partial;
 
         rv = bgd_direct_write(job, fd, &n, &partial);
+        if (rv == APR_EOF) {
+            job->file_short = 1;
+        }
         for (left = n; !APR_BRIGADE_EMPTY(job->slice); ) {
             apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
             if (!APR_BUCKET_IS_METADATA(e)) {
@@ -2875,6 +2950,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
         if (c->aborted) {
             return bgd_pump_fail(job, APLOG_DEBUG, APR_SUCCESS,
                                  "connection aborted");
+        }
+        if (job->file_short) {
+            /* Found by the engine thread, which hands the job back. */
+            return bgd_file_changed(job);
         }
         if (c->data_in_output_filters) {
             if (job->files->nelts
@@ -4368,6 +4447,9 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
         job->requested = 1;
         rv = r->main || (bb && bgd_known_small(r, job, bb))
              ? DECLINED : bgd_capture_begin(r, job);
+        if (rv == DECLINED && !r->main) {
+            bgd_foreground_unmapped(r);
+        }
         if (rv != OK && rv != DECLINED) {
             return rv;
         }
@@ -4875,6 +4957,7 @@ static int bgd_handler(request_rec *r)
     if (!bgd_job_timed(job)
         && r->finfo.filetype == APR_REG && r->finfo.size < conf->min_size
         && bgd_default_handler(r) && !bgd_resource_filtered(r)) {
+        bgd_foreground_unmapped(r);
         return DECLINED;
     }
     rv = bgd_capture_begin(r, job);

@@ -3,8 +3,8 @@
 # of the License at http://www.apache.org/licenses/LICENSE-2.0
 #
 # A response in a BgDeliver scope that goes out the ordinary way (prefork
-# and worker MPMs; on event, past a cap with BgDeliverOverflow fallback),
-# with its file truncated under it:
+# and worker MPMs; on event, past a cap with BgDeliverOverflow fallback;
+# a file below BgDeliverMinSize), with its file truncated under it:
 # - it is not sent from a mapping of the file: the response stops short
 #   with the original bytes, never with the zeros that a mapping reads past
 #   the new end (EnableMMAP is on here, as by default);
@@ -14,7 +14,9 @@
 # - over plain HTTP the core aborts such a connection by itself, but says
 #   nothing: BGD026 is logged where mod_bgdeliver reads the file (prefork,
 #   worker), BGD027 where the core writes it (event) and the response
-#   ends aborted with its file now too short.
+#   ends aborted with its file now too short;
+# - the child survives: stock Apache, reading a mapping past the new end
+#   of the file, dies of SIGBUS with every connection it served.
 use strict;
 use warnings FATAL => 'all';
 
@@ -26,7 +28,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response mpm_name
 
 my $mpm = mpm_name();
 my $tls = have_module('mod_ssl.c') && eval { require IO::Socket::SSL; 1 };
-plan tests => 14, need_module('mod_bgdeliver.c');
+plan tests => 20, need_module('mod_bgdeliver.c');
 
 my $keepalive_timeout = 5;              # t/conf/httpd.conf.in
 
@@ -99,6 +101,27 @@ my $logged = wait_until(5, sub {
 ok t_cmp($logged ? 1 : 0, 1, "plain HTTP: the truncation is logged ($tag)");
 unlink $path;
 
+# Below BgDeliverMinSize (8M in /small/): the core serves the file.
+sub small_file_truncated {
+    my ($what, %o) = @_;
+    my $name = $o{ssl} ? 'fg-small-tls.bin' : 'fg-small.bin';
+    my $small = gen_file("bgdeliver/files/$name", 3_500_000);
+    my $small_orig = slurp($small);
+    my $m = log_mark();
+    my $r = get_truncated($small, "/small/files/$name", %o);
+    my $t = $o{ssl} || $mpm ne 'event' ? 'BGD026' : 'BGD027';
+    ok t_cmp(!$r->{complete} && original_prefix($small_orig, $r) ? 1 : 0, 1,
+             "$what, below BgDeliverMinSize, truncated: incomplete, every "
+             . 'byte of the original');
+    ok t_cmp(wait_until(5, sub {
+                 error_log_since($m) =~ /$t: \S*\Q$name\E changed/
+             }) ? 1 : 0, 1, "$what, below BgDeliverMinSize: logged ($t)");
+    ok t_cmp(error_log_since($m) =~ /exit signal/ ? 1 : 0, 0,
+             "$what, below BgDeliverMinSize: no child died");
+    unlink $small;
+}
+small_file_truncated('plain HTTP');
+
 # Paced through the API (a worker paces it on prefork and worker, the MPM
 # on event): the truncation ends the connection at once, logged, marked X.
 $path = gen_file('bgdeliver/files/fg-shrink-paced.bin', 3_500_000);
@@ -118,7 +141,7 @@ unlink $path;
 
 # HTTPS: mod_ssl reads the file.
 if (!$tls) {
-    skip('mod_ssl and IO::Socket::SSL needed', 1) for 1 .. 6;
+    skip('mod_ssl and IO::Socket::SSL needed', 1) for 1 .. 9;
     exit 0;
 }
 @vhost = (vhost => 'bgd_tls_caps', ssl => 1);
@@ -145,3 +168,5 @@ ok t_cmp(error_log_since($mark), qr/BGD026: \S*fg-shrink-tls\.bin changed/,
 ok t_cmp(last_access_line($uri), qr/ X$/,
          'HTTPS: the access log marks the response aborted (%X)');
 unlink $path;
+
+small_file_truncated('HTTPS', vhost => 'bgd_tls_caps', ssl => 1);
