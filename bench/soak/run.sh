@@ -8,7 +8,9 @@
 # free ports, runs bench/soak/soak.py against it for SECONDS (default 120),
 # then stops it by pid.  Exit status 0 when every check passed.
 #
-#   bench/soak/run.sh [SECONDS] [MPM]
+#   bench/soak/run.sh [SECONDS] [MPM] [soak.py options]
+#
+# e.g. `bench/soak/run.sh 60 event --only churn_download --restarts 12`.
 #
 # With a sanitizer build (`make SANITIZE=1`) the server runs with the
 # sanitizer runtime preloaded, and a report in the error log fails the run.
@@ -17,6 +19,7 @@ set -eu
 
 seconds=${1:-120}
 mpm=${2:-event}
+[ $# -gt 2 ] && shift 2 || set --
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 httpd=$(apxs -q SBINDIR)/$(apxs -q TARGET)
@@ -46,6 +49,8 @@ while [ "$https_port" = "$port" ]; do https_port=$(free_port); done
     echo "# bench/soak/run.sh"
     echo "BgDeliverEngineThreads 2"
     echo "SendBufferSize 131072"
+    echo "# The client's port, so that soak.py finds the line of a download."
+    echo "LogFormat \"%h:%{remote}p %t \\\"%r\\\" %>s %b %D %X\" demo"
 } > "$template"
 
 stop() {
@@ -59,5 +64,5 @@ echo "soak: $seconds s against $httpd ($mpm) on 127.0.0.1:$port and :$https_port
 rc=0
 python3 bench/soak/soak.py --pid "$(cat "$demo/run/httpd.pid")" --demo "$demo" \
     --port "$port" --https-port "$https_port" --seconds "$seconds" \
-    --mpm "$mpm" || rc=$?
+    --mpm "$mpm" "$@" || rc=$?
 exit $rc
