@@ -16,8 +16,8 @@ use Apache::TestUtil;
 use Socket qw(SOL_SOCKET SO_LINGER SHUT_WR);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(http_connect http_send read_response mpm_name bgd_status
-                 server_pids fd_count wait_until log_mark error_log_since
-                 docroot slurp);
+                 children_fds children_fds_back wait_until log_mark
+                 error_log_since docroot slurp);
 use Digest::MD5 qw(md5_hex);
 
 my $tls = have_module('mod_ssl.c') && eval { require IO::Socket::SSL; 1 };
@@ -55,7 +55,7 @@ sub reset_it {
 }
 
 wait_until(10, sub { in_flight() == 0 });
-my %fds0 = map { $_ => fd_count($_) } server_pids();
+my $fds0 = children_fds();
 my $mark = log_mark();
 my $aborted0 = bgd_status()->{BgDeliverAborted} || 0;
 
@@ -109,13 +109,6 @@ else {
 }
 
 # Nothing left behind in the children that lived through it all.
-my $fds;
-my $fds0;
-wait_until(10, sub {
-    my @same = grep { exists $fds0{$_} } server_pids();
-    $fds0 = 0;
-    $fds0 += $fds0{$_} for @same;
-    $fds = @same ? fd_count(@same) : 0;
-    $fds <= $fds0 });
-ok t_cmp($fds <= $fds0 ? 1 : 0, 1,
-         "descriptors of the children back to $fds0 (now $fds)");
+my ($fds, $fds_then) = children_fds_back($fds0, 10);
+ok t_cmp($fds <= $fds_then ? 1 : 0, 1,
+         "descriptors of the children back to $fds_then (now $fds)");

@@ -13,7 +13,8 @@ use Apache::Test;
 use Apache::TestUtil;
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(parallel_requests pattern_md5 server_status mpm_name
-                 bgd_status fd_count close_wait_count wait_until);
+                 bgd_status children_fds children_fds_back close_wait_count
+                 wait_until);
 
 my $mpm = mpm_name();
 plan tests => 9, need need_module('mod_dialup.c'),
@@ -81,8 +82,7 @@ wait_until(10, sub { (bgd_status()->{BgDeliverInFlight} || 0) == 0 });
 sleep 0.5;
 # Per child: prefork starts more children while the clients wait; only
 # the children that exist before and after are compared.
-my %fds0 = map { $_ => fd_count($_) } Bgd::Test::server_pids();
-my $fds0 = 0;
+my $fds0 = children_fds();
 my $aborted0 = bgd_status()->{BgDeliverAborted} || 0;
 
 my @ab = parallel_requests(map { { path => '/dialup/v22/page.txt',
@@ -98,15 +98,9 @@ ok t_cmp($idle ? 1 : 0, 1, sprintf('deliveries ended %.1f s after the '
 my $aborted = (bgd_status()->{BgDeliverAborted} || 0) - $aborted0;
 ok t_cmp($aborted >= 10 ? 1 : 0, 1, "counted as aborted ($aborted)");
 
-my $fds;
-wait_until(10, sub {
-    my @same = grep { exists $fds0{$_} } Bgd::Test::server_pids();
-    $fds0 = 0;
-    $fds0 += $fds0{$_} for @same;
-    $fds = @same ? fd_count(@same) : 0;
-    $fds <= $fds0 });
-ok t_cmp($fds <= $fds0 ? 1 : 0, 1,
-         "descriptors of the children back to $fds0 (now $fds)");
+my ($fds, $fds_then) = children_fds_back($fds0, 10);
+ok t_cmp($fds <= $fds_then ? 1 : 0, 1,
+         "descriptors of the children back to $fds_then (now $fds)");
 my $cw;
 wait_until(10, sub { $cw = close_wait_count($port); $cw == 0 });
 ok t_cmp($cw, 0, 'no CLOSE-WAIT socket left on the server port');

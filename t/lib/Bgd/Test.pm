@@ -320,6 +320,29 @@ sub fd_count {
     return $n;
 }
 
+# Descriptors per child of the test server: { pid => count }.
+push @EXPORT_OK, qw(children_fds children_fds_back);
+sub children_fds {
+    return { map { $_ => fd_count($_) } server_pids() };
+}
+
+# Waits up to $timeout s until the children that lived through it all
+# (those of children_fds() in $before that still exist: prefork starts
+# more meanwhile) hold no more descriptors than they did then; returns
+# (now, then) for those children.
+sub children_fds_back {
+    my ($before, $timeout) = @_;
+    my ($now, $then) = (0, 0);
+    wait_until($timeout, sub {
+        my @same = grep { exists $before->{$_} } server_pids();
+        $then = 0;
+        $then += $before->{$_} for @same;
+        $now = @same ? fd_count(@same) : 0;
+        $now <= $then;
+    });
+    return ($now, $then);
+}
+
 sub close_wait_count {
     my ($port) = @_;
     $port ||= (hostport_of())[1];
