@@ -2728,9 +2728,11 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
         }
         /* One fstat(2) per file and write, not per bucket: the reads
          * of one file come one after another. */
-        if (ffd != checked_fd && checked_fd >= 0
-            && !bgd_read_still_valid(checked_fd, checked_end)) {
-            return APR_EOF;
+        if (ffd != checked_fd && checked_fd >= 0) {
+            if (!bgd_read_still_valid(checked_fd, checked_end)) {
+                return APR_EOF;
+            }
+            checked_fd = -1;
         }
         rv = apr_bucket_read(e, &data, &len, APR_BLOCK_READ);
         if (rv != APR_SUCCESS) {

@@ -39,7 +39,20 @@ sub run {
             return $b;
         });
     my $ok = grep { $_->{status} == 200 && $_->{md5} eq $o{md5} } @$res;
-    return ($ok, $max_busy, scalar @$samples);
+    my $mean = 0;
+    $mean += $_ / @$samples for @$samples;
+    return ($ok, $max_busy, scalar @$samples, $mean);
+}
+
+# Over TLS the workers encrypt each pass (CPU work in short slices, which
+# is theirs to do): two passes of the 12 clients can coincide with the
+# status request's own worker, so a sample may see 3.  Held workers would
+# show as 12 in every sample.
+sub tls_busy_ok {
+    my ($what, $busy, $mean) = @_;
+    ok t_cmp($busy <= 3 && $mean <= 2 ? 1 : 0, 1,
+             sprintf('%s: BusyWorkers at most 3, at most 2 on average '
+                     . '(saw %d, %.1f)', $what, $busy, $mean));
 }
 
 my ($ok, $busy, $n) = run(path => '/bgdeliver/files/slow-1m.bin', md5 => $want);
@@ -68,10 +81,11 @@ ok t_cmp($busy <= 2 ? 1 : 0, 1, "CGI output: BusyWorkers at most 2 (saw $busy)")
 
 # HTTPS: mod_ssl encrypts into heap buckets, which stock httpd writes
 # blocking; through the engine every write is non-blocking.
-($ok, $busy) = run(path => '/bgdeliver/files/slow-1m.bin', md5 => $want,
-                   ssl => 1, vhost => 'bgd_tls');
+my $mean;
+($ok, $busy, $n, $mean) = run(path => '/bgdeliver/files/slow-1m.bin',
+                              md5 => $want, ssl => 1, vhost => 'bgd_tls');
 ok t_cmp($ok, 12, 'HTTPS static: exact bytes');
-ok t_cmp($busy <= 2 ? 1 : 0, 1, "HTTPS static: BusyWorkers at most 2 (saw $busy)");
+tls_busy_ok('HTTPS static', $busy, $mean);
 ($ok, $busy) = run(path => "/bgdeliver/h/gen?size=$size", md5 => $gen_md5,
                    ssl => 1, vhost => 'bgd_tls');
 ok t_cmp($ok, 12, 'HTTPS generated: exact bytes');
