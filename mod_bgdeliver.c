@@ -1622,6 +1622,52 @@ static int bgd_read_still_valid(apr_os_file_t fd, apr_off_t end)
     return fstat(fd, &st) == 0 && (apr_off_t)st.st_size >= end;
 }
 
+/* A run of bucket reads whose files are checked (bgd_read_still_valid())
+ * once each, after their last read, rather than once per 8 KB read: the
+ * reads of one file come one after another. */
+typedef struct {
+    apr_os_file_t fd;                   /* the file read last, or -1 */
+    apr_off_t end;                      /* up to here */
+} bgd_reads_t;
+
+#define BGD_READS_INIT { -1, 0 }
+
+/* The check of the file read last; APR_EOF when it no longer covers what
+ * was read of it. */
+static apr_status_t bgd_reads_done(bgd_reads_t *reads)
+{
+    apr_os_file_t fd = reads->fd;
+
+    reads->fd = -1;
+    return fd >= 0 && !bgd_read_still_valid(fd, reads->end) ? APR_EOF
+                                                            : APR_SUCCESS;
+}
+
+/* Reads b (apr_bucket_read(), blocking), checking first the file read
+ * before it when b is another file or memory. */
+static apr_status_t bgd_reads_read(bgd_reads_t *reads, apr_bucket *b,
+                                   const char **data, apr_size_t *len)
+{
+    apr_os_file_t fd = -1;
+    apr_off_t from = b->start;
+    apr_status_t rv;
+
+    if (APR_BUCKET_IS_FILE(b)
+        && apr_os_file_get(&fd, ((apr_bucket_file *)b->data)->fd)
+           != APR_SUCCESS) {
+        return APR_EBADF;
+    }
+    if (fd != reads->fd && (rv = bgd_reads_done(reads)) != APR_SUCCESS) {
+        return rv;
+    }
+    rv = apr_bucket_read(b, data, len, APR_BLOCK_READ);
+    if (rv == APR_SUCCESS && fd >= 0) {
+        reads->fd = fd;
+        reads->end = from + (apr_off_t)*len;
+    }
+    return rv;
+}
+
 /* mod_http2 takes the handle of a file bucket that it sets aside (into
  * its beam), leaving ours with no descriptor, and one handle serves all of
  * a response's buckets (the spool's): an HTTP/2 stream's bytes go down as
@@ -1629,6 +1675,7 @@ static int bgd_read_still_valid(apr_os_file_t fd, apr_off_t end)
  * the rest of the file, which the loop reads next. */
 static apr_status_t bgd_read_files_in(apr_bucket_brigade *bb)
 {
+    bgd_reads_t reads = BGD_READS_INIT;
     apr_bucket *e;
 
     for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
@@ -1636,24 +1683,14 @@ static apr_status_t bgd_read_files_in(apr_bucket_brigade *bb)
         if (APR_BUCKET_IS_FILE(e)) {
             const char *data;
             apr_size_t n;
-            apr_off_t start = e->start;
-            apr_os_file_t fd;
-            apr_status_t rv;
+            apr_status_t rv = bgd_reads_read(&reads, e, &data, &n);
 
-            if (apr_os_file_get(&fd, ((apr_bucket_file *)e->data)->fd)
-                != APR_SUCCESS) {
-                return APR_EGENERAL;
-            }
-            rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
             if (rv != APR_SUCCESS) {
                 return rv;
             }
-            if (!bgd_read_still_valid(fd, start + (apr_off_t)n)) {
-                return APR_EOF;
-            }
         }
     }
-    return APR_SUCCESS;
+    return bgd_reads_done(&reads);
 }
 
 /* bgd_pass_foreground() for an HTTP/2 stream: files as memory, a slice at
@@ -2678,8 +2715,8 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
     struct msghdr msg;
     apr_bucket *e = APR_BRIGADE_FIRST(job->slice);
     apr_size_t total = 0;
-    apr_os_file_t checked_fd = -1;      /* the last file read, up to */
-    apr_off_t checked_end = 0;          /* here */
+    bgd_reads_t reads = BGD_READS_INIT;
+    apr_status_t rv;
     ssize_t n;
     int niov = 0;
 
@@ -2714,33 +2751,13 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
          e = APR_BUCKET_NEXT(e)) {
         const char *data;
         apr_size_t len;
-        apr_status_t rv;
-        apr_os_file_t ffd = -1;
-        apr_off_t from = e->start;
 
         if (APR_BUCKET_IS_METADATA(e)) {
             continue;
         }
-        if (APR_BUCKET_IS_FILE(e)
-            && apr_os_file_get(&ffd, ((apr_bucket_file *)e->data)->fd)
-               != APR_SUCCESS) {
-            return APR_EBADF;
-        }
-        /* One fstat(2) per file and write, not per bucket: the reads
-         * of one file come one after another. */
-        if (ffd != checked_fd && checked_fd >= 0) {
-            if (!bgd_read_still_valid(checked_fd, checked_end)) {
-                return APR_EOF;
-            }
-            checked_fd = -1;
-        }
-        rv = apr_bucket_read(e, &data, &len, APR_BLOCK_READ);
+        rv = bgd_reads_read(&reads, e, &data, &len);
         if (rv != APR_SUCCESS) {
             return rv;
-        }
-        if (ffd >= 0) {
-            checked_fd = ffd;
-            checked_end = from + (apr_off_t)len;
         }
         if (len) {
             iov[niov].iov_base = (void *)data;
@@ -2748,8 +2765,9 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
             total += len;
         }
     }
-    if (checked_fd >= 0 && !bgd_read_still_valid(checked_fd, checked_end)) {
-        return APR_EOF;
+    rv = bgd_reads_done(&reads);
+    if (rv != APR_SUCCESS) {
+        return rv;
     }
     if (!total) {
         return APR_SUCCESS;
@@ -4447,10 +4465,16 @@ static int bgd_api_send(request_rec *r, apr_bucket_brigade *bb,
     job->api_used = 1;
     if (!job->started) {
         job->requested = 1;
-        rv = r->main || (bb && bgd_known_small(r, job, bb))
-             ? DECLINED : bgd_capture_begin(r, job);
-        if (rv == DECLINED && !r->main) {
+        if (r->main) {
+            rv = DECLINED;
+        }
+        else if (bb && bgd_known_small(r, job, bb)) {
             bgd_foreground_unmapped(r);
+            rv = DECLINED;
+        }
+        else {
+            /* Its own DECLINED (a fallback) adds the filter itself. */
+            rv = bgd_capture_begin(r, job);
         }
         if (rv != OK && rv != DECLINED) {
             return rv;
