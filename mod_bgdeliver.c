@@ -147,7 +147,8 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
  * got 0.8x stock Apache's sendfile throughput with passes of 1 MB, 1.0x
  * with 16 MB (bench/bgdeliver). */
 #define BGD_SENDFILE_SLICE    (16 * 1024 * 1024)
-/* What the child's pass-block allocator keeps for reuse: 128 blocks. */
+/* What the child's pass-block allocator keeps for reuse: 128 slow
+ * readers' blocks, or two of a direct write's (BGD_DIRECT_READ). */
 #define BGD_BLOCKS_KEEP       (128 * 8192)
 /* Free blocks given back at the hand-off (bgd_conn_release_free()). */
 #define BGD_RELEASE_BLOCKS    16
@@ -1823,7 +1824,8 @@ static apr_off_t bgd_socket_room(int fd, int *low)
  * socket takes the whole pass (see bgd_slice_size()), the block goes back
  * at once, and the next pass of any connection reuses it.  Read by the
  * core, every waiting delivery would keep an idle block of 8 KiB in its
- * connection's allocator. */
+ * connection's allocator.  A direct write borrows a larger block for the
+ * same reason (bgd_direct_write()). */
 static apr_allocator_t *bgd_blocks;
 
 static void bgd_block_free(void *data)
