@@ -1906,21 +1906,30 @@ static int bgd_bucket_sendfile(const apr_bucket *b)
                & APR_SENDFILE_ENABLED);
 }
 
+/* How the file ranges of a pass go to the socket (bgd_take_pass()). */
+typedef enum {
+    BGD_PASS_FILES,     /* as they are: sendfile, or our direct write,
+                         * which reads them itself (bgd_direct_write()) */
+    BGD_PASS_READ,      /* read now into a block (bgd_read_pass()) */
+    BGD_PASS_CHECKED    /* read below us (the core, mod_ssl), each read
+                         * checked (bgd_check_file_reads()) */
+} bgd_pass_e;
+
 /* How much of the queue one pass may take; 0 to wait for the socket.
- * *read_pass tells whether the pass is to be read into a block.  A
- * file range that sendfile carries can be big: what the socket does not
- * take of it, the core keeps as a reference to the file.  Anything else is
- * copied first (the file read, or encrypted by mod_ssl), and what the
- * socket does not take would wait in memory with the connection: a slow
- * reader's pass is at most one block (bgd_read_pass()) and no more than
- * its socket has room for, so that a waiting delivery normally holds no
- * buffer.  A socket with BGD_ROOM_FAST of room (bgd_socket_room()) is a
- * fast client's: its pass is what the socket takes, up to
- * BGD_SENDFILE_SLICE of a file read into memory or BGD_SLICE_MEM_MAX of
- * memory buckets, few syscalls per megabyte as with stock Apache's
- * blocking writes. */
-static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
-                                int *read_pass)
+ * *how tells what becomes of its file ranges; `direct` that
+ * bgd_direct_send() will write it.  A file range that sendfile carries
+ * can be big: what the socket does not take of it, the core keeps as a
+ * reference to the file.  Anything else is copied first (the file read,
+ * or encrypted by mod_ssl), and what the socket does not take would wait
+ * in memory with the connection: a slow reader's pass is at most one block
+ * (bgd_read_pass()) and no more than its socket has room for, so that a
+ * waiting delivery normally holds no buffer.  A socket with BGD_ROOM_FAST
+ * of room (bgd_socket_room()) is a fast client's: its pass is what the
+ * socket takes, up to BGD_SENDFILE_SLICE of a file that we write
+ * ourselves, few syscalls per megabyte as with stock Apache's blocking
+ * writes, or BGD_SLICE_MEM_MAX of anything read below us. */
+static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd, int direct,
+                                bgd_pass_e *how)
 {
     apr_bucket *b = APR_BRIGADE_FIRST(job->queue);
     int plain_file = !job->tls && b != APR_BRIGADE_SENTINEL(job->queue)
@@ -1928,7 +1937,7 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
     apr_off_t room;
     int low;
 
-    *read_pass = 0;
+    *how = BGD_PASS_FILES;
     if (plain_file && bgd_bucket_sendfile(b)) {
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
@@ -1938,9 +1947,11 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
         /* A delivery paced in the worker waits in the core's blocking
          * write, which needs something the socket cannot take at once. */
         if (job->in_worker || job->line_wait) {
+            *how = direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
             return BGD_SLICE_BYTES;
         }
-        *read_pass = bgd_blocks != NULL;
+        *how = bgd_blocks ? BGD_PASS_READ
+               : direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
         /* Nearly full: the MPM's wait for writability lets the client
          * drain a third of the buffer before the next pass. */
         if (low) {
@@ -1951,9 +1962,12 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd,
         }
         return room > BGD_SLICE_MIN ? room : BGD_SLICE_MIN;
     }
-    if (plain_file) {
+    if (plain_file && direct) {
         return room < BGD_SENDFILE_SLICE ? room : BGD_SENDFILE_SLICE;
     }
+    /* Read below us, a file's bytes count as memory against the core's
+     * FlushMaxThreshold, as mod_ssl's output does. */
+    *how = direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
     return BGD_SLICE_MEM_MAX;
 }
 
@@ -1961,11 +1975,11 @@ static void bgd_check_file_reads(apr_bucket *b, conn_rec *c);
 
 /* Moves the first `want` bytes of the queue to job->slice, ready to go:
  * the files they come from checked (`visit` as for bgd_files_unchanged())
- * and, for a pass through memory, read into a block.  *len is the pass's
+ * and their ranges made ready as `how` says.  *len is the pass's
  * length, *mem the part of it that was in memory buckets.  On failure the
  * bytes are back at the head of the queue; APR_EOF means a file changed. */
 static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
-                                  int read_pass, apr_time_t visit,
+                                  bgd_pass_e how, apr_time_t visit,
                                   apr_off_t *len, apr_off_t *mem)
 {
     apr_bucket *e;
@@ -1993,7 +2007,7 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
         }
     }
     rv = !bgd_files_unchanged(job, job->slice, visit) ? APR_EOF
-         : read_pass ? bgd_read_pass(job->slice)
+         : how == BGD_PASS_READ ? bgd_read_pass(job->slice)
          : job->c->master ? bgd_read_files_in(job->slice) : APR_SUCCESS;
     if (rv != APR_SUCCESS) {
         if (rv == APR_EOF) {
@@ -2010,15 +2024,17 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
         if (job->mem_bytes < 0) {
             job->mem_bytes = 0;
         }
-        if (job->tls && !read_pass) {
+        if (how == BGD_PASS_CHECKED) {
             /* mod_ssl reads the files of a fast client's pass itself, and
              * takes a short read for the end: a file truncated since the
              * check above would end the body short with the connection
-             * kept alive.  Not in the core's buckets (see
-             * bgd_unmapped_filter()). */
+             * kept alive.  The core's reads (a pass that we do not write
+             * ourselves) would send the zeros of a racing truncation.
+             * What sendfile carries cannot be checked. */
             for (e = APR_BRIGADE_FIRST(job->slice);
                  e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
-                if (APR_BUCKET_IS_FILE(e)) {
+                if (APR_BUCKET_IS_FILE(e)
+                    && (job->tls || !bgd_bucket_sendfile(e))) {
                     bgd_check_file_reads(e, job->c);
                 }
             }
@@ -2042,7 +2058,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
 {
     conn_rec *c = job->c;
     apr_off_t want, len, mem, allowed = APR_INT64_MAX;
-    int read_pass;
+    bgd_pass_e how;
 
     /* What the core set aside of an earlier pass goes first, even when
      * nothing else is queued: the spool can start over only once the core
@@ -2064,13 +2080,13 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
             return;
         }
     }
-    want = bgd_slice_size(job, bgd_conn_fd(c), &read_pass);
+    want = bgd_slice_size(job, bgd_conn_fd(c), 0, &how);
     if (want > allowed) {
         want = allowed;
     }
     /* On a failure the pump, which sees it next, aborts and logs it. */
     if (want == 0
-        || bgd_take_pass(job, want, read_pass, 0, &len, &mem)
+        || bgd_take_pass(job, want, how, 0, &len, &mem)
            != APR_SUCCESS) {
         return;
     }
@@ -3019,7 +3035,8 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
 
     for (;;) {
         apr_off_t allowed, want, len, mem;
-        int read_pass, flushed = 0;
+        bgd_pass_e how;
+        int flushed = 0;
 
         if (c->aborted) {
             return bgd_pump_fail(job, APLOG_DEBUG, APR_SUCCESS,
@@ -3125,14 +3142,14 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
             return BGD_PUMP_YIELD;
         }
 
-        want = bgd_slice_size(job, fd, &read_pass);
+        want = bgd_slice_size(job, fd, direct, &how);
         if (want == 0) {
             return BGD_PUMP_WAIT_SOCKET;
         }
         if (allowed < want) {
             want = allowed;
         }
-        rv = bgd_take_pass(job, want, read_pass, visit_start, &len, &mem);
+        rv = bgd_take_pass(job, want, how, visit_start, &len, &mem);
         if (rv == APR_EOF) {
             return bgd_file_changed(job);
         }
@@ -3311,7 +3328,7 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
         apr_off_t allowed, want, len, mem;
         apr_size_t sent;
         apr_status_t rv;
-        int read_pass;
+        bgd_pass_e how;
 
         if (bc->c->aborted || APR_BRIGADE_EMPTY(job->queue)) {
             return BGD_PUMP_DONE;
@@ -3322,19 +3339,19 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
         }
         if (job->pacing.rate > 0) {
             want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
-            read_pass = bgd_blocks != NULL
-                        && !bgd_direct_by_sendfile(job, want);
+            how = bgd_blocks && !bgd_direct_by_sendfile(job, want)
+                  ? BGD_PASS_READ : BGD_PASS_FILES;
         }
         else {
             if (written >= BGD_VISIT_BYTES) {
                 return BGD_PUMP_YIELD;
             }
-            want = bgd_slice_size(job, bc->sock_dup, &read_pass);
+            want = bgd_slice_size(job, bc->sock_dup, 1, &how);
             if (want == 0) {
                 return BGD_PUMP_WAIT_SOCKET;
             }
         }
-        if (bgd_take_pass(job, want, read_pass, at - at % BGD_PACE_CHECK,
+        if (bgd_take_pass(job, want, how, at - at % BGD_PACE_CHECK,
                           &len, &mem) != APR_SUCCESS) {
             return BGD_PUMP_ERROR;
         }
