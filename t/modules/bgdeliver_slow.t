@@ -45,14 +45,17 @@ sub run {
 }
 
 # Over TLS the workers encrypt each pass (CPU work in short slices, which
-# is theirs to do): two passes of the 12 clients can coincide with the
-# status request's own worker, so a sample may see 3.  Held workers would
-# show as 12 in every sample.
+# is theirs to do): passes of the 12 clients can coincide with the status
+# request's own worker, so a sample may see 3, and more when the machine
+# is loaded or the build is instrumented (a full AddressSanitizer run
+# failed the earlier bound, at most 3 and at most 2 on average, once).  Held workers would show as 12 in every sample:
+# the average is the test, as in the benchmark's target, and no sample may
+# reach half the readers.
 sub tls_busy_ok {
     my ($what, $busy, $mean) = @_;
-    ok t_cmp($busy <= 3 && $mean <= 2 ? 1 : 0, 1,
-             sprintf('%s: BusyWorkers at most 3, at most 2 on average '
-                     . '(saw %d, %.1f)', $what, $busy, $mean));
+    ok t_cmp($busy < 6 && $mean <= 2 ? 1 : 0, 1,
+             sprintf('%s: BusyWorkers at most 2 on average, never 6 '
+                     . '(saw max %d, mean %.1f)', $what, $busy, $mean));
 }
 
 my ($ok, $busy, $n) = run(path => '/bgdeliver/files/slow-1m.bin', md5 => $want);
