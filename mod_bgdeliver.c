@@ -1942,16 +1942,19 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd, int direct,
         return b->length < BGD_SENDFILE_SLICE ? (apr_off_t)b->length
                                               : BGD_SENDFILE_SLICE;
     }
+    /* A pass not read into a block: our direct write reads its files
+     * itself; anything else reads them below us. */
+    *how = direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
     room = bgd_socket_room(fd, &low);
     if (room < BGD_ROOM_FAST) {
         /* A delivery paced in the worker waits in the core's blocking
          * write, which needs something the socket cannot take at once. */
         if (job->in_worker || job->line_wait) {
-            *how = direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
             return BGD_SLICE_BYTES;
         }
-        *how = bgd_blocks ? BGD_PASS_READ
-               : direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
+        if (bgd_blocks) {
+            *how = BGD_PASS_READ;
+        }
         /* Nearly full: the MPM's wait for writability lets the client
          * drain a third of the buffer before the next pass. */
         if (low) {
@@ -1967,7 +1970,6 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd, int direct,
     }
     /* Read below us, a file's bytes count as memory against the core's
      * FlushMaxThreshold, as mod_ssl's output does. */
-    *how = direct ? BGD_PASS_FILES : BGD_PASS_CHECKED;
     return BGD_SLICE_MEM_MAX;
 }
 
@@ -2796,6 +2798,7 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
     for (; e != APR_BRIGADE_SENTINEL(job->slice) && niov < BGD_DIRECT_IOVS;
          e = APR_BUCKET_NEXT(e)) {
         const char *data;
+        char *buf;
         apr_size_t len;
 
         if (APR_BUCKET_IS_METADATA(e)) {
@@ -2811,15 +2814,15 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
             if (block_used == BGD_DIRECT_READ) {
                 break;
             }
-            data = block->first_avail + block_used;
+            buf = block->first_avail + block_used;
             len = BGD_DIRECT_READ - block_used;
             if (len > e->length) {
                 len = e->length;
             }
-            if ((rv = bgd_read_range(e, block->first_avail + block_used,
-                                     len)) != APR_SUCCESS) {
+            if ((rv = bgd_read_range(e, buf, len)) != APR_SUCCESS) {
                 break;
             }
+            data = buf;
             block_used += len;
         }
         else if ((rv = bgd_reads_read(&reads, e, &data, &len))
