@@ -2049,6 +2049,8 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now);
 static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now);
 static void bgd_drop(bgd_job_t *job, const char *reason);
 static void bgd_reset_on_close(bgd_job_t *job);
+static int bgd_engine_can_take(const bgd_job_t *job);
+static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent);
 
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
@@ -2061,6 +2063,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     conn_rec *c = job->c;
     apr_off_t want, len, mem, allowed = APR_INT64_MAX;
     bgd_pass_e how;
+    int fd, direct;
 
     /* What the core set aside of an earlier pass goes first, even when
      * nothing else is queued: the spool can start over only once the core
@@ -2072,6 +2075,14 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     if (APR_BRIGADE_EMPTY(job->queue)) {
         return;
     }
+    /* Written as the pump writes it (see bgd_pump()): a pass the socket
+     * cannot take whole, or one under the core's FlushMinThreshold, would
+     * otherwise be set aside by the core in a pool of its own that the
+     * connection keeps (8 KB for the length of the delivery).  Not while
+     * the handler waits for its line: that wait is the core's blocking
+     * write of what the socket did not take (bgd_capture_wait_line()). */
+    fd = bgd_conn_fd(c);
+    direct = fd >= 0 && !job->line_wait && bgd_engine_can_take(job);
     if (bgd_job_timed(job)) {
         /* A paced stream goes out as the emulated line carries it, from
          * its first byte's due time on: the schedule is the one the
@@ -2082,7 +2093,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
             return;
         }
     }
-    want = bgd_slice_size(job, bgd_conn_fd(c), 0, &how);
+    want = bgd_slice_size(job, fd, direct, &how);
     if (want > allowed) {
         want = allowed;
     }
@@ -2090,6 +2101,16 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     if (want == 0
         || bgd_take_pass(job, want, how, 0, &len, &mem)
            != APR_SUCCESS) {
+        return;
+    }
+    if (direct) {
+        apr_size_t sent;
+        apr_status_t rv = bgd_direct_send(job, fd, &sent);
+
+        job->sent += (apr_off_t)sent;
+        if (rv != APR_SUCCESS && rv != APR_EAGAIN && rv != APR_EOF) {
+            c->aborted = 1;
+        }
         return;
     }
     job->sent += len;
