@@ -133,8 +133,10 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_SLICE_BYTES       APR_BUCKET_BUFF_SIZE
 /* The smallest pass to a socket with less room than BGD_SLICE_BYTES but
  * not nearly full: a client that drains while a worker fills its socket is
- * not chased with tiny writes. */
-#define BGD_SLICE_MIN         4000
+ * not chased with tiny writes.  At least the 4 KiB under which the core
+ * output filter does not write but sets aside: under TLS a pass is one
+ * record (bgd_read_pass()), and a smaller one would be kept back. */
+#define BGD_SLICE_MIN         4096
 /* The largest pass of bytes in memory (generated data, anything under
  * TLS).  The core output filter turns a pass holding FlushMaxThreshold
  * (64 KiB by default) of memory buckets into a blocking write: stay well
@@ -1865,35 +1867,100 @@ static apr_status_t bgd_read_range(const apr_bucket *b, char *buf,
                                                                 : APR_EOF;
 }
 
-/* Replaces the file buckets of a pass by blocks read from the engine's own
- * handles; APR_EOF when the file has become shorter than its bucket. */
+/* Replaces a run of data buckets, first to last (len bytes), by one
+ * block: file ranges read from the engine's own handles, memory copied. */
+static apr_status_t bgd_read_run(apr_bucket *first, apr_bucket *last,
+                                 apr_size_t len)
+{
+    apr_bucket *b, *next, *h;
+    apr_memnode_t *node;
+    apr_size_t done = 0;
+    apr_status_t rv = APR_SUCCESS;
+
+    if (!(node = apr_allocator_alloc(bgd_blocks, len))) {
+        return APR_ENOMEM;
+    }
+    for (b = first; rv == APR_SUCCESS; b = APR_BUCKET_NEXT(b)) {
+        if (APR_BUCKET_IS_FILE(b)) {
+            rv = bgd_read_range(b, node->first_avail + done, b->length);
+        }
+        else if (b->length) {
+            const char *data;
+            apr_size_t n;
+
+            rv = apr_bucket_read(b, &data, &n, APR_BLOCK_READ);
+            if (rv == APR_SUCCESS && n != b->length) {
+                rv = APR_EGENERAL;
+            }
+            if (rv == APR_SUCCESS) {
+                memcpy(node->first_avail + done, data, n);
+            }
+        }
+        done += b->length;
+        if (b == last) {
+            break;
+        }
+    }
+    if (rv != APR_SUCCESS) {
+        apr_allocator_free(bgd_blocks, node);
+        return rv;
+    }
+    h = apr_bucket_heap_create(node->first_avail, len, bgd_block_free,
+                               first->list);
+    APR_BUCKET_INSERT_BEFORE(first, h);
+    for (b = first; ; b = next) {
+        next = APR_BUCKET_NEXT(b);
+        apr_bucket_delete(b);
+        if (b == last) {
+            break;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* The buckets that bgd_read_pass() reads into a block. */
+#define BGD_RUN_BUCKET(b) (APR_BUCKET_IS_FILE(b) || APR_BUCKET_IS_HEAP(b) \
+                           || APR_BUCKET_IS_TRANSIENT(b)                  \
+                           || APR_BUCKET_IS_POOL(b)                       \
+                           || APR_BUCKET_IS_IMMORTAL(b))
+
+/* Replaces the data of a pass by blocks of the child-wide allocator, one
+ * per run of file and memory buckets that holds a file range or more than
+ * one bucket; APR_EOF when a file has become shorter than its bucket.
+ * One bucket is one write below us, and under TLS one record: the
+ * response's headers in front of the first bytes, or the end of one
+ * captured buffer inside a pass, would otherwise make a record under
+ * 4 KiB, which the core does not write but sets aside (in a pool it then
+ * keeps, with a block of the connection's allocator), and mod_ssl would
+ * coalesce small buckets in a buffer of 8 KiB that the connection keeps. */
 static apr_status_t bgd_read_pass(apr_bucket_brigade *bb)
 {
-    apr_bucket *b;
+    apr_bucket *b = APR_BRIGADE_FIRST(bb);
 
-    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
-         b = APR_BUCKET_NEXT(b)) {
-        apr_memnode_t *node;
-        apr_status_t rv;
-        apr_bucket *h;
+    while (b != APR_BRIGADE_SENTINEL(bb)) {
+        apr_bucket *first = b, *last = b, *after;
+        apr_size_t len = 0;
+        int buckets = 0, files = 0;
 
-        if (!APR_BUCKET_IS_FILE(b) || b->length == 0
-            || b->length > BGD_SLICE_BYTES) {
+        if (!BGD_RUN_BUCKET(b)) {
+            b = APR_BUCKET_NEXT(b);
             continue;
         }
-        if (!(node = apr_allocator_alloc(bgd_blocks, b->length))) {
-            return APR_ENOMEM;
+        for (; b != APR_BRIGADE_SENTINEL(bb) && BGD_RUN_BUCKET(b);
+             b = APR_BUCKET_NEXT(b)) {
+            last = b;
+            len += b->length;
+            buckets++;
+            files |= APR_BUCKET_IS_FILE(b);
         }
-        rv = bgd_read_range(b, node->first_avail, b->length);
-        if (rv != APR_SUCCESS) {
-            apr_allocator_free(bgd_blocks, node);
-            return rv;
+        after = b;
+        if ((files || buckets > 1) && len > 0) {
+            apr_status_t rv = bgd_read_run(first, last, len);
+            if (rv != APR_SUCCESS) {
+                return rv;
+            }
         }
-        h = apr_bucket_heap_create(node->first_avail, b->length,
-                                   bgd_block_free, b->list);
-        APR_BUCKET_INSERT_BEFORE(b, h);
-        apr_bucket_delete(b);
-        b = h;
+        b = after;
     }
     return APR_SUCCESS;
 }
