@@ -4318,6 +4318,30 @@ static void bgd_conn_release_free(conn_rec *c)
     apr_allocator_max_free_set(allocator, ap_max_mem_free);
 }
 
+/* At the hand-off, the bytes of the response that are still in buffers of
+ * the connection's allocator (a file's headers) move to blocks of the
+ * child-wide one (bgd_read_run()), before bgd_conn_release_free() gives the
+ * connection's free blocks back: freed once sent, such a buffer would stay
+ * in the connection's allocator to the end of the delivery. */
+static void bgd_queue_off_connection(bgd_job_t *job)
+{
+    apr_bucket *b, *next;
+
+    if (!bgd_blocks) {
+        return;
+    }
+    for (b = APR_BRIGADE_FIRST(job->queue);
+         b != APR_BRIGADE_SENTINEL(job->queue); b = next) {
+        next = APR_BUCKET_NEXT(b);
+        if (APR_BUCKET_IS_HEAP(b) && b->length
+            && b->length <= BGD_SLICE_BYTES
+            && ((apr_bucket_heap *)b->data)->free_func == apr_bucket_free) {
+            /* On failure it stays where it is, as it was before. */
+            (void)bgd_read_run(b, b, b->length);
+        }
+    }
+}
+
 /* Start capturing r's response.  Returns OK when capturing, DECLINED to
  * let the response go the ordinary way, or an HTTP status. */
 static int bgd_capture_begin(request_rec *r, bgd_job_t *job)
@@ -4542,6 +4566,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     ap_discard_request_body(r);
 
     job->background = 1;
+    bgd_queue_off_connection(job);
     bgd_conn_release_free(c);
     if (job->pacing.rate > 0 && !bgd_engine_can_take(job)) {
         /* Its pulses are wake-ups through the MPM. */
