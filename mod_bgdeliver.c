@@ -2142,14 +2142,6 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     if (APR_BRIGADE_EMPTY(job->queue)) {
         return;
     }
-    /* Written as the pump writes it (see bgd_pump()): a pass the socket
-     * cannot take whole, or one under the core's FlushMinThreshold, would
-     * otherwise be set aside by the core in a pool of its own that the
-     * connection keeps (8 KB for the length of the delivery).  Not while
-     * the handler waits for its line: that wait is the core's blocking
-     * write of what the socket did not take (bgd_capture_wait_line()). */
-    fd = bgd_conn_fd(c);
-    direct = fd >= 0 && !job->line_wait && bgd_engine_can_take(job);
     if (bgd_job_timed(job)) {
         /* A paced stream goes out as the emulated line carries it, from
          * its first byte's due time on: the schedule is the one the
@@ -2160,6 +2152,14 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
             return;
         }
     }
+    /* Written as the pump writes it (see bgd_pump()): a pass the socket
+     * cannot take whole, or one under the core's FlushMinThreshold, would
+     * otherwise be set aside by the core in a pool of its own that the
+     * connection keeps (8 KB for the length of the delivery).  Not while
+     * the handler waits for its line: that wait is the core's blocking
+     * write of what the socket did not take (bgd_capture_wait_line()). */
+    fd = bgd_conn_fd(c);
+    direct = fd >= 0 && !job->line_wait && bgd_engine_can_take(job);
     want = bgd_slice_size(job, fd, direct, &how);
     if (want > allowed) {
         want = allowed;

@@ -48,9 +48,9 @@ sub run {
 # is theirs to do): passes of the 12 clients can coincide with the status
 # request's own worker, so a sample may see 3, and more when the machine
 # is loaded or the build is instrumented (a full AddressSanitizer run
-# failed the earlier bound, at most 3 and at most 2 on average, once).  Held workers would show as 12 in every sample:
-# the average is the test, as in the benchmark's target, and no sample may
-# reach half the readers.
+# failed the earlier bound, at most 3 and at most 2 on average, once).
+# Held workers would show as 12 in every sample: the average is the test,
+# as in the benchmark's target, and no sample may reach half the readers.
 sub tls_busy_ok {
     my ($what, $busy, $mean) = @_;
     ok t_cmp($busy < 6 && $mean <= 2 ? 1 : 0, 1,
