@@ -400,8 +400,8 @@ struct bgd_engine_t {
     apr_thread_t *thread;
     volatile int exit;
     bgd_conn_t *wd_head;                /* MPM waits with a deadline */
-    apr_time_t wd_due;                  /* none of their deadlines is
-                                         * earlier (bgd_watchdog_scan()) */
+    /* None of their deadlines is earlier (bgd_watchdog_scan_locked()). */
+    apr_time_t wd_due;
     /* Paced plain-HTTP deliveries whose pulses the thread writes: a binary
      * min-heap on the due time of their next pulse. */
     bgd_pace_entry_t *heap;
