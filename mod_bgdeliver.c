@@ -267,6 +267,23 @@ typedef struct bgd_retained_t {
     apr_uint32_t nslots;
 } bgd_retained_t;
 
+/* What one pump visit ends with. */
+typedef enum {
+    BGD_PUMP_DONE,                      /* last byte handed to the core */
+    BGD_PUMP_WAIT_SOCKET,               /* core holds data: wait writable */
+    BGD_PUMP_WAIT_TIMER,                /* pacing: wait until next_tick */
+    BGD_PUMP_YIELD,                     /* visit budget used: let others run */
+    BGD_PUMP_ERROR                      /* client gone, file changed, ... */
+} bgd_pump_e;
+
+/* How the engine thread can write for a delivery, if at all
+ * (bgd_engine_can_take()). */
+enum {
+    BGD_ENGINE_NONE,
+    BGD_ENGINE_DIRECT,                  /* to the socket, around the chain */
+    BGD_ENGINE_CHAIN                    /* through mod_ssl and the core */
+};
+
 typedef struct bgd_conn_t bgd_conn_t;
 typedef struct bgd_engine_t bgd_engine_t;
 
@@ -352,7 +369,16 @@ struct bgd_conn_t {
     int nested;                         /* inside our own process_connection */
     int fd;                             /* the socket's descriptor number */
     int sock_dup;                       /* the socket while a timer is on fd */
+    apr_socket_t *dup_socket;           /* sock_dup for the core output
+                                         * filter (bgd_engine_pump()) */
     int timer_armed;
+    /* How the engine thread writes for it (bgd_engine_can_take()), and,
+     * through the filters, the pump's last word when it ended the
+     * delivery: the worker that gets the connection back does not pump
+     * again (a changed file would be logged twice). */
+    int engine_how;
+    int engine_ended;
+    bgd_pump_e engine_end;
     /* The engine it was last parked with (bgd_park()); the fields below
      * are protected by that engine's mutex. */
     bgd_engine_t *engine;
@@ -420,15 +446,6 @@ struct bgd_engine_t {
      * unlocked by bgd_engine_pick(). */
     volatile apr_uint32_t load;
 };
-
-/* What one pump visit ends with. */
-typedef enum {
-    BGD_PUMP_DONE,                      /* last byte handed to the core */
-    BGD_PUMP_WAIT_SOCKET,               /* core holds data: wait writable */
-    BGD_PUMP_WAIT_TIMER,                /* pacing: wait until next_tick */
-    BGD_PUMP_YIELD,                     /* visit budget used: let others run */
-    BGD_PUMP_ERROR                      /* client gone, file changed, ... */
-} bgd_pump_e;
 
 /* ---------------------------------------------------------- module state */
 
@@ -2164,7 +2181,8 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
      * the handler waits for its line: that wait is the core's blocking
      * write of what the socket did not take (bgd_capture_wait_line()). */
     fd = bgd_conn_fd(c);
-    direct = fd >= 0 && !job->line_wait && bgd_engine_can_take(job);
+    direct = fd >= 0 && !job->line_wait
+             && bgd_engine_can_take(job) == BGD_ENGINE_DIRECT;
     want = bgd_slice_size(job, fd, direct, &how);
     if (want > allowed) {
         want = allowed;
@@ -2789,7 +2807,24 @@ static apr_off_t bgd_pacing_allowance(bgd_job_t *job, apr_time_t now)
 static const char *const bgd_observer_filters[] = {
     "CONNTIMES_OUT", "reqtimeout", NULL
 };
+/* mod_ssl's output filters: they change the bytes, so an HTTPS delivery
+ * is written through them (BGD_ENGINE_CHAIN).  Each keeps its state in the
+ * connection and writes only to the filter below it, whichever thread
+ * passes it a brigade. */
+static const char *const bgd_tls_filters[] = {
+    "SSL/TLS Filter", "SSL/TLS Coalescing Filter", NULL
+};
 static apr_uint32_t bgd_unknown_filter_said;
+
+static int bgd_filter_listed(const ap_filter_t *f, const char *const *names)
+{
+    for (; *names; names++) {
+        if (!strcasecmp(f->frec->name, *names)) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static int bgd_engine_can_take(const bgd_job_t *job)
 {
@@ -2797,41 +2832,46 @@ static int bgd_engine_can_take(const bgd_job_t *job)
     apr_int32_t nonblocking = 0;
     ap_filter_t *f;
 
-    if (!bgd_engine_count || job->producer || job->drain || job->tls
-        || job->in_worker) {
-        return 0;
+    if (!bgd_engine_count || job->producer || job->drain || job->in_worker) {
+        return BGD_ENGINE_NONE;
     }
     /* Nothing here may block (sendfile() has no MSG_DONTWAIT); the event
      * MPM's sockets have a timeout, hence O_NONBLOCK. */
     if (!csd || apr_socket_opt_get(csd, APR_SO_NONBLOCK, &nonblocking)
                 != APR_SUCCESS || !nonblocking) {
-        return 0;
+        return BGD_ENGINE_NONE;
     }
     for (f = job->capture->next; f; f = f->next) {
-        const char *const *name;
         if (f->frec->ftype >= AP_FTYPE_NETWORK) {
-            return f->next == NULL;
-        }
-        for (name = bgd_observer_filters; *name; name++) {
-            if (!strcasecmp(f->frec->name, *name)) {
-                break;
+            /* Through the chain, the engine thread lends the core output
+             * filter its duplicate of the socket: the core's own filter
+             * only, whose context it knows (core_net_rec). */
+            if (f->next) {
+                return BGD_ENGINE_NONE;
             }
-        }
-        if (!*name) {
-            /* Once per child: the operator learns why the engine threads
-             * stay idle (and every pass costs a worker visit). */
-            if (!apr_atomic_cas32(&bgd_unknown_filter_said, 1, 0)) {
-                ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, job->r,
-                              "BGD036: the connection filter %s is below "
-                              "the engine and not known to leave the bytes "
-                              "alone: plain-HTTP deliveries through it are "
-                              "written by workers, pass by pass",
-                              f->frec->name);
+            if (!job->tls) {
+                return BGD_ENGINE_DIRECT;
             }
-            return 0;
+            return f->frec == ap_core_output_filter_handle
+                   ? BGD_ENGINE_CHAIN : BGD_ENGINE_NONE;
         }
+        if (bgd_filter_listed(f, bgd_observer_filters)
+            || (job->tls && bgd_filter_listed(f, bgd_tls_filters))) {
+            continue;
+        }
+        /* Once per child: the operator learns why the engine threads
+         * stay idle (and every pass costs a worker visit). */
+        if (!apr_atomic_cas32(&bgd_unknown_filter_said, 1, 0)) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, job->r,
+                          "BGD036: the connection filter %s is below the "
+                          "engine and not known to leave the bytes alone "
+                          "or to be mod_ssl's: deliveries through it are "
+                          "written by workers, pass by pass",
+                          f->frec->name);
+        }
+        return BGD_ENGINE_NONE;
     }
-    return 0;
+    return BGD_ENGINE_NONE;
 }
 
 /* A pass of `want` bytes from the head of the queue is one range of a file
@@ -3115,19 +3155,21 @@ static bgd_pump_e bgd_file_changed(bgd_job_t *job)
 }
 
 /* Move the next slice to the connection filters.  Returns what the
- * delivery waits for next.  Runs on a worker (or the handler's thread when
- * paced in the worker); never blocks. */
-static bgd_pump_e bgd_pump(bgd_job_t *job)
+ * delivery waits for next.  Runs on a worker, on the handler's thread
+ * when paced in the worker, or on an engine thread (bgd_engine_pump());
+ * never blocks.  `visit_start` is the clock, or for the engine thread a
+ * pulse's due time up to BGD_PACE_SLACK ahead of it. */
+static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start)
 {
     conn_rec *c = job->c;
-    apr_time_t visit_start = apr_time_now(), now;
+    apr_time_t now;
     apr_off_t visit_bytes = 0;
     apr_status_t rv;
     int fd = bgd_conn_fd(c);
     /* Where the engine thread may write, the worker writes the same way:
      * the core then holds nothing, and the thread can take the rest over
      * when the socket is full. */
-    int direct = fd >= 0 && bgd_engine_can_take(job);
+    int direct = fd >= 0 && bgd_engine_can_take(job) == BGD_ENGINE_DIRECT;
 
     for (;;) {
         apr_off_t allowed, want, len, mem;
@@ -3293,9 +3335,9 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
 /* -------------------------------------------------------- engine thread */
 
 /*
- * Each child has one engine thread: the watchdog, and the writer of the
- * plain-HTTP deliveries (see bgd_engine_can_take()) once a worker has
- * found their socket full.  Waiting for writability through the MPM costs
+ * Each child runs engine threads (BgDeliverEngineThreads): the watchdog,
+ * and the writers of the deliveries (see bgd_engine_can_take()) once a
+ * worker has found their socket full.  Waiting for writability through the MPM costs
  * a trip through its listener and worker queue (about 50 us of CPU, and
  * the latency of two thread wake-ups, which a fast client pays in
  * throughput); the thread instead waits for the socket in its own epoll
@@ -3310,9 +3352,16 @@ static bgd_pump_e bgd_pump(bgd_job_t *job)
  * socket or the next pulse.  The thread writes to the duplicate of the
  * socket that the timed wait keeps, and hands the connection back to the
  * MPM by making that timer expire now: on any error, when the response is
- * complete, and when the child stops.  The worker that gets it back
- * repeats the step that stopped the thread, so every outcome is handled
- * and logged in one place, the pump.
+ * complete, and when the child stops.  A plain-HTTP delivery it writes
+ * around the filters (bgd_engine_write()), and the worker that gets the
+ * connection back repeats the step that stopped the thread; an HTTPS one
+ * it writes through mod_ssl with the pump itself (bgd_engine_pump()),
+ * whose last word stands.  Either way every outcome is handled and logged
+ * in one place, the pump.
+ *
+ * While the thread writes, no worker touches the connection (one that
+ * wants it back waits, BGD_PACE_BUSY): its pools, bucket allocator and
+ * filter contexts are the thread's, as they are a worker's during a visit.
  */
 /* Pulses due this close to a wake-up of the thread are written with it, a
  * little early, instead of costing a wake-up (a context switch) each: the
@@ -3467,6 +3516,39 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
     }
 }
 
+/* What the thread writes for an HTTPS delivery: the pump's passes through
+ * mod_ssl, as on a worker.  The descriptor number is the timer's, so the
+ * core output filter (and whoever asks for the connection's socket) gets
+ * the duplicate for the length of the visit. */
+static bgd_pump_e bgd_engine_pump(bgd_conn_t *bc, apr_time_t at)
+{
+    conn_rec *c = bc->c;
+    ap_filter_t *core = c->output_filters;
+    core_net_rec *net;
+    apr_socket_t *csd;
+    apr_off_t sent = bc->job->sent;
+    bgd_pump_e what;
+
+    while (core->next) {
+        core = core->next;
+    }
+    net = core->ctx;
+    csd = net->client_socket;
+    net->client_socket = bc->dup_socket;
+    ap_set_core_module_config(c->conn_config, bc->dup_socket);
+    what = bgd_pump(bc->job, at);
+    if (bc->job->sent > sent) {
+        bgd_count(&bgd_table->engine_writes[bc->engine->index], 1);
+    }
+    net->client_socket = csd;
+    ap_set_core_module_config(c->conn_config, csd);
+    if (what == BGD_PUMP_DONE || what == BGD_PUMP_ERROR) {
+        bc->engine_ended = 1;
+        bc->engine_end = what;
+    }
+    return what;
+}
+
 /* Writes for bc (out of the heap and not armed in the poller) unlocked:
  * workers park and wake others meanwhile; one that wants this connection
  * back waits (BGD_PACE_BUSY).  Then files it where it waits next. */
@@ -3479,7 +3561,8 @@ static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
     if (!draining && bc->job) {
         bc->pace_index = BGD_PACE_BUSY;
         apr_thread_mutex_unlock(e->mutex);
-        what = bgd_engine_write(bc, at);
+        what = bc->engine_how == BGD_ENGINE_CHAIN ? bgd_engine_pump(bc, at)
+                                                  : bgd_engine_write(bc, at);
         bgd_slot_update(bc->job, apr_time_now());
         apr_thread_mutex_lock(e->mutex);
         bc->pace_index = -1;
@@ -3932,6 +4015,30 @@ static apr_interval_time_t bgd_wait_bound(const bgd_job_t *job)
     return max_wait > 0 ? max_wait : apr_time_from_sec(30);
 }
 
+/* Tells the engine thread how to write for bc; through the chain, the
+ * core output filter will need the duplicate of the socket as an APR
+ * socket (bgd_engine_pump()), made once per connection.  It gets the
+ * connection's timeout: APR would otherwise clear O_NONBLOCK on the file
+ * description that it shares with the socket. */
+static apr_status_t bgd_engine_socket(bgd_conn_t *bc, int how)
+{
+    apr_interval_time_t timeout;
+    apr_status_t rv;
+
+    bc->engine_how = how;
+    if (how != BGD_ENGINE_CHAIN) {
+        return APR_SUCCESS;
+    }
+    rv = apr_socket_timeout_get(ap_get_conn_socket(bc->c), &timeout);
+    if (rv == APR_SUCCESS) {
+        rv = apr_os_sock_put(&bc->dup_socket, &bc->sock_dup, bc->c->pool);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = apr_socket_timeout_set(bc->dup_socket, timeout);
+    }
+    return rv;
+}
+
 static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
 {
     conn_rec *c = bc->c;
@@ -3939,13 +4046,17 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     const char *reason;
     apr_time_t deadline;
     apr_status_t rv;
+    int how;
 
     /* Registered nowhere since bgd_drive() took it back: free to go to
      * another engine. */
     bc->engine = bgd_engine_pick();
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
-    if (what != BGD_PUMP_WAIT_TIMER && !c->data_in_output_filters
-        && bgd_engine_can_take(job)) {
+    how = bgd_engine_can_take(job);
+    /* Bytes the core holds go first: written through the chain, they do
+     * (the pump kicks the core), not around it. */
+    if (what != BGD_PUMP_WAIT_TIMER && how != BGD_ENGINE_NONE
+        && (how == BGD_ENGINE_CHAIN || !c->data_in_output_filters)) {
         /* The engine thread waits for the socket and writes: the MPM only
          * sees a timed wait, bounded (bgd_wait_bound()) and by the
          * slow-read deadline, which the worker that gets the connection
@@ -3959,7 +4070,8 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
         if (bgd_timed_wait_arm(bc, due) == APR_SUCCESS) {
             c->cs->sense = CONN_SENSE_WANT_READ;
             /* Last: from here on the engine thread may write. */
-            if (bgd_stream_add(bc)) {
+            if (bgd_engine_socket(bc, how) == APR_SUCCESS
+                && bgd_stream_add(bc)) {
                 return;
             }
             bgd_timed_wait_disarm(bc);
@@ -3969,7 +4081,7 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     if (what == BGD_PUMP_WAIT_TIMER) {
         apr_time_t due = job->next_tick, now = apr_time_now();
         apr_interval_time_t max_wait = bgd_wait_bound(job);
-        int paced_here = bgd_engine_can_take(job);
+        int paced_here = how != BGD_ENGINE_NONE;
 
         /* The engine thread writes the pulses meanwhile, and wakes the
          * connection earlier when it needs a worker; the slow-read
@@ -3986,7 +4098,9 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
         if (rv == APR_SUCCESS) {
             c->cs->sense = CONN_SENSE_WANT_READ;
             /* Last: from here on the engine thread may write. */
-            if (paced_here && !bgd_pace_add(bc, job->next_tick)) {
+            if (paced_here
+                && (bgd_engine_socket(bc, how) != APR_SUCCESS
+                    || !bgd_pace_add(bc, job->next_tick))) {
                 bgd_timed_wait_disarm(bc);
                 rv = bgd_timed_wait_arm(bc, job->next_tick);
             }
@@ -4042,16 +4156,14 @@ static int bgd_client_left(conn_rec *c)
     return left;
 }
 
-static int bgd_drive(bgd_conn_t *bc)
+/* A worker's visit to a delivery that it got back from the MPM: the
+ * client's hang-up and the slow-read rules first, then the pump. */
+static bgd_pump_e bgd_visit(bgd_conn_t *bc, const char *reason,
+                            apr_time_t now)
 {
     bgd_job_t *job = bc->job;
-    apr_time_t t0 = apr_time_now();
-    const char *reason;
     apr_time_t deadline;
-    bgd_pump_e what;
 
-    reason = bgd_wd_unlist(bc);
-    bgd_timed_wait_disarm(bc);
     if (bc->hangup_seen) {
         bc->hangup_seen = 0;
         if (bgd_client_left(bc->c)) {
@@ -4066,17 +4178,34 @@ static int bgd_drive(bgd_conn_t *bc)
         }
     }
     if (!reason && !bc->c->aborted) {
-        reason = bgd_rule_broken(job, t0, &deadline);
+        reason = bgd_rule_broken(job, now, &deadline);
     }
     if (reason) {
         bgd_drop(job, reason);
-        what = BGD_PUMP_ERROR;
+        return BGD_PUMP_ERROR;
+    }
+    if (bgd_draining()) {
+        job->drain = 1;
+    }
+    return bgd_pump(job, apr_time_now());
+}
+
+static int bgd_drive(bgd_conn_t *bc)
+{
+    bgd_job_t *job = bc->job;
+    apr_time_t t0 = apr_time_now();
+    const char *reason;
+    bgd_pump_e what;
+
+    reason = bgd_wd_unlist(bc);
+    bgd_timed_wait_disarm(bc);
+    if (bc->engine_ended) {
+        /* The engine thread's pump ended the delivery, and logged how. */
+        bc->engine_ended = 0;
+        what = bc->engine_end;
     }
     else {
-        if (bgd_draining()) {
-            job->drain = 1;
-        }
-        what = bgd_pump(job);
+        what = bgd_visit(bc, reason, t0);
     }
     job->worker_time += apr_time_now() - t0;
     job->slices++;
@@ -4115,7 +4244,7 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
         if (bgd_draining()) {
             job->drain = 1;
         }
-        what = bgd_pump(job);
+        what = bgd_pump(job, apr_time_now());
         job->worker_time += apr_time_now() - t0;
         job->slices++;
         bgd_slot_update(job, apr_time_now());
@@ -4596,6 +4725,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->bc = bc;
     bc->job = job;
+    bc->engine_ended = 0;
     if (job->top != r) {
         /* An internal redirect's request returns to ap_internal_redirect(),
          * which finishes it (ap_die() with OK), and so does every request

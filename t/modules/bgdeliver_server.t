@@ -446,13 +446,17 @@ CONF
     rmdir $fault;
 }
 
-# 8. Over TLS the MPM waits for the socket, bounded by its own Timeout,
-# which can beat the watchdog to the same rule (here always: the idle
-# timeout is longer than Timeout).  The drop must look like any other:
-# logged (BGD004), counted, and the connection reset.
+# 8. Where the MPM waits for the socket (here over TLS through a
+# connection filter that the engine threads do not know, mod_dumpio's),
+# its wait is bounded by its own Timeout, which can beat the watchdog to
+# the same rule (here always: the idle timeout is longer than Timeout).
+# The drop must look like any other: logged (BGD004), counted, and the
+# connection reset.
 {
     my $certs = self_signed_cert('bgd_tls');
-    my $srv = private_server(<<"CONF", std_modules => [qw(socache_shmcb ssl)]);
+    my $srv = private_server(<<"CONF", std_modules => [qw(socache_shmcb ssl dumpio)]);
+DumpIOOutput On
+LogLevel dumpio:trace7
 SSLEngine on
 SSLCertificateFile "$certs/cert.pem"
 SSLCertificateKeyFile "$certs/key.pem"

@@ -3,10 +3,10 @@
 # of the License at http://www.apache.org/licenses/LICENSE-2.0
 #
 # On the event MPM the engine thread of mod_bgdeliver writes the pulses of
-# a paced plain-HTTP delivery: a 2-second V.92 download costs workers only
-# its first and last visits, the bytes are right and mod_logio counts them
-# (%O).  Over HTTPS the pulses go through mod_ssl on workers, one visit
-# each; the note "bgdeliver-visits" tells the two apart.
+# a paced delivery: a 2-second V.92 download costs workers only its first
+# and last visits, the bytes are right and mod_logio counts them (%O).
+# Over HTTPS the thread writes the pulses through mod_ssl (without it,
+# each pulse is a worker visit); the note "bgdeliver-visits" counts them.
 #
 # Both downloads run at once (about 2.3 s); then a client that stalls while
 # the thread writes fills its socket, for which the thread waits itself,
@@ -62,8 +62,8 @@ ok t_cmp(abs($secs - 0.120 - ($tls->{header_bytes} + $size - 1) / $V92)
          < 0.05 ? 1 : 0, 1, sprintf('HTTPS: paced (%.3f s)', $secs));
 ($status, $out, $visits) = visits_logged('tls');
 ok t_cmp($status, 200, 'HTTPS: logged');
-ok t_cmp($visits >= 10 ? 1 : 0, 1,
-         "HTTPS: $visits worker visits, one per pulse");
+ok t_cmp($visits >= 0 && $visits <= 3 ? 1 : 0, 1,
+         "HTTPS: $visits worker visits for about 20 pulses");
 
 # 10-16: a T1 line (193,000 B/s) to a client with a 4 KB receive buffer
 # that reads nothing for 1 s: the socket fills, the thread waits for
