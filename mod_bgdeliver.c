@@ -3337,10 +3337,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start)
 /*
  * Each child runs engine threads (BgDeliverEngineThreads): the watchdog,
  * and the writers of the deliveries (see bgd_engine_can_take()) once a
- * worker has found their socket full.  Waiting for writability through the MPM costs
- * a trip through its listener and worker queue (about 50 us of CPU, and
- * the latency of two thread wake-ups, which a fast client pays in
- * throughput); the thread instead waits for the socket in its own epoll
+ * worker has found their socket full.  Waiting for writability through
+ * the MPM costs a trip through its listener and worker queue (about 50 us
+ * of CPU, and the latency of two thread wake-ups, which a fast client pays
+ * in throughput); the thread instead waits for the socket in its own epoll
  * and writes as soon as the socket takes more, as nginx's workers do.  It
  * also writes the pulses of paced deliveries: 2,000 modem clients at ten
  * pulses a second cannot afford a wake-up through the MPM each; it wakes
