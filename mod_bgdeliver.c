@@ -1782,12 +1782,22 @@ static apr_status_t bgd_capture_give_up(bgd_job_t *job)
     return bgd_pass_foreground(job, job->queue);
 }
 
-static apr_status_t bgd_kick_core(conn_rec *c)
+/* The last of the connection's output filters: the core's own wherever
+ * the engine writes (bgd_engine_can_take()). */
+static ap_filter_t *bgd_core_filter(conn_rec *c)
 {
     ap_filter_t *core = c->output_filters;
+
     while (core->next) {
         core = core->next;
     }
+    return core;
+}
+
+static apr_status_t bgd_kick_core(conn_rec *c)
+{
+    ap_filter_t *core = bgd_core_filter(c);
+
     /* A NULL brigade makes the core output filter write what it holds,
      * without blocking, exactly as the MPM's write completion does (an
      * empty brigade would be swallowed by mod_ssl on its way down). */
@@ -3523,17 +3533,11 @@ static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
 static bgd_pump_e bgd_engine_pump(bgd_conn_t *bc, apr_time_t at)
 {
     conn_rec *c = bc->c;
-    ap_filter_t *core = c->output_filters;
-    core_net_rec *net;
-    apr_socket_t *csd;
+    core_net_rec *net = bgd_core_filter(c)->ctx;
+    apr_socket_t *csd = net->client_socket;
     apr_off_t sent = bc->job->sent;
     bgd_pump_e what;
 
-    while (core->next) {
-        core = core->next;
-    }
-    net = core->ctx;
-    csd = net->client_socket;
     net->client_socket = bc->dup_socket;
     ap_set_core_module_config(c->conn_config, bc->dup_socket);
     what = bgd_pump(bc->job, at);
