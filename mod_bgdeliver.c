@@ -34,10 +34,12 @@
  *     parks the connection again: on socket writability when the client is
  *     slow, or until a time (pacing) by briefly putting a Linux timerfd
  *     under the socket's descriptor number (see bgd_timed_wait_arm()).
- *     Over plain HTTP the child's engine thread takes over instead, once a
- *     worker has found the socket full or a pulse is due: it waits for the
- *     socket in its own epoll and writes around the filter chain, without
- *     a trip through the MPM each time (see "engine thread" below).
+ *     Where it can (see bgd_engine_can_take()) an engine thread of the
+ *     child takes over instead, once a worker has found the socket full or
+ *     a pulse is due: it waits for the socket in its own epoll and writes
+ *     around the filter chain (plain HTTP) or through mod_ssl (HTTPS),
+ *     without a trip through the MPM each time (see "engine thread"
+ *     below).
  *  4. After the last byte, ap_process_request_after_handler() logs the
  *     request (true bytes, true duration) and hands the connection back to
  *     the MPM for keep-alive.
@@ -179,7 +181,7 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_DEFAULT_WAKEUPS   3000
 /* Engine threads per child (BgDeliverEngineThreads): one, as nginx runs
  * one event loop per worker process; more for children that must fill
- * several cores with fast plain-HTTP clients. */
+ * several cores with fast clients (or encrypt for many over HTTPS). */
 #define BGD_DEFAULT_ENGINE_THREADS 1
 #define BGD_MAX_ENGINE_THREADS 64
 #define BGD_RATE_WINDOW       apr_time_from_sec(1)
@@ -428,8 +430,8 @@ struct bgd_engine_t {
     bgd_conn_t *wd_head;                /* MPM waits with a deadline */
     /* None of their deadlines is earlier (bgd_watchdog_scan_locked()). */
     apr_time_t wd_due;
-    /* Paced plain-HTTP deliveries whose pulses the thread writes: a binary
-     * min-heap on the due time of their next pulse. */
+    /* Paced deliveries whose pulses the thread writes: a binary min-heap
+     * on the due time of their next pulse. */
     bgd_pace_entry_t *heap;
     int pace_count;
     int pace_size;
@@ -4959,9 +4961,10 @@ static void bgd_api_get_totals(bgdeliver_totals_t *t)
 
 /* --------------------------------------------------------------- status */
 
-/* The writes of all engine threads (pulses and the rest of plain-HTTP
- * deliveries), shown as BgDeliverEnginePulses / engine_pulses, the names
- * the status had when the threads only wrote pulses.  Not in
+/* The writes of all engine threads (pulses and the rest of deliveries,
+ * a visit through mod_ssl counting as one), shown as
+ * BgDeliverEnginePulses / engine_pulses, the names the status had when
+ * the threads only wrote pulses.  Not in
  * bgdeliver_totals_t: that struct is public API, and its size is part of
  * what modules built against it expect. */
 static apr_uint64_t bgd_engine_writes_total(void)
@@ -6008,8 +6011,8 @@ static const command_rec bgd_cmds[] = {
                   "lengthen (0 = never lengthen)"),
     AP_INIT_TAKE1("BgDeliverEngineThreads", bgd_cmd_global_count,
                   &bgd_engine_threads_arg, RSRC_CONF,
-                  "Engine threads per child that write plain-HTTP "
-                  "deliveries and pulses (1-64)"),
+                  "Engine threads per child that write deliveries "
+                  "(HTTP and HTTPS) and pulses (1-64)"),
     { NULL }
 };
 
