@@ -11,6 +11,7 @@ use warnings FATAL => 'all';
 use Apache::Test ();
 use Apache::TestRequest ();
 use Apache::TestUtil ();
+use Bgd::FailDiag ();
 use IO::Socket::INET ();
 use JSON::PP ();
 use Socket qw(:all);

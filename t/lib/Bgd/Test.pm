@@ -21,6 +21,7 @@ use Digest::MD5 qw(md5_hex);
 use Apache::Test ();
 use Apache::TestRequest ();
 use Apache::TestConfig ();
+use Bgd::FailDiag ();
 use POSIX ();
 
 our @EXPORT_OK = qw(
