@@ -374,11 +374,9 @@ struct bgd_conn_t {
     apr_socket_t *dup_socket;           /* sock_dup for the core output
                                          * filter (bgd_engine_pump()) */
     int timer_armed;
-    /* How the engine thread writes for it (bgd_engine_can_take()), and,
-     * through the filters, the pump's last word when it ended the
-     * delivery: the worker that gets the connection back does not pump
-     * again (a changed file would be logged twice). */
-    int engine_how;
+    /* The engine thread's pump ended the delivery, and how: the worker
+     * that gets the connection back does not pump again (a changed file
+     * would be logged twice). */
     int engine_ended;
     bgd_pump_e engine_end;
     /* The engine it was last parked with (bgd_park()); the fields below
@@ -2151,6 +2149,8 @@ static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now);
 static void bgd_drop(bgd_job_t *job, const char *reason);
 static void bgd_reset_on_close(bgd_job_t *job);
 static int bgd_engine_can_take(const bgd_job_t *job);
+static apr_off_t bgd_pass_size(const bgd_job_t *job, int fd, int direct,
+                               apr_off_t allowed, bgd_pass_e *how);
 static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent);
 
 /* While the handler still runs, hand what is captured to the network if
@@ -2195,10 +2195,7 @@ static void bgd_forward_opportunistic(bgd_job_t *job)
     fd = bgd_conn_fd(c);
     direct = fd >= 0 && !job->line_wait
              && bgd_engine_can_take(job) == BGD_ENGINE_DIRECT;
-    want = bgd_slice_size(job, fd, direct, &how);
-    if (want > allowed) {
-        want = allowed;
-    }
+    want = bgd_pass_size(job, fd, direct, allowed, &how);
     /* On a failure the pump, which sees it next, aborts and logs it. */
     if (want == 0
         || bgd_take_pass(job, want, how, 0, &len, &mem)
@@ -2855,17 +2852,13 @@ static int bgd_engine_can_take(const bgd_job_t *job)
     }
     for (f = job->capture->next; f; f = f->next) {
         if (f->frec->ftype >= AP_FTYPE_NETWORK) {
-            /* Through the chain, the engine thread lends the core output
-             * filter its duplicate of the socket: the core's own filter
-             * only, whose context it knows (core_net_rec). */
-            if (f->next) {
+            /* The engine thread lends the core output filter its duplicate
+             * of the socket for a visit (bgd_engine_pump()): the core's own
+             * filter only, whose context it knows (core_net_rec). */
+            if (f->next || f->frec != ap_core_output_filter_handle) {
                 return BGD_ENGINE_NONE;
             }
-            if (!job->tls) {
-                return BGD_ENGINE_DIRECT;
-            }
-            return f->frec == ap_core_output_filter_handle
-                   ? BGD_ENGINE_CHAIN : BGD_ENGINE_NONE;
+            return job->tls ? BGD_ENGINE_CHAIN : BGD_ENGINE_DIRECT;
         }
         if (bgd_filter_listed(f, bgd_observer_filters)
             || (job->tls && bgd_filter_listed(f, bgd_tls_filters))) {
@@ -2894,6 +2887,26 @@ static int bgd_direct_by_sendfile(const bgd_job_t *job, apr_off_t want)
 
     return b != APR_BRIGADE_SENTINEL(job->queue) && bgd_bucket_sendfile(b)
            && (apr_off_t)b->length >= want;
+}
+
+/* How much the next pass takes (0: wait for the socket), within what the
+ * pacing `allowed`.  A paced pass that bgd_direct_send() writes skips the
+ * room check of bgd_slice_size(): a pulse is a few hundred bytes, and the
+ * write itself says when the socket is full, which saves two system calls
+ * per pulse (20,000 pulses a second for 2,000 modem lines). */
+static apr_off_t bgd_pass_size(const bgd_job_t *job, int fd, int direct,
+                               apr_off_t allowed, bgd_pass_e *how)
+{
+    apr_off_t want;
+
+    if (direct && job->pacing.rate > 0) {
+        want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
+        *how = bgd_blocks && !bgd_direct_by_sendfile(job, want)
+               ? BGD_PASS_READ : BGD_PASS_FILES;
+        return want;
+    }
+    want = bgd_slice_size(job, fd, direct, how);
+    return allowed < want ? allowed : want;
 }
 
 /* One write of the head of the pass in job->slice: the pass's only bucket
@@ -3170,8 +3183,12 @@ static bgd_pump_e bgd_file_changed(bgd_job_t *job)
  * delivery waits for next.  Runs on a worker, on the handler's thread
  * when paced in the worker, or on an engine thread (bgd_engine_pump());
  * never blocks.  `visit_start` is the clock, or for the engine thread a
- * pulse's due time up to BGD_PACE_SLACK ahead of it. */
-static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start)
+ * pulse's due time up to BGD_PACE_SLACK ahead of it.  The files count as
+ * checked once under the stamp `checked` (bgd_file_ref_unchanged()): the
+ * visit's start, or for the engine thread the current BGD_PACE_CHECK
+ * window's. */
+static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start,
+                           apr_time_t checked)
 {
     conn_rec *c = job->c;
     apr_time_t now;
@@ -3198,7 +3215,7 @@ static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start)
         }
         if (c->data_in_output_filters) {
             if (job->files->nelts
-                && !bgd_all_files_unchanged(job, visit_start)) {
+                && !bgd_all_files_unchanged(job, checked)) {
                 return bgd_file_changed(job);
             }
             rv = bgd_kick_core(c);
@@ -3287,19 +3304,19 @@ static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start)
         if (allowed <= 0) {
             return BGD_PUMP_WAIT_TIMER;
         }
+        /* Not before the first pass: the engine thread's `visit_start`
+         * is a pulse's due time, which a round of many pulses leaves
+         * behind the clock. */
         if (visit_bytes >= BGD_VISIT_BYTES
-            || now - visit_start >= BGD_VISIT_TIME) {
+            || (visit_bytes && now - visit_start >= BGD_VISIT_TIME)) {
             return BGD_PUMP_YIELD;
         }
 
-        want = bgd_slice_size(job, fd, direct, &how);
+        want = bgd_pass_size(job, fd, direct, allowed, &how);
         if (want == 0) {
             return BGD_PUMP_WAIT_SOCKET;
         }
-        if (allowed < want) {
-            want = allowed;
-        }
-        rv = bgd_take_pass(job, want, how, visit_start, &len, &mem);
+        rv = bgd_take_pass(job, want, how, checked, &len, &mem);
         if (rv == APR_EOF) {
             return bgd_file_changed(job);
         }
@@ -3364,12 +3381,10 @@ static bgd_pump_e bgd_pump(bgd_job_t *job, apr_time_t visit_start)
  * socket or the next pulse.  The thread writes to the duplicate of the
  * socket that the timed wait keeps, and hands the connection back to the
  * MPM by making that timer expire now: on any error, when the response is
- * complete, and when the child stops.  A plain-HTTP delivery it writes
- * around the filters (bgd_engine_write()), and the worker that gets the
- * connection back repeats the step that stopped the thread; an HTTPS one
- * it writes through mod_ssl with the pump itself (bgd_engine_pump()),
- * whose last word stands.  Either way every outcome is handled and logged
- * in one place, the pump.
+ * complete, and when the child stops.  It runs the pump itself
+ * (bgd_engine_pump()), which writes a plain-HTTP delivery around the
+ * filters and an HTTPS one through mod_ssl, and whose last word stands:
+ * every outcome is handled and logged in one place, the pump.
  *
  * While the thread writes, no worker touches the connection (one that
  * wants it back waits, BGD_PACE_BUSY): its pools, bucket allocator and
@@ -3471,67 +3486,15 @@ static int bgd_stream_add(bgd_conn_t *bc)
 }
 
 /* What the thread writes for one connection when its pulse is due or its
- * socket takes more (`at`: the clock, or up to BGD_PACE_SLACK ahead of it):
- * the pump's pacing, file checks and passes, without the filter chain.
- * WAIT_TIMER and WAIT_SOCKET keep it here, so does YIELD (after
- * BGD_VISIT_BYTES, so that one fast client does not starve the others);
- * DONE and ERROR hand it back. */
-static bgd_pump_e bgd_engine_write(bgd_conn_t *bc, apr_time_t at)
-{
-    bgd_job_t *job = bc->job;
-    apr_off_t written = 0;
-
-    for (;;) {
-        apr_off_t allowed, want, len, mem;
-        apr_size_t sent;
-        apr_status_t rv;
-        bgd_pass_e how;
-
-        if (bc->c->aborted || APR_BRIGADE_EMPTY(job->queue)) {
-            return BGD_PUMP_DONE;
-        }
-        allowed = bgd_pacing_allowance(job, at);
-        if (allowed <= 0) {
-            return BGD_PUMP_WAIT_TIMER;
-        }
-        if (job->pacing.rate > 0) {
-            want = allowed < BGD_SLICE_BYTES ? allowed : BGD_SLICE_BYTES;
-            how = bgd_blocks && !bgd_direct_by_sendfile(job, want)
-                  ? BGD_PASS_READ : BGD_PASS_FILES;
-        }
-        else {
-            if (written >= BGD_VISIT_BYTES) {
-                return BGD_PUMP_YIELD;
-            }
-            want = bgd_slice_size(job, bc->sock_dup, 1, &how);
-            if (want == 0) {
-                return BGD_PUMP_WAIT_SOCKET;
-            }
-        }
-        if (bgd_take_pass(job, want, how, at - at % BGD_PACE_CHECK,
-                          &len, &mem) != APR_SUCCESS) {
-            return BGD_PUMP_ERROR;
-        }
-        rv = bgd_direct_send(job, bc->sock_dup, &sent);
-        job->sent += (apr_off_t)sent;
-        written += (apr_off_t)sent;
-        if (sent) {
-            job->last_progress = at;
-            bgd_count(&bgd_table->engine_writes[bc->engine->index], 1);
-        }
-        if (rv == APR_EAGAIN) {
-            return BGD_PUMP_WAIT_SOCKET;
-        }
-        if (rv != APR_SUCCESS) {
-            return BGD_PUMP_ERROR;
-        }
-    }
-}
-
-/* What the thread writes for an HTTPS delivery: the pump's passes through
- * mod_ssl, as on a worker.  The descriptor number is the timer's, so the
- * core output filter (and whoever asks for the connection's socket) gets
- * the duplicate for the length of the visit. */
+ * socket takes more (`at`: the clock, or up to BGD_PACE_SLACK ahead of
+ * it): the pump itself, around the filters over HTTP (bgd_direct_send())
+ * and through mod_ssl over HTTPS, as on a worker.  The descriptor number
+ * is the timer's, so the core output filter (and whoever asks for the
+ * connection's socket) gets the duplicate for the length of the visit.
+ * The files are checked once per BGD_PACE_CHECK, not once per pulse.
+ * WAIT_TIMER and WAIT_SOCKET keep the connection here, so does YIELD (one
+ * fast client does not starve the others); DONE and ERROR hand it back,
+ * and they are final. */
 static bgd_pump_e bgd_engine_pump(bgd_conn_t *bc, apr_time_t at)
 {
     conn_rec *c = bc->c;
@@ -3542,7 +3505,7 @@ static bgd_pump_e bgd_engine_pump(bgd_conn_t *bc, apr_time_t at)
 
     net->client_socket = bc->dup_socket;
     ap_set_core_module_config(c->conn_config, bc->dup_socket);
-    what = bgd_pump(bc->job, at);
+    what = bgd_pump(bc->job, at, at - at % BGD_PACE_CHECK);
     if (bc->job->sent > sent) {
         bgd_count(&bgd_table->engine_writes[bc->engine->index], 1);
     }
@@ -3567,8 +3530,7 @@ static void bgd_engine_serve_locked(bgd_conn_t *bc, apr_time_t at)
     if (!draining && bc->job) {
         bc->pace_index = BGD_PACE_BUSY;
         apr_thread_mutex_unlock(e->mutex);
-        what = bc->engine_how == BGD_ENGINE_CHAIN ? bgd_engine_pump(bc, at)
-                                                  : bgd_engine_write(bc, at);
+        what = bgd_engine_pump(bc, at);
         bgd_slot_update(bc->job, apr_time_now());
         apr_thread_mutex_lock(e->mutex);
         bc->pace_index = -1;
@@ -4021,20 +3983,17 @@ static apr_interval_time_t bgd_wait_bound(const bgd_job_t *job)
     return max_wait > 0 ? max_wait : apr_time_from_sec(30);
 }
 
-/* Tells the engine thread how to write for bc; through the chain, the
- * core output filter will need the duplicate of the socket as an APR
- * socket (bgd_engine_pump()), made once per connection.  It gets the
+/* The engine thread's visits need the duplicate of the socket as an APR
+ * socket, for the connection and the core output filter
+ * (bgd_engine_pump()): made once per connection, given the duplicate's
+ * descriptor at every park (a delivery's end closes it).  It gets the
  * connection's timeout: APR would otherwise clear O_NONBLOCK on the file
  * description that it shares with the socket. */
-static apr_status_t bgd_engine_socket(bgd_conn_t *bc, int how)
+static apr_status_t bgd_engine_socket(bgd_conn_t *bc)
 {
     apr_interval_time_t timeout;
     apr_status_t rv;
 
-    bc->engine_how = how;
-    if (how != BGD_ENGINE_CHAIN) {
-        return APR_SUCCESS;
-    }
     rv = apr_socket_timeout_get(ap_get_conn_socket(bc->c), &timeout);
     if (rv == APR_SUCCESS) {
         rv = apr_os_sock_put(&bc->dup_socket, &bc->sock_dup, bc->c->pool);
@@ -4052,17 +4011,16 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     const char *reason;
     apr_time_t deadline;
     apr_status_t rv;
-    int how;
+    int engine_writes;
 
     /* Registered nowhere since bgd_drive() took it back: free to go to
      * another engine. */
     bc->engine = bgd_engine_pick();
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
-    how = bgd_engine_can_take(job);
-    /* Bytes the core holds go first: written through the chain, they do
-     * (the pump kicks the core), not around it. */
-    if (what != BGD_PUMP_WAIT_TIMER && how != BGD_ENGINE_NONE
-        && (how == BGD_ENGINE_CHAIN || !c->data_in_output_filters)) {
+    /* Bytes the core holds are no obstacle: the thread's pump has the
+     * core write them first, as a worker's does. */
+    engine_writes = bgd_engine_can_take(job) != BGD_ENGINE_NONE;
+    if (what != BGD_PUMP_WAIT_TIMER && engine_writes) {
         /* The engine thread waits for the socket and writes: the MPM only
          * sees a timed wait, bounded (bgd_wait_bound()) and by the
          * slow-read deadline, which the worker that gets the connection
@@ -4076,7 +4034,7 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
         if (bgd_timed_wait_arm(bc, due) == APR_SUCCESS) {
             c->cs->sense = CONN_SENSE_WANT_READ;
             /* Last: from here on the engine thread may write. */
-            if (bgd_engine_socket(bc, how) == APR_SUCCESS
+            if (bgd_engine_socket(bc) == APR_SUCCESS
                 && bgd_stream_add(bc)) {
                 return;
             }
@@ -4087,7 +4045,7 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
     if (what == BGD_PUMP_WAIT_TIMER) {
         apr_time_t due = job->next_tick, now = apr_time_now();
         apr_interval_time_t max_wait = bgd_wait_bound(job);
-        int paced_here = how != BGD_ENGINE_NONE;
+        int paced_here = engine_writes;
 
         /* The engine thread writes the pulses meanwhile, and wakes the
          * connection earlier when it needs a worker; the slow-read
@@ -4105,7 +4063,7 @@ static void bgd_park(bgd_conn_t *bc, bgd_pump_e what)
             c->cs->sense = CONN_SENSE_WANT_READ;
             /* Last: from here on the engine thread may write. */
             if (paced_here
-                && (bgd_engine_socket(bc, how) != APR_SUCCESS
+                && (bgd_engine_socket(bc) != APR_SUCCESS
                     || !bgd_pace_add(bc, job->next_tick))) {
                 bgd_timed_wait_disarm(bc);
                 rv = bgd_timed_wait_arm(bc, job->next_tick);
@@ -4168,7 +4126,7 @@ static bgd_pump_e bgd_visit(bgd_conn_t *bc, const char *reason,
                             apr_time_t now)
 {
     bgd_job_t *job = bc->job;
-    apr_time_t deadline;
+    apr_time_t deadline, start;
 
     if (bc->hangup_seen) {
         bc->hangup_seen = 0;
@@ -4193,7 +4151,8 @@ static bgd_pump_e bgd_visit(bgd_conn_t *bc, const char *reason,
     if (bgd_draining()) {
         job->drain = 1;
     }
-    return bgd_pump(job, apr_time_now());
+    start = apr_time_now();
+    return bgd_pump(job, start, start);
 }
 
 static int bgd_drive(bgd_conn_t *bc)
@@ -4250,7 +4209,7 @@ static int bgd_deliver_in_worker(bgd_job_t *job)
         if (bgd_draining()) {
             job->drain = 1;
         }
-        what = bgd_pump(job, apr_time_now());
+        what = bgd_pump(job, t0, t0);
         job->worker_time += apr_time_now() - t0;
         job->slices++;
         bgd_slot_update(job, apr_time_now());
