@@ -1598,60 +1598,172 @@ static char *conntimes_fmt_us(char *end, apr_uint64_t v, int frac)
     return s;
 }
 
-/* One NAME[:UNIT] of ^CT (`len` bytes at `name`) for rs: the text and its
- * length; numbers go into buf (CONNTIMES_NUM_MAX bytes). */
-#define CONNTIMES_NUM_MAX 32
-static const char *conntimes_log_field(apr_pool_t *p,
-                                       const conntimes_req_t *rs,
-                                       const char *name, apr_size_t len,
-                                       char *buf, apr_size_t *out_len)
+/* What %{NAME[:UNIT][,...]}^CT asks for, parsed once per argument and
+ * child: the fields with their decimals (0 us, 3 ms, 6 s). */
+#define CONNTIMES_LOG_FIELDS 16
+enum {
+    CT_FIELD_CLASS = CT_NPHASE, CT_FIELD_HANDLER, CT_FIELD_ARRIVAL,
+    CT_FIELD_NONE                       /* an unknown name or unit: "-" */
+};
+typedef struct {
+    unsigned char what;                 /* a phase, or CT_FIELD_* */
+    unsigned char frac;
+} conntimes_field_t;
+
+#define CONNTIMES_SPEC_TEXT 128
+typedef struct {
+    const char *arg;                    /* mod_log_config's copy, or NULL */
+    int n;
+    conntimes_field_t field[CONNTIMES_LOG_FIELDS];
+    char text[CONNTIMES_SPEC_TEXT];     /* what *arg said when parsed */
+} conntimes_spec_t;
+
+/* One NAME[:UNIT] (`len` bytes at `name`). */
+static conntimes_field_t conntimes_field_parse(const char *name,
+                                               apr_size_t len)
 {
     const char *colon = memchr(name, ':', len);
     apr_size_t nlen = colon ? (apr_size_t)(colon - name) : len;
-    const char *text = "-";
-    int i, frac = 0;
+    conntimes_field_t f = { CT_FIELD_NONE, 0 };
+    int i;
 
     if (colon) {
         apr_size_t ulen = len - nlen - 1;
-        frac = ulen == 1 && colon[1] == 's' ? 6
-               : ulen == 2 && colon[2] == 's' && colon[1] == 'm' ? 3
-               : ulen == 2 && colon[2] == 's' && colon[1] == 'u' ? 0 : -1;
-        if (frac < 0) {
+        if (ulen == 1 && colon[1] == 's') {
+            f.frac = 6;
+        }
+        else if (ulen == 2 && colon[2] == 's'
+                 && (colon[1] == 'm' || colon[1] == 'u')) {
+            f.frac = colon[1] == 'm' ? 3 : 0;
+        }
+        else {
             /* "total:sec" must not log microseconds in a seconds column. */
-            *out_len = 1;
-            return text;
+            return f;
         }
     }
-    /* Every request formats these: the first letter, which only "read"
-     * and "run" share, spares most of the string comparisons. */
     for (i = 0; i < CT_NPHASE; i++) {
-        if (name[0] == conntimes_phase_names[i][0]
-            && !strncmp(name, conntimes_phase_names[i], nlen)
+        if (!strncmp(name, conntimes_phase_names[i], nlen)
             && !conntimes_phase_names[i][nlen]) {
-            char *end = buf + CONNTIMES_NUM_MAX;
-            char *start = conntimes_fmt_us(end, (apr_uint64_t)
-                                           conntimes_phase_value(&rs->ph, i),
-                                           frac);
-            *out_len = (apr_size_t)(end - start);
-            return start;
+            f.what = (unsigned char)i;
+            return f;
         }
     }
 #define CONNTIMES_IS(word) (nlen == sizeof(word) - 1 \
                             && !strncmp(name, word, nlen))
-    if (CONNTIMES_IS("class")) {
-        text = conntimes_class_names[rs->ph.background ? CT_BG : CT_FG];
+    f.what = CONNTIMES_IS("class") ? CT_FIELD_CLASS
+             : CONNTIMES_IS("handler") ? CT_FIELD_HANDLER
+             : CONNTIMES_IS("arrival") ? CT_FIELD_ARRIVAL : CT_FIELD_NONE;
+#undef CONNTIMES_IS
+    return f;
+}
+
+static void conntimes_spec_parse(const char *arg, conntimes_spec_t *spec)
+{
+    const char *name = arg && *arg ? arg : "total";
+
+    spec->n = 0;
+    for (;;) {
+        const char *comma = strchr(name, ',');
+        apr_size_t l = comma ? (apr_size_t)(comma - name) : strlen(name);
+
+        spec->field[spec->n++] = conntimes_field_parse(name, l);
+        if (spec->n == CONNTIMES_LOG_FIELDS || !comma) {
+            break;
+        }
+        name = comma + 1;
     }
-    else if (CONNTIMES_IS("handler")) {
+}
+
+/* The parsed arguments of a child.  mod_log_config passes each item the
+ * same copy of its argument for every request: parsing it every time was a
+ * quarter of the module's instructions per request (callgrind, the
+ * "conntimes" nickname).  Lock-free: a thread that misses claims a slot,
+ * fills it and publishes the argument last; two threads may parse the same
+ * argument at once, which costs a slot.  A hit is checked against the
+ * text that was parsed, so a caller whose argument is not a lasting copy
+ * still gets the right fields (parsed each time once the slots are
+ * taken).  Emptied at each configuration (pre_config): a child sees one. */
+#define CONNTIMES_SPECS 32
+static conntimes_spec_t conntimes_specs[CONNTIMES_SPECS];
+static apr_uint32_t conntimes_specs_claimed;
+
+#if defined(__GNUC__)
+#define CONNTIMES_LOAD_PTR(where) __atomic_load_n((where), __ATOMIC_ACQUIRE)
+#define CONNTIMES_STORE_PTR(where, v) \
+    __atomic_store_n((where), (v), __ATOMIC_RELEASE)
+#else
+#define CONNTIMES_LOAD_PTR(where) \
+    apr_atomic_casptr((volatile void **)(where), NULL, NULL)
+#define CONNTIMES_STORE_PTR(where, v) \
+    ((void)apr_atomic_xchgptr((volatile void **)(where), (void *)(v)))
+#endif
+
+static const conntimes_spec_t *conntimes_spec_of(const char *arg,
+                                                 conntimes_spec_t *parsed)
+{
+    apr_uint32_t n = apr_atomic_read32(&conntimes_specs_claimed), i;
+    apr_size_t len;
+
+    if (n > CONNTIMES_SPECS) {
+        n = CONNTIMES_SPECS;
+    }
+    for (i = 0; arg && i < n; i++) {
+        conntimes_spec_t *spec = &conntimes_specs[i];
+        if (CONNTIMES_LOAD_PTR(&spec->arg) == arg
+            && !strcmp(spec->text, arg)) {
+            return spec;
+        }
+    }
+    conntimes_spec_parse(arg, parsed);
+    if (!arg || (len = strlen(arg)) >= CONNTIMES_SPEC_TEXT) {
+        return parsed;
+    }
+    i = apr_atomic_inc32(&conntimes_specs_claimed);
+    if (i < CONNTIMES_SPECS) {
+        conntimes_spec_t *spec = &conntimes_specs[i];
+        spec->n = parsed->n;
+        memcpy(spec->field, parsed->field, sizeof(parsed->field));
+        memcpy(spec->text, arg, len + 1);
+        CONNTIMES_STORE_PTR(&spec->arg, arg);
+    }
+    return parsed;
+}
+
+/* The text of one field for rs and its length; numbers go into buf
+ * (CONNTIMES_NUM_MAX bytes). */
+#define CONNTIMES_NUM_MAX 32
+static const char *conntimes_field_text(apr_pool_t *p,
+                                        const conntimes_req_t *rs,
+                                        conntimes_field_t f, char *buf,
+                                        apr_size_t *out_len)
+{
+    const char *text;
+
+    if (f.what < CT_NPHASE) {
+        char *end = buf + CONNTIMES_NUM_MAX;
+        char *start = conntimes_fmt_us(end, (apr_uint64_t)
+                                       conntimes_phase_value(&rs->ph, f.what),
+                                       f.frac);
+        *out_len = (apr_size_t)(end - start);
+        return start;
+    }
+    switch (f.what) {
+    case CT_FIELD_CLASS:
+        text = conntimes_class_names[rs->ph.background ? CT_BG : CT_FG];
+        break;
+    case CT_FIELD_HANDLER:
         /* A RewriteRule's H= flag may take it from the URL: escaped as
          * mod_log_config escapes what the client sent. */
         text = rs->handler ? ap_escape_logitem(p, rs->handler)
                            : CT_NO_HANDLER;
-    }
-    else if (CONNTIMES_IS("arrival")) {
+        break;
+    case CT_FIELD_ARRIVAL:
         text = rs->source == CONNTIMES_ARRIVAL_KERNEL ? "kernel"
                : rs->source == CONNTIMES_ARRIVAL_STREAM ? "stream" : "worker";
+        break;
+    default:
+        text = "-";
     }
-#undef CONNTIMES_IS
     *out_len = strlen(text);
     return text;
 }
@@ -1662,37 +1774,31 @@ static const char *conntimes_log_field(apr_pool_t *p,
  * give their values separated by spaces, as the "conntimes" nickname does.
  * It spares mod_log_config an item per value and per space, which wrk could
  * not tell from nine tags (bench/conntimes). */
-#define CONNTIMES_LOG_FIELDS 16
 static const char *conntimes_log_phase(request_rec *r, char *a)
 {
     conntimes_req_t *rs = conntimes_logged_req(r);
-    const char *name = a && *a ? a : "total";
+    conntimes_spec_t parsed;
+    const conntimes_spec_t *spec;
     const char *text[CONNTIMES_LOG_FIELDS];
     apr_size_t len[CONNTIMES_LOG_FIELDS], total = 0;
     char num[CONNTIMES_LOG_FIELDS][CONNTIMES_NUM_MAX];
     char *out, *o;
-    int n = 0, i;
+    int i;
 
     if (!rs) {
         return "-";
     }
-    for (;;) {
-        const char *comma = strchr(name, ',');
-        apr_size_t l = comma ? (apr_size_t)(comma - name) : strlen(name);
-
-        text[n] = conntimes_log_field(r->pool, rs, name, l, num[n],
-                                      &len[n]);
-        total += len[n] + 1;
-        if (++n == CONNTIMES_LOG_FIELDS || !comma) {
-            break;
-        }
-        name = comma + 1;
+    spec = conntimes_spec_of(a, &parsed);
+    for (i = 0; i < spec->n; i++) {
+        text[i] = conntimes_field_text(r->pool, rs, spec->field[i], num[i],
+                                       &len[i]);
+        total += len[i] + 1;
     }
-    if (n == 1) {
+    if (spec->n == 1) {
         return apr_pstrmemdup(r->pool, text[0], len[0]);
     }
     o = out = apr_palloc(r->pool, total);
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < spec->n; i++) {
         memcpy(o, text[i], len[i]);
         o += len[i];
         *o++ = ' ';
@@ -3551,6 +3657,9 @@ static int conntimes_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     (void)plog;
     (void)ptemp;
     conntimes_bucket_start_init();
+    /* The last configuration's log items went with its pool. */
+    memset(conntimes_specs, 0, sizeof(conntimes_specs));
+    conntimes_specs_claimed = 0;
     reg = APR_RETRIEVE_OPTIONAL_FN(ap_register_log_handler);
     if (reg) {
         reg(pconf, "^CT", conntimes_log_phase, 1);
