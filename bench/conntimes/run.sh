@@ -27,8 +27,25 @@
 # Needs: apache2 (apache2-bin), wrk, the module built (make).  Writes
 # bench/results/conntimes-bench.txt and raw wrk output under
 # bench/results/raw/conntimes/.
+#
+#   bench/conntimes/run.sh --callgrind [SECONDS]
+#
+# counts instead the instructions that each server runs per request under
+# valgrind's callgrind (one process, -X, SECONDS of wrk -c4 each, default
+# 15): the same configurations, a figure that the machine's load does not
+# move, which says what the module adds to a request's own work (user space
+# only: not the kernel's side of the system calls).  Needs valgrind.
+# Writes bench/results/conntimes-callgrind.txt (with BENCH_CT_FORMAT and
+# BENCH_CT_TAG in its name as above).
 set -eu
 
+mode=wrk
+if [ "${1:-}" = --callgrind ]; then
+    mode=callgrind
+    shift
+    CG_SECONDS=${1:-15}
+    set --
+fi
 ROUNDS=${1:-5}
 DURATION=${2:-10}
 CONNS=${3:-16}
@@ -38,7 +55,11 @@ out=$top/bench/results/conntimes-bench${BENCH_CT_FORMAT:+-$BENCH_CT_FORMAT}${BEN
 httpd=$(apxs -q SBINDIR)/$(apxs -q TARGET)
 libexec=$(apxs -q LIBEXECDIR)
 
+[ $mode = wrk ] || out=$top/bench/results/conntimes-callgrind${BENCH_CT_FORMAT:+-$BENCH_CT_FORMAT}${BENCH_CT_TAG:+-$BENCH_CT_TAG}.txt
+
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
+[ $mode = wrk ] || command -v valgrind >/dev/null \
+    || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
 [ -f "$top/build/mod_conntimes.so" ] || { echo "run make first"; exit 1; }
 
 # CPU pinning keeps the server and the load generator from fighting over
@@ -130,6 +151,87 @@ stop() {
     done
 }
 trap stop EXIT INT TERM
+
+if [ $mode = callgrind ]; then
+    # One process each (-X), in turn.  As root, valgrind runs as nobody
+    # from the start: a server that switched users could not write its
+    # profile.  Only what runs inside ap_run_process_connection() counts
+    # (the requests, not start-up and shutdown).
+    chmod -R a+rwX "$raw"
+    as_user=""
+    [ "$(id -u)" = 0 ] && as_user="setpriv --reuid=nobody --regid=nogroup --clear-groups"
+    for n in plain conntimes; do
+        [ $n = plain ] && port=$pa || port=$pb
+        $as_user valgrind --tool=callgrind --callgrind-out-file="$raw/$n.callgrind" \
+            --toggle-collect=ap_run_process_connection \
+            "$httpd" -X -d "$raw/$n" -f "$raw/$n/httpd.conf" \
+            > "$raw/$n.valgrind.txt" 2>&1 &
+        vpid=$!
+        i=0
+        until perl -MIO::Socket::INET -e 'IO::Socket::INET->new(
+                PeerAddr => "127.0.0.1:'"$port"'") or exit 1' 2>/dev/null; do
+            i=$((i + 1))
+            [ $i -lt 300 ] || { echo "$n did not start under valgrind"; exit 1; }
+            sleep 0.1
+        done
+        wrk -t1 -c4 -d"$CG_SECONDS"s "http://127.0.0.1:$port/small.txt" \
+            > "$raw/$n.callgrind-wrk.txt" 2>&1
+        kill -TERM $vpid
+        wait $vpid || true
+        callgrind_annotate "$raw/$n.callgrind" 2>/dev/null \
+            > "$raw/$n.callgrind-self.txt" || true
+    done
+    perl - "$raw" "$CG_SECONDS" > "$out" <<'PERL'
+my ($raw, $secs) = @ARGV;
+my %r;
+for my $n (qw(plain conntimes)) {
+    # Callgrind's format: "fn=(id) name" / "cfn=(id) name" name an id the
+    # first time; "calls=N ..." follows a cfn line.
+    open my $fh, '<', "$raw/$n.callgrind" or die "$raw/$n.callgrind: $!";
+    my (%name, $callee, $total);
+    while (<$fh>) {
+        if (my ($c, $id, $fn) = /^(c?)fn=\((\d+)\)(?: (.*))?$/) {
+            $name{$id} = $fn if defined $fn;
+            $callee = $c ? $name{$id} : undef;
+        }
+        elsif (/^calls=(\d+)/ && defined $callee) {
+            $r{$n}{calls}{$callee} += $1;
+        }
+        elsif (/^(?:summary|totals): (\d+)/) {
+            $total = $1;
+        }
+    }
+    $r{$n}{req} = $r{$n}{calls}{ap_run_log_transaction}
+        or die "$n: no request logged under callgrind\n";
+    $r{$n}{ir} = $total / $r{$n}{req};
+    open my $self, '<', "$raw/$n.callgrind-self.txt" or next;
+    while (<$self>) {
+        my ($ir, $fn) = /^\s*([\d,]+)\s+\([^)]*\)\s+\S+:(\S+) \[\S*mod_conntimes\.so\]/
+            or next;
+        $ir =~ tr/,//d;
+        $r{$n}{module} += $ir / $r{$n}{req};
+        $r{$n}{fn}{$fn} += $ir / $r{$n}{req};
+    }
+}
+printf "mod_conntimes: instructions per request under callgrind (user space\n"
+     . "inside ap_run_process_connection), wrk -t1 -c4 -d%ds each, 1 KB static\n"
+     . "file, event MPM, one process (-X); %s: LogFormat %s%s\n\n", $secs,
+       ($ENV{BENCH_CT_MODULE} // 1) ? 'module side' : 'second server, without the module',
+       $ENV{BENCH_CT_FORMAT} || 'conntimes',
+       $ENV{BENCH_CT_EXTRA} ? ", with \"$ENV{BENCH_CT_EXTRA}\"" : '';
+printf "%-10s %9s %12s\n", 'server', 'requests', 'Ir/request';
+printf "%-10s %9d %12.0f\n", $_, $r{$_}{req}, $r{$_}{ir} for qw(plain conntimes);
+printf "\nthe module's server runs %+.0f instructions per request (%+.2f%%);\n"
+     . "the module's own functions %.0f of them:\n",
+       $r{conntimes}{ir} - $r{plain}{ir},
+       100 * ($r{conntimes}{ir} / $r{plain}{ir} - 1), $r{conntimes}{module} // 0;
+my $fn = $r{conntimes}{fn} || {};
+printf "  %6.0f  %s\n", $fn->{$_}, $_
+    for (sort { $fn->{$b} <=> $fn->{$a} } keys %$fn)[0 .. (keys %$fn > 12 ? 11 : keys(%$fn) - 1)];
+PERL
+    cat "$out"
+    exit 0
+fi
 
 $pin_srv "$httpd" -d "$raw/plain" -f "$raw/plain/httpd.conf" -k start
 $pin_srv "$httpd" -d "$raw/conntimes" -f "$raw/conntimes/httpd.conf" -k start
