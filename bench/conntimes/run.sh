@@ -159,10 +159,12 @@ if [ $mode = callgrind ]; then
     # (the requests, not start-up and shutdown).
     chmod -R a+rwX "$raw"
     as_user=""
-    [ "$(id -u)" = 0 ] && as_user="setpriv --reuid=nobody --regid=nogroup --clear-groups"
+    [ "$(id -u)" = 0 ] &&
+        as_user="setpriv --reuid=nobody --regid=nogroup --clear-groups"
     for n in plain conntimes; do
         [ $n = plain ] && port=$pa || port=$pb
-        $as_user valgrind --tool=callgrind --callgrind-out-file="$raw/$n.callgrind" \
+        $as_user valgrind --tool=callgrind \
+            --callgrind-out-file="$raw/$n.callgrind" \
             --toggle-collect=ap_run_process_connection \
             "$httpd" -X -d "$raw/$n" -f "$raw/$n/httpd.conf" \
             > "$raw/$n.valgrind.txt" 2>&1 &
@@ -226,8 +228,9 @@ printf "\nthe module's server runs %+.0f instructions per request (%+.2f%%);\n"
        $r{conntimes}{ir} - $r{plain}{ir},
        100 * ($r{conntimes}{ir} / $r{plain}{ir} - 1), $r{conntimes}{module} // 0;
 my $fn = $r{conntimes}{fn} || {};
-printf "  %6.0f  %s\n", $fn->{$_}, $_
-    for (sort { $fn->{$b} <=> $fn->{$a} } keys %$fn)[0 .. (keys %$fn > 12 ? 11 : keys(%$fn) - 1)];
+my @top = sort { $fn->{$b} <=> $fn->{$a} } keys %$fn;
+splice @top, 12 if @top > 12;
+printf "  %6.0f  %s\n", $fn->{$_}, $_ for @top;
 PERL
     cat "$out"
     exit 0
