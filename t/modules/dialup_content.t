@@ -74,8 +74,13 @@ sub rate_ok {
 sub latency_ok {
     my ($r, $name) = @_;
     my $ttfb = ($r->{t_first} || 0) - $r->{t_start};
-    return t_cmp(abs($ttfb - $LAT) <= 0.010 ? 1 : 0, 1,
-                 sprintf("%s: first byte after %.1f ms (want 120 +- 10)",
+    # Early would be the server's fault alone; late also the clients' (nine
+    # at once with curl and the CGI's own start on two CPUs): on freshly
+    # installed machines the CGI's first byte was once out of a +10 ms
+    # window.
+    return t_cmp($ttfb - $LAT >= -0.010 && $ttfb - $LAT <= 0.025 ? 1 : 0, 1,
+                 sprintf("%s: first byte after %.1f ms (want 120, -10 to "
+                         . "+25)",
                          $name, $ttfb * 1000));
 }
 
