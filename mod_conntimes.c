@@ -394,6 +394,19 @@ static APR_OPTIONAL_FN_TYPE(bgdeliver_get_totals) *conntimes_bgd_totals;
      : (*(cmp) = apr_atomic_read64(where), 0))
 #endif
 
+/* A pointer published by one thread after the data it points to or keys
+ * (release), and read with that data by others (acquire). */
+#if defined(__GNUC__)
+#define CONNTIMES_LOAD_PTR(where) __atomic_load_n((where), __ATOMIC_ACQUIRE)
+#define CONNTIMES_STORE_PTR(where, v) \
+    __atomic_store_n((where), (v), __ATOMIC_RELEASE)
+#else
+#define CONNTIMES_LOAD_PTR(where) \
+    apr_atomic_casptr((volatile void **)(where), NULL, NULL)
+#define CONNTIMES_STORE_PTR(where, v) \
+    ((void)apr_atomic_xchgptr((volatile void **)(where), (void *)(v)))
+#endif
+
 static APR_INLINE void conntimes_max64(apr_uint64_t *where, apr_uint64_t v)
 {
     apr_uint64_t cur = CONNTIMES_READ64(where);
@@ -1679,24 +1692,15 @@ static void conntimes_spec_parse(const char *arg, conntimes_spec_t *spec)
  * quarter of the module's instructions per request (callgrind, the
  * "conntimes" nickname).  Lock-free: a thread that misses claims a slot,
  * fills it and publishes the argument last; two threads may parse the same
- * argument at once, which costs a slot.  A hit is checked against the
- * text that was parsed, so a caller whose argument is not a lasting copy
- * still gets the right fields (parsed each time once the slots are
- * taken).  Emptied at each configuration (pre_config): a child sees one. */
+ * argument at once, which costs a slot.  Once all are taken nobody claims
+ * more: the counter would wrap, and a slot in use be written over.  A hit
+ * is checked against the text that was parsed, so a caller whose argument
+ * is not a lasting copy still gets the right fields (parsed each time once
+ * the slots are taken).  Emptied at each configuration (pre_config): a
+ * child sees one. */
 #define CONNTIMES_SPECS 32
 static conntimes_spec_t conntimes_specs[CONNTIMES_SPECS];
 static apr_uint32_t conntimes_specs_claimed;
-
-#if defined(__GNUC__)
-#define CONNTIMES_LOAD_PTR(where) __atomic_load_n((where), __ATOMIC_ACQUIRE)
-#define CONNTIMES_STORE_PTR(where, v) \
-    __atomic_store_n((where), (v), __ATOMIC_RELEASE)
-#else
-#define CONNTIMES_LOAD_PTR(where) \
-    apr_atomic_casptr((volatile void **)(where), NULL, NULL)
-#define CONNTIMES_STORE_PTR(where, v) \
-    ((void)apr_atomic_xchgptr((volatile void **)(where), (void *)(v)))
-#endif
 
 static const conntimes_spec_t *conntimes_spec_of(const char *arg,
                                                  conntimes_spec_t *parsed)
@@ -1715,7 +1719,8 @@ static const conntimes_spec_t *conntimes_spec_of(const char *arg,
         }
     }
     conntimes_spec_parse(arg, parsed);
-    if (!arg || (len = strlen(arg)) >= CONNTIMES_SPEC_TEXT) {
+    if (!arg || n == CONNTIMES_SPECS
+        || (len = strlen(arg)) >= CONNTIMES_SPEC_TEXT) {
         return parsed;
     }
     i = apr_atomic_inc32(&conntimes_specs_claimed);
