@@ -4921,7 +4921,7 @@ static void bgd_api_get_totals(bgdeliver_totals_t *t)
 /* --------------------------------------------------------------- status */
 
 /* The writes of all engine threads (pulses and the rest of deliveries,
- * a visit through mod_ssl counting as one), shown as
+ * one per visit that wrote, bgd_engine_pump()), shown as
  * BgDeliverEnginePulses / engine_pulses, the names the status had when
  * the threads only wrote pulses.  Not in
  * bgdeliver_totals_t: that struct is public API, and its size is part of
