@@ -173,7 +173,11 @@ if [ $mode = callgrind ]; then
         until perl -MIO::Socket::INET -e 'IO::Socket::INET->new(
                 PeerAddr => "127.0.0.1:'"$port"'") or exit 1' 2>/dev/null; do
             i=$((i + 1))
-            [ $i -lt 300 ] || { echo "$n did not start under valgrind"; exit 1; }
+            [ $i -lt 300 ] || {
+                echo "$n did not start under valgrind"
+                kill -TERM $vpid 2>/dev/null
+                exit 1
+            }
             sleep 0.1
         done
         wrk -t1 -c4 -d"$CG_SECONDS"s "http://127.0.0.1:$port/small.txt" \
