@@ -2992,6 +2992,14 @@ static apr_status_t bgd_direct_write(const bgd_job_t *job, int fd,
             iov[niov++].iov_len = len;
             total += len;
         }
+        /* The head of a file bucket that the block could not hold ends the
+         * write: bgd_direct_send() takes what went out off the front of the
+         * slice, so nothing may follow a bucket that was not sent whole
+         * (a multipart boundary after it would go out twice, in place of
+         * the file's bytes). */
+        if (len < e->length) {
+            break;
+        }
     }
     if (rv == APR_SUCCESS) {
         rv = bgd_reads_done(&reads);
@@ -5354,6 +5362,11 @@ static apr_status_t bgd_conn_release(bgd_conn_t *bc, const char *outcome)
         }
         bgd_account_end(job);
         bgd_correct_bytes_sent(job);
+        /* Also what keeps the core's lingering close off the socket it
+         * fetched before running this hook: if the MPM's Timeout struck
+         * during an engine thread's visit, that was the duplicate, which
+         * bgd_timed_wait_release() has just closed; httpd shuts down no
+         * socket of an aborted connection. */
         bc->c->aborted = 1;
         bc->job = NULL;
         apr_brigade_cleanup(job->queue);

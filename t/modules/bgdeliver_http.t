@@ -13,9 +13,10 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(sleep);
 use Bgd::Test qw(gen_file request http_connect http_send read_response
-                 access_log_lines mpm_name bgd_status slurp pattern);
+                 access_log_lines mpm_name bgd_status slurp pattern
+                 private_server);
 
-plan tests => 37, need need_module('mod_bgdeliver.c');
+plan tests => 43, need need_module('mod_bgdeliver.c');
 
 my $size = 200_000;
 my $file = gen_file('bgdeliver/files/http-200k.bin', $size);
@@ -198,3 +199,44 @@ ok t_cmp(last_note('/bgdeliver/small.txt'), '-', 'small response: normal deliver
 # The access log line carries the true bytes.
 my @l = grep { index($_, "\"GET $url HTTP/1.1\" 200 ") >= 0 } access_log_lines();
 ok t_cmp((split ' ', $l[0])[9], $size, '%b is the body size');
+
+# Large ranges of a file without sendfile, to a client that takes them as
+# fast as they come: with room for a pass of megabytes in the socket (no
+# SendBufferSize, the private server's own), a direct write reads a 512 KB
+# block of the file and must end there, not go on to the boundary after a
+# range that did not fit (which once went out in place of the file's bytes:
+# same length, a corrupt part).
+{
+    my $big = 3_000_000;
+    my $bigfile = gen_file('bgdeliver/files/http-3m.bin', $big);
+    my $bigdata = slurp($bigfile);
+    my $srv = private_server(<<'CONF');
+SendBufferSize 0
+<Location /bgdeliver/>
+    BgDeliver On
+    EnableSendfile Off
+</Location>
+CONF
+    my @ranges = ([0, 999_999], [1_000_100, 1_999_999], [2_000_100, 2_999_999]);
+    my $spec = 'bytes=' . join ',', map { "$_->[0]-$_->[1]" } @ranges;
+    for my $round (1 .. 3) {
+        my $res = request(GET => '/bgdeliver/files/http-3m.bin',
+                          port => $srv->{port}, rcvbuf => 8 << 20,
+                          headers => { Range => $spec });
+        my ($b) = ($res->{headers}{'content-type'} || '') =~ /boundary=(\S+)/;
+        my @got;
+        for my $part ($b ? split(/\r\n--\Q$b\E(?:--)?\r\n/, "\r\n$res->{body}") : ()) {
+            my ($head, $body) = split /\r\n\r\n/, $part, 2;
+            next unless defined $body && $head =~ m{Content-Range: bytes (\d+)-(\d+)/}i;
+            push @got, [$1, $2, $body];
+        }
+        my $right = grep { $got[$_] && $got[$_][0] == $ranges[$_][0]
+                           && $got[$_][2] eq substr($bigdata, $ranges[$_][0],
+                                                    $ranges[$_][1] - $ranges[$_][0] + 1) }
+                    0 .. $#ranges;
+        ok t_cmp(scalar @got, 3, "3 MB in three ranges, round $round: three parts");
+        ok t_cmp($right, 3, "3 MB in three ranges, round $round: every part's bytes right");
+    }
+    $srv->{stop}->();
+}
+
