@@ -890,8 +890,9 @@ static void conntimes_series_close(conntimes_shm_t *m, apr_uint64_t tag)
     conntimes_sum_all(m, &sum);
     conntimes_agg_diff(&d, &sum, &se->base);
     for (i = 0; i < CT_NPHASE; i++) {
-        d.phase[i].max = apr_atomic_read64(&se->max[i]);
-        apr_atomic_set64(&se->max[i], 0);
+        /* One exchange: a maximum stored between a read and a zeroing
+         * would be lost to both intervals. */
+        d.phase[i].max = apr_atomic_xchg64(&se->max[i], 0);
     }
     if (tag && d.count) {
         conntimes_close_interval(m, tag, &d);
@@ -919,6 +920,14 @@ static void conntimes_series_turn(conntimes_shm_t *m, apr_uint64_t tag)
     apr_uint64_t open = apr_atomic_read64(&se->tag);
     apr_uint32_t mine;
 
+    /* A request that ended intervals ago, and is recorded only now (its
+     * thread stalled: a paused VM, an overloaded host), must not be taken
+     * for a clock set back: that would close the open interval without a
+     * point and reopen an old one over its own.  Only the clock of now
+     * tells; a late request counts in the open interval. */
+    if (open > tag + 1) {
+        tag = conntimes_interval_of(m, apr_time_now());
+    }
     if (!conntimes_series_must_turn(open, tag)
         || !(mine = conntimes_lock(&m->hdr->series_lock, CT_LOCK_SPINS))) {
         return;
