@@ -407,6 +407,22 @@ static APR_OPTIONAL_FN_TYPE(bgdeliver_get_totals) *conntimes_bgd_totals;
     ((void)apr_atomic_xchgptr((volatile void **)(where), (void *)(v)))
 #endif
 
+/* Sets an empty key *where to v; returns what it held before (NULL: the
+ * caller has taken it). */
+static APR_INLINE const char *conntimes_claim_key(const char **where,
+                                                  const char *v)
+{
+#if defined(__GNUC__)
+    const char *was = NULL;
+
+    __atomic_compare_exchange_n(where, &was, v, 0, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
+    return was;
+#else
+    return apr_atomic_casptr((volatile void **)where, (void *)v, NULL);
+#endif
+}
+
 static APR_INLINE void conntimes_max64(apr_uint64_t *where, apr_uint64_t v)
 {
     apr_uint64_t cur = CONNTIMES_READ64(where);
@@ -1634,7 +1650,8 @@ typedef struct {
 
 #define CONNTIMES_SPEC_TEXT 128
 typedef struct {
-    const char *arg;                    /* mod_log_config's copy, or NULL */
+    const char *key;                    /* the claimer's argument, or NULL */
+    const char *arg;                    /* the same once filled, or NULL */
     int n;
     conntimes_field_t field[CONNTIMES_LOG_FIELDS];
     char text[CONNTIMES_SPEC_TEXT];     /* what *arg said when parsed */
@@ -1699,46 +1716,57 @@ static void conntimes_spec_parse(const char *arg, conntimes_spec_t *spec)
 /* The parsed arguments of a child.  mod_log_config passes each item the
  * same copy of its argument for every request: parsing it every time was a
  * quarter of the module's instructions per request (callgrind, the
- * "conntimes" nickname).  Lock-free: a thread that misses claims a slot,
- * fills it and publishes the argument last; two threads may parse the same
- * argument at once, which costs a slot.  Once all are taken nobody claims
- * more: the counter would wrap, and a slot in use be written over.  A hit
- * is checked against the text that was parsed, so a caller whose argument
- * is not a lasting copy still gets the right fields (parsed each time once
- * the slots are taken).  Emptied at each configuration (pre_config): a
- * child sees one. */
+ * "conntimes" nickname).  Lock-free: slots are taken in order, each by a
+ * compare-and-swap of its key from NULL to the argument, so that an
+ * argument takes one slot however many threads miss it at once (the first
+ * requests of a child come together); the claimer fills the slot and
+ * publishes the argument last, and until then the others parse their own
+ * copy.  A hit is checked against the text that was parsed, so a caller
+ * whose argument is not a lasting copy still gets the right fields (parsed
+ * each time once its address has a slot).  Emptied at each configuration
+ * (pre_config): a child sees one. */
 #define CONNTIMES_SPECS 32
 static conntimes_spec_t conntimes_specs[CONNTIMES_SPECS];
-static apr_uint32_t conntimes_specs_claimed;
 
 static const conntimes_spec_t *conntimes_spec_of(const char *arg,
                                                  conntimes_spec_t *parsed)
 {
-    apr_uint32_t n = apr_atomic_read32(&conntimes_specs_claimed), i;
     apr_size_t len;
+    int i, keyed = 0;
 
-    if (n > CONNTIMES_SPECS) {
-        n = CONNTIMES_SPECS;
-    }
-    for (i = 0; arg && i < n; i++) {
+    for (i = 0; arg && i < CONNTIMES_SPECS; i++) {
         conntimes_spec_t *spec = &conntimes_specs[i];
-        if (CONNTIMES_LOAD_PTR(&spec->arg) == arg
-            && !strcmp(spec->text, arg)) {
-            return spec;
+        const char *key = CONNTIMES_LOAD_PTR(&spec->key);
+
+        if (!key) {
+            break;
+        }
+        if (key == arg) {
+            if (CONNTIMES_LOAD_PTR(&spec->arg) == arg
+                && !strcmp(spec->text, arg)) {
+                return spec;
+            }
+            keyed = 1;                  /* being filled, or another text */
         }
     }
     conntimes_spec_parse(arg, parsed);
-    if (!arg || n == CONNTIMES_SPECS
-        || (len = strlen(arg)) >= CONNTIMES_SPEC_TEXT) {
+    if (!arg || keyed || (len = strlen(arg)) >= CONNTIMES_SPEC_TEXT) {
         return parsed;
     }
-    i = apr_atomic_inc32(&conntimes_specs_claimed);
-    if (i < CONNTIMES_SPECS) {
+    for (; i < CONNTIMES_SPECS; i++) {
         conntimes_spec_t *spec = &conntimes_specs[i];
-        spec->n = parsed->n;
-        memcpy(spec->field, parsed->field, sizeof(parsed->field));
-        memcpy(spec->text, arg, len + 1);
-        CONNTIMES_STORE_PTR(&spec->arg, arg);
+        const char *key = conntimes_claim_key(&spec->key, arg);
+
+        if (key == arg) {
+            break;                      /* being filled, or another text */
+        }
+        if (!key) {
+            spec->n = parsed->n;
+            memcpy(spec->field, parsed->field, sizeof(parsed->field));
+            memcpy(spec->text, arg, len + 1);
+            CONNTIMES_STORE_PTR(&spec->arg, arg);
+            break;
+        }
     }
     return parsed;
 }
@@ -3673,7 +3701,6 @@ static int conntimes_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     conntimes_bucket_start_init();
     /* The last configuration's log items went with its pool. */
     memset(conntimes_specs, 0, sizeof(conntimes_specs));
-    conntimes_specs_claimed = 0;
     reg = APR_RETRIEVE_OPTIONAL_FN(ap_register_log_handler);
     if (reg) {
         reg(pconf, "^CT", conntimes_log_phase, 1);
