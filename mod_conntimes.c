@@ -965,6 +965,17 @@ static void conntimes_copy_field(char *dst, apr_size_t len, const char *src)
     apr_cpystrn(dst, src ? src : "-", len);
 }
 
+/* An entry of the slow-request ring is written by one thread at a time:
+ * the one that turns its sequence number from even to odd.  Another writer
+ * (more slow requests at once than the ring has entries) or a reset finds
+ * it odd and leaves it; readers skip it meanwhile. */
+static int conntimes_slow_claim(conntimes_slow_t *e)
+{
+    apr_uint32_t seq = apr_atomic_read32(&e->seq);
+
+    return !(seq & 1) && apr_atomic_cas32(&e->seq, seq + 1, seq) == seq;
+}
+
 static void conntimes_record_slow(conntimes_shm_t *m, request_rec *r,
                                   const conntimes_req_t *rs,
                                   const apr_uint64_t *us, int cls)
@@ -974,10 +985,12 @@ static void conntimes_record_slow(conntimes_shm_t *m, request_rec *r,
     request_rec *last = r;
     int i;
 
+    if (!conntimes_slow_claim(e)) {
+        return;
+    }
     while (last->next) {
         last = last->next;
     }
-    apr_atomic_inc32(&e->seq);
     e->start = rs->ph.start;
     e->status = (apr_uint32_t)last->status;
     e->background = (apr_uint32_t)cls;
@@ -1911,10 +1924,18 @@ static conntimes_snap_t *conntimes_snapshot(apr_pool_t *p, conntimes_shm_t *m,
     s->names = apr_pcalloc(p, sizeof(*s->names) * s->nh);
     s->by = apr_pcalloc(p, sizeof(*s->by) * s->nh * CT_NCLASS);
     s->handler = apr_pcalloc(p, sizeof(*s->handler) * s->nh);
+    /* Under the claimers' lock: names read while a reset frees the slots
+     * and new requests claim them again could show one name twice (two
+     * Prometheus series with the same labels). */
+    locked = conntimes_lock(&m->hdr->handler_lock, CT_LOCK_SPINS);
     for (slot = 0; slot < s->nh - 1; slot++) {
         if (apr_atomic_read32(&m->handlers[slot].state) == CT_HANDLER_READY) {
             s->names[slot] = apr_pstrdup(p, m->handlers[slot].name);
         }
+    }
+    if (locked) {
+        conntimes_unlock(&m->hdr->handler_lock, locked);
+        locked = 0;
     }
     s->names[s->nh - 1] = CT_OVERFLOW_NAME;
     if (tag) {
@@ -3078,11 +3099,13 @@ static void conntimes_reset(conntimes_shm_t *m)
         memset(m->handlers[i].name, 0, sizeof(m->handlers[i].name));
     }
     conntimes_unlock(&hdr->handler_lock, mine);
-    /* Emptied the way a writer writes (see conntimes_seq_read()). */
+    /* Emptied the way a writer writes (see conntimes_seq_read()); an entry
+     * being written now keeps its request, which ended at the reset. */
     for (i = 0; i < CT_NSLOW; i++) {
-        apr_atomic_inc32(&m->slow[i].seq);
-        m->slow[i].start = 0;
-        apr_atomic_inc32(&m->slow[i].seq);
+        if (conntimes_slow_claim(&m->slow[i])) {
+            m->slow[i].start = 0;
+            apr_atomic_inc32(&m->slow[i].seq);
+        }
     }
     conntimes_new_token(hdr);
     apr_atomic_set64(&hdr->reset_time, (apr_uint64_t)apr_time_now());
