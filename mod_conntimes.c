@@ -3304,8 +3304,8 @@ static int conntimes_status_handler(request_rec *r)
         return HTTP_METHOD_NOT_ALLOWED;
     }
     if (!conntimes_shm) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "CT0005: no shared memory: "
-                      "the status is not available");
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "CT0005: no shared memory "
+                      "(CT0007 at start-up): the status is not available");
         return HTTP_SERVICE_UNAVAILABLE;
     }
     dc = ap_get_module_config(r->per_dir_config, &conntimes_module);
@@ -3793,9 +3793,10 @@ static apr_status_t conntimes_shm_attach(server_rec *s,
     }
     rv = apr_shm_create(&ret->map.shm, size, NULL, pproc);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "CT0007: cannot create "
-                     "%" APR_SIZE_T_FMT " bytes of anonymous shared memory",
-                     size);
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "CT0007: cannot create "
+                     "%" APR_SIZE_T_FMT " bytes of anonymous shared memory: "
+                     "no aggregates, time series or status page until a "
+                     "restart can create it; the log tags still work", size);
         return rv;
     }
     base = apr_shm_baseaddr_get(ret->map.shm);
@@ -3913,10 +3914,12 @@ static int conntimes_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    if (conntimes_shm_attach(s, g) != APR_SUCCESS) {
-        return HTTP_INTERNAL_SERVER_ERROR;
+    /* Without its segment the module still times and logs requests: a
+     * graceful restart that cannot map a new one (a changed layout) must
+     * not stop a server that runs, for the sake of its statistics. */
+    if (conntimes_shm_attach(s, g) == APR_SUCCESS) {
+        conntimes_procs_sweep(conntimes_shm);
     }
-    conntimes_procs_sweep(conntimes_shm);
     conntimes_stamp_listeners(s, g->kernel_stamps ? 1 : 0);
     APR_REGISTER_OPTIONAL_FN(conntimes_request_phases);
     return OK;

@@ -24,6 +24,13 @@
  * While the file named by BGD_TIMERFD_FAULT exists, timerfd_create()
  * fails with EMFILE, as when the process is out of descriptors: the timed
  * waits of mod_bgdeliver cannot be armed (BGD018).
+ *
+ * With BGD_SHM_FAULT set to a byte count, every anonymous shared mapping
+ * (what apr_shm_create() makes without a file name) of at least that size
+ * fails with ENOMEM: mod_conntimes then runs without its segment (CT0007,
+ * conntimes_shm.t), while the scoreboard, smaller, is made.  Private
+ * mappings (malloc's) pass.  "BYTES:FILE" fails them only while FILE
+ * exists (a graceful restart, after a start that mapped one).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -34,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/types.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -85,3 +94,23 @@ int timerfd_create(int clockid, int flags)
     }
     return real(clockid, flags);
 }
+
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    static mmap_fn real;
+    const char *min = getenv("BGD_SHM_FAULT");
+
+    if (!real) {
+        *(void **)&real = dlsym(RTLD_NEXT, "mmap");
+    }
+    if (min && (flags & MAP_SHARED) && (flags & MAP_ANONYMOUS)
+        && len >= strtoul(min, NULL, 10)
+        && (!strchr(min, ':') || access(strchr(min, ':') + 1, F_OK) == 0)) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return real(addr, len, prot, flags, fd, off);
+}
+
