@@ -204,7 +204,7 @@ Demo server running: pid $(running_pid), $mpm MPM, logs in $demo/logs/
   $h/                     index page
   $h/big/big.bin          50 MB delivered in the background (BgDeliver On)
   $h/dialup/              page + picture at V.92 modem speed (use a browser)
-  $h/cgi-bin/stream.cgi   4 MB streamed by a CGI (?mb=1 .. ?mb=64)
+  $h/cgi-bin/stream.cgi   4 MB streamed by a CGI (?mb=1 .. ?mb=64), in the background
   $h/bgdeliver-status     background deliveries
   $h/conntimes-status     per-request phase timing
   $h/server-status        mod_status (ExtendedStatus On)

@@ -13,7 +13,7 @@ use Apache::TestUtil;
 use Time::HiRes qw(time);
 use Bgd::Test qw(free_port request wait_until);
 
-plan tests => 15, need_module('mod_bgdeliver.c', 'mod_dialup.c', 'mod_conntimes.c');
+plan tests => 16, need_module('mod_bgdeliver.c', 'mod_dialup.c', 'mod_conntimes.c');
 
 my $vars = Apache::Test::vars();
 my $top = $vars->{top_dir};
@@ -46,6 +46,19 @@ ok t_cmp(($r->{status} == 200 && $ttfb > 0.11) ? 1 : 0, 1,
 
 $r = request(GET => '/cgi-bin/stream.cgi?mb=1', port => $port);
 ok t_cmp(length $r->{body}, 1048576, 'the CGI streams 1 MB');
+# Its access log line: delivered in the background (event), with the
+# phases of mod_conntimes.
+my $line;
+wait_until(5, sub {
+    open my $fh, '<', "$ENV{DEMO_DIR}/logs/access_log" or return 0;
+    # The last: the log outlives a run of the demo.
+    ($line) = (grep { m{"GET /cgi-bin/stream\.cgi\?mb=1 } } <$fh>)[-1];
+    return $line;
+});
+ok t_cmp($line // '', $mpm eq 'event'
+                      ? qr/ 200 1048576 .* bg=complete dialup=- [\d.]+( [\d.]+){5} bg$/
+                      : qr/ 200 1048576 .* bg=- dialup=- [\d.]+( [\d.]+){5} fg$/,
+         'its log line: delivered in the background (event), phases in ms');
 
 $r = request(GET => '/conntimes-status?auto', port => $port);
 ok t_cmp($r->{body}, qr/^ConntimesRequests: \d+/m, 'conntimes-status answers');
