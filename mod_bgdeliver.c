@@ -2425,6 +2425,14 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             }
             continue;       /* b is now a data bucket of known length */
         }
+        if (!b->length) {
+            /* Nothing to send (an empty file that SSI includes where
+             * sendfile is on): at the head of the queue it would be a pass
+             * of no bytes, which the pump takes for a full socket and
+             * waits on for ever. */
+            apr_bucket_delete(b);
+            continue;
+        }
         rv = apr_bucket_setaside(b, r->pool);
         if (rv != APR_SUCCESS && rv != APR_ENOTIMPL) {
             break;
@@ -3064,6 +3072,16 @@ static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent)
         }
     }
     if (!APR_BRIGADE_EMPTY(job->slice)) {
+        apr_bucket *e;
+
+        /* Held again: bgd_take_pass() took the whole pass off the count
+         * that BgDeliverMemoryLimit is checked against. */
+        for (e = APR_BRIGADE_FIRST(job->slice);
+             e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
+            if (!APR_BUCKET_IS_METADATA(e) && !APR_BUCKET_IS_FILE(e)) {
+                job->mem_bytes += (apr_off_t)e->length;
+            }
+        }
         APR_BRIGADE_PREPEND(job->queue, job->slice);
     }
     if (*sent && bgd_logio_add_bytes_out) {

@@ -16,7 +16,7 @@ use Bgd::Test qw(gen_file request http_connect http_send read_response
                  access_log_lines mpm_name bgd_status slurp pattern
                  private_server);
 
-plan tests => 43, need need_module('mod_bgdeliver.c');
+plan tests => 45, need need_module('mod_bgdeliver.c');
 
 my $size = 200_000;
 my $file = gen_file('bgdeliver/files/http-200k.bin', $size);
@@ -120,6 +120,7 @@ ok t_cmp($r->{status}, 200, 'SSI 200');
 ok t_cmp(index($r->{body}, $data) > 0 ? 1 : 0, 1, 'SSI includes the whole file');
 ok t_cmp($taken->() - $before, 1,
          'SSI: a small page whose output is large goes to the engine');
+
 
 # Keep-alive: three requests on one connection, the first two delivered
 # in the background; the socket is reused.
@@ -237,6 +238,39 @@ CONF
         ok t_cmp(scalar @got, 3, "3 MB in three ranges, round $round: three parts");
         ok t_cmp($right, 3, "3 MB in three ranges, round $round: every part's bytes right");
     }
+    $srv->{stop}->();
+}
+
+# An empty file included by SSI where sendfile is on comes as a file bucket
+# of no bytes.  To a client that takes the page's first half as fast as it
+# comes, that bucket is soon all that is left to send: it must not be a
+# pass of nothing that waits for the socket for ever (the client was cut
+# after Timeout, as a slow reader, and an engine thread spun meanwhile).
+{
+    my $srv = private_server(<<'CONF', std_modules => ['include', 'alias'], mkdir => ['ssi']);
+SendBufferSize 0
+Alias /ssi/ "@DIR@/ssi/"
+<Location /ssi/>
+    BgDeliver On
+    EnableSendfile On
+    Options +Includes
+    # Not on the empty file: the filter would read its bucket away.
+    AddOutputFilter INCLUDES .shtml
+    AddType text/html .shtml
+</Location>
+CONF
+    my $half = ('x' x 99) . "\n";
+    $half x= 2000;
+    open my $fh, '>', "$srv->{dir}/ssi/empty.txt" or die $!;
+    close $fh;
+    open $fh, '>', "$srv->{dir}/ssi/page.shtml" or die $!;
+    print $fh $half, qq{<!--#include virtual="/ssi/empty.txt" -->}, $half;
+    close $fh;
+    my $res = request(GET => '/ssi/page.shtml', port => $srv->{port},
+                      rcvbuf => 8 << 20, timeout => 10);
+    ok t_cmp(length $res->{body}, 2 * length $half,
+             'SSI: an empty file between two halves of a page, all of it in time');
+    ok t_cmp($res->{body} eq $half . $half ? 1 : 0, 1, 'and the right bytes');
     $srv->{stop}->();
 }
 
