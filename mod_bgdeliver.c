@@ -2361,10 +2361,7 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         return bgd_capture_give_up(job);
     }
 
-    if (APR_BRIGADE_EMPTY(job->queue) && bgd_job_timed(job)
-        && !f->c->data_in_output_filters) {
-        /* (Bytes the core still holds: the client is behind, not the
-         * line idle.) */
+    if (bgd_job_timed(job)) {
         bgd_pace_after_dry(job, apr_time_now());
     }
 
@@ -2726,11 +2723,16 @@ static apr_interval_time_t bgd_effective_pulse(const bgd_job_t *job)
     return pulse;
 }
 
-/* Data arrives for a paced delivery with nothing left to send: its line
- * stood idle since the last byte sent was due.  A line banks no time it
+/* Data arrives for a paced delivery: its line stood idle since the last
+ * byte captured so far was due, if that is past.  A line banks no time it
  * had nothing to carry (the handler or its producer paused), so what comes
  * now takes the line's time again, but for a little catching up, for late
- * wake-ups. */
+ * wake-ups.  Counted from what was captured, not from what was sent: a
+ * handler that writes, then waits for its backend (a CGI, a proxy), holds
+ * its worker in that wait with bytes still queued, and those must not
+ * leave at the end of the wait together with all the line time of the
+ * wait.  Nor is a slow client held back by this: what it has not taken
+ * stays allowed, and as much as the line carries in the catching up. */
 static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
@@ -2742,7 +2744,7 @@ static void bgd_pace_after_dry(bgd_job_t *job, apr_time_t now)
     if (p->rate <= 0 || now <= start) {
         return;
     }
-    carried = start + (apr_time_t)((double)(job->sent - p->burst)
+    carried = start + (apr_time_t)((double)(job->captured - p->burst)
                                    * APR_USEC_PER_SEC / p->rate);
     if (carried < start) {
         carried = start;        /* some of the burst is left */

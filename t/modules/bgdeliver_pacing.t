@@ -16,7 +16,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  mpm_name bgd_status pattern slurp log_mark error_log_since
                  wait_until private_server visits_logged);
 
-plan tests => 23, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 24, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $file = gen_file('bgdeliver/files/pace-1m.bin', 1_000_000);
 my $data = slurp($file);
@@ -126,6 +126,20 @@ for my $case (
              sprintf('paced stream: first byte at %.0f ms, handler runs 1.5 s',
                      $ttfb * 1000));
     ok t_cmp($ahead, 0, 'paced stream: never ahead of the line');
+}
+
+# A handler that writes, then waits longer than the line needs for what it
+# wrote (a CGI or a proxy waiting for its backend), gets only the time its
+# line stood idle back: the rest is paced too.  At 4000 B/s, 8000 bytes, a
+# 3 s wait, 8000 bytes: on the line the last byte leaves at 5 s, here at
+# 4.8 s (200 ms of catching up); it left at 4 s when the whole wait
+# counted as line time.
+{
+    $t0 = time;
+    $r = request(GET => '/paced/h/gen?size=16000&chunk=8000&delay=3000&pace=4000,0');
+    my $took = time - $t0;
+    ok t_cmp($r->{body} eq pattern(16_000) && $took > 4.5 && $took < 5.6 ? 1 : 0, 1,
+             sprintf('paced, a 3 s wait of the handler between two halves: %.2f s', $took));
 }
 
 # A line banks no time it had nothing to carry: a producer with nothing
