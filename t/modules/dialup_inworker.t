@@ -17,7 +17,7 @@ use Time::HiRes qw(time);
 use Bgd::Test qw(private_server server_pids gen_file http_connect
                  http_send read_response);
 
-plan tests => 4, need need_module('mod_dialup.c'), need_module('mod_bgdeliver.c');
+plan tests => 5, need need_module('mod_dialup.c'), need_module('mod_bgdeliver.c');
 
 my $file = gen_file('bgdeliver/files/dialup-inworker-1m.bin', 1_000_000);
 my $want = do { open my $fh, '<', $file or die $!; binmode $fh; local $/; md5_hex(<$fh>) };
@@ -67,3 +67,8 @@ http_send($s2, 'GET', '/bgdeliver/files/dialup-inworker-1m.bin', Connection => '
 my $full = read_response($s2, timeout => 20);
 close $s2;
 ok t_cmp(md5_hex($full->{body} // ''), $want, 'paced in the worker: exact bytes');
+
+# Said once at start-up, where it is true.
+my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
+ok t_cmp(scalar(() = $log =~ /DLP003: the prefork MPM cannot pace without a worker/g), 1,
+         'DLP003 once at start-up');
