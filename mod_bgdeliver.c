@@ -2430,6 +2430,26 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             apr_bucket_delete(b);
             continue;
         }
+        if (APR_BUCKET_IS_MMAP(b)) {
+            /* A mapping made above us (mod_include reads its page so with
+             * EnableMMAP On) must not wait for a slow client: a file
+             * truncated meanwhile raises SIGBUS in the thread that reads
+             * the mapping (mod_ssl, on an engine thread) and kills the
+             * child.  Copied now, while the handler runs, as stock httpd
+             * would read it; memory as it was counted before. */
+            const char *data;
+            apr_size_t len;
+            apr_bucket *copy;
+
+            rv = apr_bucket_read(b, &data, &len, APR_BLOCK_READ);
+            if (rv != APR_SUCCESS) {
+                break;
+            }
+            copy = apr_bucket_heap_create(data, len, NULL, b->list);
+            APR_BUCKET_INSERT_BEFORE(b, copy);
+            apr_bucket_delete(b);
+            b = copy;
+        }
         rv = apr_bucket_setaside(b, r->pool);
         if (rv != APR_SUCCESS && rv != APR_ENOTIMPL) {
             break;
