@@ -2074,6 +2074,25 @@ static apr_off_t bgd_slice_size(const bgd_job_t *job, int fd, int direct,
 
 static void bgd_check_file_reads(apr_bucket *b, conn_rec *c);
 
+/* The data bytes of bb, and how many of them are in memory buckets (what
+ * the capture counts against BgDeliverMemoryLimit). */
+static void bgd_brigade_bytes(apr_bucket_brigade *bb, apr_off_t *len,
+                              apr_off_t *mem)
+{
+    apr_bucket *e;
+
+    *len = *mem = 0;
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (!APR_BUCKET_IS_METADATA(e)) {
+            *len += (apr_off_t)e->length;
+            if (!APR_BUCKET_IS_FILE(e)) {
+                *mem += (apr_off_t)e->length;
+            }
+        }
+    }
+}
+
 /* Moves the first `want` bytes of the queue to job->slice, ready to go:
  * the files they come from checked (`visit` as for bgd_files_unchanged())
  * and their ranges made ready as `how` says.  *len is the pass's
@@ -2097,16 +2116,7 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
         job->queue = job->slice;
         job->slice = head;
     }
-    *len = *mem = 0;
-    for (e = APR_BRIGADE_FIRST(job->slice);
-         e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
-        if (!APR_BUCKET_IS_METADATA(e)) {
-            *len += e->length;
-            if (!APR_BUCKET_IS_FILE(e)) {
-                *mem += e->length;
-            }
-        }
-    }
+    bgd_brigade_bytes(job->slice, len, mem);
     rv = !bgd_files_unchanged(job, job->slice, visit) ? APR_EOF
          : how == BGD_PASS_READ ? bgd_read_pass(job->slice)
          : job->c->master ? bgd_read_files_in(job->slice) : APR_SUCCESS;
@@ -3094,16 +3104,12 @@ static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent)
         }
     }
     if (!APR_BRIGADE_EMPTY(job->slice)) {
-        apr_bucket *e;
+        apr_off_t len, mem;
 
         /* Held again: bgd_take_pass() took the whole pass off the count
          * that BgDeliverMemoryLimit is checked against. */
-        for (e = APR_BRIGADE_FIRST(job->slice);
-             e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
-            if (!APR_BUCKET_IS_METADATA(e) && !APR_BUCKET_IS_FILE(e)) {
-                job->mem_bytes += (apr_off_t)e->length;
-            }
-        }
+        bgd_brigade_bytes(job->slice, &len, &mem);
+        job->mem_bytes += mem;
         APR_BRIGADE_PREPEND(job->queue, job->slice);
     }
     if (*sent && bgd_logio_add_bytes_out) {
