@@ -5514,27 +5514,35 @@ static int bgd_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
+/* The MPM is asked, not bgd_mpm_can_waitio: a module built on the engine
+ * may call this from its post_config before ours has run. */
+static int bgd_api_waits_off_worker(void)
+{
+    int async = 0, waitio = 0;
+
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS) {
+        return 0;
+    }
+#ifdef AP_MPMQ_CAN_WAITIO
+    if (ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio) != APR_SUCCESS) {
+        return 0;
+    }
+#endif
+    return async && waitio;
+}
+
 static int bgd_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp, server_rec *s)
 {
     apr_size_t size;
     apr_uint32_t want;
     apr_status_t rv;
-    int waitio = 0, async = 0;
 
     (void)plog; (void)ptemp;
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS) {
-        async = 0;
-    }
-#ifdef AP_MPMQ_CAN_WAITIO
-    if (ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio) != APR_SUCCESS) {
-        waitio = 0;
-    }
-#endif
-    bgd_mpm_can_waitio = async && waitio;
+    bgd_mpm_can_waitio = bgd_api_waits_off_worker();
     if (!bgd_mpm_can_waitio) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                      "BGD001: the %s MPM cannot wait for connections "
@@ -5982,6 +5990,7 @@ static void bgd_register_hooks(apr_pool_t *p)
     BGD_REGISTER_FN(bgdeliver_send_producer, bgd_api_send_producer);
     BGD_REGISTER_FN(bgdeliver_request_info, bgd_api_request_info);
     BGD_REGISTER_FN(bgdeliver_get_totals, bgd_api_get_totals);
+    BGD_REGISTER_FN(bgdeliver_waits_off_worker, bgd_api_waits_off_worker);
 }
 
 static const command_rec bgd_cmds[] = {

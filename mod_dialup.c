@@ -45,7 +45,6 @@
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
-#include "ap_mpm.h"
 #include "mod_status.h"
 
 #include "apr_atomic.h"
@@ -482,29 +481,13 @@ static int dialup_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
-/* Whether the engine can pace without a worker: its own condition (its
- * BGD001), an asynchronous MPM that can wait for a connection without a
- * worker (the event MPM of httpd 2.4.63 and later). */
-static int dialup_mpm_waits_off_worker(void)
-{
-    int async = 0, waitio = 0;
-
-    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS) {
-        return 0;
-    }
-#ifdef AP_MPMQ_CAN_WAITIO
-    if (ap_mpm_query(AP_MPMQ_CAN_WAITIO, &waitio) != APR_SUCCESS) {
-        return 0;
-    }
-#endif
-    return async && waitio;
-}
-
 /* The optional function is looked up directly here: the
  * optional_fn_retrieve hooks only run after post_config. */
 static int dialup_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                               apr_pool_t *ptemp, server_rec *s)
 {
+    APR_OPTIONAL_FN_TYPE(bgdeliver_waits_off_worker) *waits_off_worker;
+
     (void)plog;
 
     if (!dialup_configured) {
@@ -520,7 +503,10 @@ static int dialup_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
                  "DLP004: %s (%s)", DIALUP_VERSION, DIALUP_FEATURES);
-    if (!dialup_mpm_waits_off_worker()) {
+    /* The engine's own condition (its BGD001), not a second copy of it;
+     * an engine older than the function says nothing. */
+    waits_off_worker = APR_RETRIEVE_OPTIONAL_FN(bgdeliver_waits_off_worker);
+    if (waits_off_worker && !waits_off_worker()) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
                      "DLP003: the %s MPM cannot pace without a worker: each "
                      "response under ModemStandard holds its worker (or "

@@ -227,6 +227,18 @@ APR_DECLARE_OPTIONAL_FN(void, bgdeliver_get_totals,
                         (bgdeliver_totals_t *totals));
 
 /**
+ * Whether the engine can wait for a client without a worker in this
+ * server: an asynchronous MPM that can wait for a connection on its behalf
+ * (AP_MPMQ_CAN_WAITIO: the event MPM of httpd 2.4.63 and later).  Where it
+ * cannot, responses are delivered normally and paced ones are paced in the
+ * worker (the engine logs BGD001 at start-up).  Asks the MPM at each call,
+ * so it may be called from any hook from post_config on, before or after
+ * mod_bgdeliver's own.
+ * @return non-zero when deliveries and pacing leave the worker
+ */
+APR_DECLARE_OPTIONAL_FN(int, bgdeliver_waits_off_worker, (void));
+
+/**
  * Read the plain decimal number at the start of @a s ("56", "33.6"): digits
  * with an optional fraction, nothing else.  For the directives of modules
  * built on the engine, so that all of them take numbers alike: strtod()

@@ -17,7 +17,7 @@ use Time::HiRes qw(time);
 use Bgd::Test qw(private_server server_pids gen_file http_connect
                  http_send read_response);
 
-plan tests => 5, need need_module('mod_dialup.c'), need_module('mod_bgdeliver.c');
+plan tests => 7, need need_module('mod_dialup.c'), need_module('mod_bgdeliver.c');
 
 my $file = gen_file('bgdeliver/files/dialup-inworker-1m.bin', 1_000_000);
 my $want = do { open my $fh, '<', $file or die $!; binmode $fh; local $/; md5_hex(<$fh>) };
@@ -72,3 +72,14 @@ ok t_cmp(md5_hex($full->{body} // ''), $want, 'paced in the worker: exact bytes'
 my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
 ok t_cmp(scalar(() = $log =~ /DLP003: the prefork MPM cannot pace without a worker/g), 1,
          'DLP003 once at start-up');
+
+# mod_dialup asks the engine (bgdeliver_waits_off_worker()), so both say
+# the same: nothing under event, where the engine waits off the worker.
+my $ev = private_server(<<'CONF', modules => ['bgdeliver', 'dialup']);
+<Location /bgdeliver/files/dialup-inworker-1m.bin>
+    DialupRate 4M
+</Location>
+CONF
+my $evlog = do { local $/; open my $fh, '<', "$ev->{dir}/error_log" or die $!; <$fh> };
+ok t_cmp(scalar(() = $evlog =~ /DLP003|BGD001/g), 0, 'event: neither DLP003 nor BGD001');
+ok t_cmp(scalar(() = $log =~ /BGD001: the prefork MPM/g), 1, 'prefork: the engine says BGD001 with it');
