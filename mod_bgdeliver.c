@@ -591,8 +591,41 @@ static apr_time_t bgd_max_time_end(const bgd_job_t *job)
            ? job->r->request_time + job->conf->max_time : 0;
 }
 
+/* The connection's socket descriptor, for a worker that has it (not the
+ * engine thread, whose socket is the duplicate bc->sock_dup), or -1. */
+static int bgd_conn_fd(conn_rec *c)
+{
+    apr_socket_t *csd = ap_get_conn_socket(c);
+    apr_os_sock_t fd;
+
+    return csd && apr_os_sock_get(&fd, csd) == APR_SUCCESS ? (int)fd : -1;
+}
+
+/* How much of what was sent the client has taken: bytes still in the
+ * socket's send queue are not read yet.  The kernel grows the send buffer
+ * of a connection that keeps it full, to megabytes, which counted as read
+ * would let a client far below BgDeliverMinRate pass for minutes.  TLS
+ * records make the queue a little larger than the data they carry: the
+ * error is on the strict side and below 1 %.  An HTTP/2 stream shares
+ * its socket with the others: there only what was handed over is known. */
+static apr_off_t bgd_job_acked(const bgd_job_t *job)
+{
+#ifdef SIOCOUTQ
+    int fd, queued = 0;
+
+    if (!job->c->master && (fd = bgd_conn_fd(job->c)) >= 0
+        && ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0) {
+        return job->sent > queued ? job->sent - queued : 0;
+    }
+#endif
+    return job->sent;
+}
+
 /* The earliest time at which this delivery breaks a slow-read rule if it
- * makes no further progress; 0 when no rule applies. */
+ * makes no further progress; 0 when no rule applies.  The minimum rate
+ * counts what the client has taken, which changes without a pass of ours:
+ * a deadline that passes is checked again (bgd_rule_broken(), the
+ * watchdog) before it drops anyone. */
 static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
 {
     const bgd_dir_conf_t *conf = job->conf;
@@ -619,7 +652,8 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
     if (min_rate > 0) {
         apr_time_t t = job->handoff + conf->min_rate_grace;
         apr_time_t need = job->handoff
-                          + (apr_time_t)((double)job->sent / (double)min_rate
+                          + (apr_time_t)((double)bgd_job_acked(job)
+                                         / (double)min_rate
                                          * APR_USEC_PER_SEC);
         /* A paced delivery's own latency does not count against it, nor
          * does the time its producer had nothing to send (the client had
@@ -1804,15 +1838,6 @@ static apr_status_t bgd_kick_core(conn_rec *c)
     return core->frec->filter_func.out_func(core, NULL);
 }
 
-/* The connection's socket descriptor, for a worker that has it (not the
- * engine thread, whose socket is the duplicate bc->sock_dup), or -1. */
-static int bgd_conn_fd(conn_rec *c)
-{
-    apr_socket_t *csd = ap_get_conn_socket(c);
-    apr_os_sock_t fd;
-
-    return csd && apr_os_sock_get(&fd, csd) == APR_SUCCESS ? (int)fd : -1;
-}
 
 /* How many more payload bytes the send buffer of socket fd takes now, or
  * -1 when that is unknown.  The kernel counts the buffer in memory,
@@ -3706,6 +3731,19 @@ static void bgd_watchdog_scan_locked(bgd_engine_t *e, apr_time_t now)
     }
     while (bc) {
         bgd_conn_t *next = bc->wd_next;
+        if (bc->wd_deadline && now >= bc->wd_deadline && bc->job
+            && !strcmp(bc->wd_reason, "min-rate")) {
+            /* The client may have read enough meanwhile without freeing
+             * the third of the buffer that would have woken us.  The
+             * connection is parked and listed, so no worker touches its
+             * job while this lock is held. */
+            const char *reason;
+            apr_time_t deadline = bgd_deadline(bc->job, &reason);
+            if (deadline > now) {
+                bc->wd_deadline = deadline;
+                bc->wd_reason = reason;
+            }
+        }
         if (bc->wd_deadline && now >= bc->wd_deadline && bc->job) {
             bc->job->kill_reason = bc->wd_reason;
             bgd_wd_unlist_locked(bc);
@@ -5758,7 +5796,8 @@ static const char *bgd_parse_size(cmd_parms *cmd, const char *arg,
 
 /* A time: a plain decimal number of seconds, or of milliseconds with "ms"
  * ("30", "0.5", "1.5s", "250ms").  A value that rounds to 0 while not 0 is
- * refused rather than turned into `zero`. */
+ * refused rather than turned into `zero`, what 0 means; a NULL `zero`
+ * asks for at least a second. */
 static const char *bgd_parse_seconds(cmd_parms *cmd, const char *arg,
                                      const char *zero,
                                      apr_interval_time_t *out)
@@ -5775,12 +5814,14 @@ static const char *bgd_parse_seconds(cmd_parms *cmd, const char *arg,
     else {
         n = 0;
     }
-    if (!n || us > 86400.0 * 366 * APR_USEC_PER_SEC || (us > 0 && us < 0.5)) {
+    if (!n || us > 86400.0 * 366 * APR_USEC_PER_SEC || (us > 0 && us < 0.5)
+        || (!zero && us < APR_USEC_PER_SEC)) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a valid time; "
-                            "expected seconds from 0.000001 to 31622400 "
+                            "expected seconds from %s to 31622400 "
                             "(fractions allowed; or milliseconds with 'ms', "
-                            "e.g. 250ms), or 0 for %s",
-                            cmd->cmd->name, arg, zero);
+                            "e.g. %s)%s%s", cmd->cmd->name, arg,
+                            zero ? "0.000001" : "1", zero ? "250ms" : "1500ms",
+                            zero ? ", or 0 for " : "", zero ? zero : "");
     }
     *out = (apr_interval_time_t)(us + 0.5);
     return NULL;
@@ -5835,9 +5876,12 @@ static const char *bgd_cmd_min_rate(cmd_parms *cmd, void *dconf,
 {
     bgd_dir_conf_t *conf = dconf;
     const char *err = bgd_parse_size(cmd, rate, 0, &conf->min_rate);
+
     if (!err && grace) {
-        err = bgd_parse_seconds(cmd, grace, "no grace period",
-                                &conf->min_rate_grace);
+        /* At least a second: no client can have read anything the
+         * moment its response starts, nor within a round trip or two, so
+         * a shorter grace would drop clients that read at full speed. */
+        err = bgd_parse_seconds(cmd, grace, NULL, &conf->min_rate_grace);
     }
     return err;
 }

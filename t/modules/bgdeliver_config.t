@@ -27,7 +27,11 @@ my @bad = (
     # strtod() takes these; NaN passed every range check (no limit).
     [ 'BgDeliverMaxTime nan',             qr/BgDeliverMaxTime: 'nan' is not a valid time; expected seconds .*or 0 for no limit/ ],
     [ 'BgDeliverIdleTimeout 0x1p4',       qr/BgDeliverIdleTimeout: '0x1p4' is not a valid time; .*or 0 for the server's Timeout/ ],
-    [ 'BgDeliverMinRate 256 inf',         qr/BgDeliverMinRate: 'inf' is not a valid time; .*or 0 for no grace period/ ],
+    [ 'BgDeliverMinRate 256 inf',         qr/BgDeliverMinRate: 'inf' is not a valid time; expected seconds from 1 to 31622400/ ],
+    # No client can have read anything the moment its response starts:
+    # a grace of 0 dropped every delivery before its first byte.
+    [ 'BgDeliverMinRate 1k 0',            qr/BgDeliverMinRate: '0' is not a valid time; expected seconds from 1 to 31622400 .*1500ms\)/ ],
+    [ 'BgDeliverMinRate 1k 500ms',        qr/BgDeliverMinRate: '500ms' is not a valid time; expected seconds from 1/ ],
     [ 'BgDeliverMaxTime 0.0000001',       qr/BgDeliverMaxTime: '0.0000001' is not a valid time/ ],
     [ 'BgDeliverMaxTime 5min',            qr/BgDeliverMaxTime: '5min' is not a valid time/ ],
     [ 'BgDeliverOverflow drop',           qr/BgDeliverOverflow: 'drop' is not valid; expected 'fallback' .* or 'reject \[retry-after-seconds\]'/ ],

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 25, need need_module('mod_bgdeliver.c'),
+plan tests => 28, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate idle maxtime)) {
@@ -151,6 +151,41 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps',
                    rcvbuf => 8192, rate => 5_000_000);
     ok t_cmp($res->{status}, 200, 'below the cap again: 200');
+}
+
+# The minimum rate counts what the client has taken, not what the kernel
+# queued for it.  Without SendBufferSize the kernel grows the send buffer
+# of a connection that keeps it full to megabytes: counted as read, those
+# let a client at 20 kB/s, under a 50 kB/s minimum, pass for minutes.
+{
+    gen_file('bgdeliver/files/minrate-16m.bin', 16_000_000);
+    my $srv = private_server(<<'CONF');
+SendBufferSize 0
+<Location /bgdeliver/files/>
+    BgDeliver On
+    BgDeliverMinRate 50000 1
+</Location>
+CONF
+    my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/minrate-16m.bin');
+    my $t0 = time;
+    my $res = read_response($s, rate => 20_000, chunk => 4096, max_body => 200_000,
+                            timeout => 12);
+    my $t = time - $t0;
+    close $s;
+    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
+    t_debug(sprintf 'large send buffer: %d bytes in %.2f s', length($res->{body} // ''), $t);
+    ok t_cmp(length($res->{body} // '') < 200_000 && $t < 8 ? 1 : 0, 1,
+             sprintf('min-rate with a large send buffer: dropped after %.2f s', $t));
+    ok t_cmp($log =~ /BGD004: dropping slow client .* min-rate/ ? 1 : 0, 1,
+             'min-rate with a large send buffer: logged');
+    # A reader above the minimum through the same buffers is not dropped:
+    # what the queue holds is not held against it either.
+    my $r = request(GET => '/bgdeliver/files/minrate-16m.bin', port => $srv->{port},
+                    rcvbuf => 4096, rate => 120_000, max_body => 600_000, timeout => 12);
+    ok t_cmp(length($r->{body} // ''), 600_000,
+             'min-rate with a large send buffer: a reader above the rate keeps going');
+    $srv->{stop}->();
 }
 
 # An internal redirect from the handler phase (an .htaccess-style front
