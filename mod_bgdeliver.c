@@ -5877,6 +5877,9 @@ static const char *bgd_cmd_min_rate(cmd_parms *cmd, void *dconf,
     bgd_dir_conf_t *conf = dconf;
     const char *err = bgd_parse_size(cmd, rate, 0, &conf->min_rate);
 
+    /* The directive sets the whole rule: a grace not given is the
+     * default, not the enclosing scope's. */
+    conf->min_rate_grace = BGD_DEFAULT_GRACE;
     if (!err && grace) {
         /* At least a second: no client can have read anything the
          * moment its response starts, nor within a round trip or two, so
@@ -5904,6 +5907,9 @@ static const char *bgd_cmd_overflow(cmd_parms *cmd, void *dconf,
                                     const char *mode, const char *retry)
 {
     bgd_dir_conf_t *conf = dconf;
+    /* The directive sets the whole action: "reject" without a value
+     * sends no Retry-After, whatever the enclosing scope's said. */
+    conf->retry_after = 0;
     if (!strcasecmp(mode, "fallback")) {
         conf->overflow = BGD_OVERFLOW_FALLBACK;
         if (retry) {

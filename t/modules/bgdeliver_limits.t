@@ -15,10 +15,10 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 28, need need_module('mod_bgdeliver.c'),
+plan tests => 30, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
-for my $d (qw(minrate idle maxtime)) {
+for my $d (qw(minrate minrate/default-grace idle maxtime)) {
     gen_file("bgdeliver/files/$d/big.bin", 3_000_000);
 }
 gen_file('bgdeliver/files/caps-1m.bin', 1_000_000);
@@ -42,6 +42,17 @@ t_debug("min-rate: dropped after $t s, $n bytes");
 ok t_cmp(!$c && $t < 6 ? 1 : 0, 1, 'min-rate: slow reader dropped within seconds');
 ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: dropping slow client .* min-rate/ }) ? 1 : 0,
          1, 'min-rate: logged with BGD004');
+
+# BgDeliverMinRate without a grace inside the location above: the default
+# 30 s, not its 1 s, so the same reader keeps going for 3 s.
+{
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/files/minrate/default-grace/big.bin');
+    my $res = read_response($s, rate => 5000, chunk => 1024, max_body => 15_000, timeout => 10);
+    close $s;
+    ok t_cmp(length($res->{body} // ''), 15_000,
+             'min-rate without a grace: the default grace, not the enclosing one');
+}
 
 # A fast enough reader of the same URL is not dropped.
 my $r = request(GET => '/bgdeliver/files/minrate/big.bin', rcvbuf => 8192,
@@ -82,6 +93,9 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     my $res = request(GET => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps');
     ok t_cmp($res->{status}, 503, 'third delivery of the client: 503');
     ok t_cmp($res->{headers}{'retry-after'}, 7, 'with Retry-After');
+    $res = request(GET => '/bgdeliver/bare/files/caps-1m.bin', vhost => 'bgd_caps');
+    ok t_cmp(join(' ', $res->{status}, $res->{headers}{'retry-after'} // 'none'), '503 none',
+             'a bare "BgDeliverOverflow reject" below "reject 7": no Retry-After');
     ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD002: BgDeliverMaxPerClient reached/ }) ? 1 : 0,
              1, 'refusal logged (BGD002)');
 
@@ -92,7 +106,7 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
     ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD003: BgDeliverMaxPerClient reached/ }) ? 1 : 0,
              1, 'fallback logged (BGD003)');
     my $after = bgd_status();
-    ok t_cmp($after->{BgDeliverRejected} - $before->{BgDeliverRejected}, 1, 'rejection counted');
+    ok t_cmp($after->{BgDeliverRejected} - $before->{BgDeliverRejected}, 2, 'rejections counted');
     # A HEAD request has no body to deliver: it never takes a slot, so a
     # cap never refuses it.
     $res = request(HEAD => '/bgdeliver/files/caps-1m.bin', vhost => 'bgd_caps');
