@@ -303,6 +303,7 @@ typedef struct {
     apr_time_t armed_stamp;             /* the first read's since armed */
     int armed;                          /* the in filter waits for a read */
     apr_time_t next_arrival;            /* first bytes of the next request */
+    apr_time_t next_first_stamp;        /* the stamp of the read that saw them */
     int next_source;
     conntimes_req_t *reading;           /* waiting for its first bytes */
     conntimes_req_t *current;           /* read, its EOR not passed yet */
@@ -1466,7 +1467,7 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
 {
     conntimes_conn_t *cc = f->ctx;
     conntimes_req_t *rs = cc->reading;
-    apr_time_t now = 0, first_stamp = 0;
+    apr_time_t now = 0;
     apr_time_t buffered_stamp;
     apr_status_t rv;
     int got;
@@ -1499,10 +1500,19 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
             if (stamp) {
                 now = apr_time_now();
                 if (conntimes_stamp_ok(stamp, now)) {
-                    cc->next_arrival = first_stamp = stamp;
+                    cc->next_arrival = cc->next_first_stamp = stamp;
                 }
             }
             cc->next_source = CONNTIMES_ARRIVAL_KERNEL;
+        }
+        /* Set-up below us (a TLS handshake, a PROXY header) read the
+         * connection's first bytes without a usable stamp (kernel stamps
+         * off, or a listener without them): it began when the worker took
+         * the connection, not when the request's bytes came up after it. */
+        if (!cc->next_arrival && (rs ? cc->requests == 1 : !cc->requests)
+            && conntimes_setup_below(cc, f)) {
+            cc->next_arrival = cc->pickup;
+            cc->next_source = CONNTIMES_ARRIVAL_WORKER;
         }
         if (!cc->next_arrival && got) {
             if (!now) {
@@ -1516,10 +1526,12 @@ static apr_status_t conntimes_in_filter(ap_filter_t *f, apr_bucket_brigade *bb,
         rs->arrival = cc->next_arrival;
         rs->source = cc->next_source;
         /* The bytes are here: the reading taken for the arrival just above
-         * is this instant as well. */
-        rs->ready = conntimes_ready_of_split(f, cc, rs, first_stamp,
+         * is this instant as well.  The read that saw the first piece of
+         * the line may be an earlier one: mod_http2's look for an h2c
+         * preface before the request began. */
+        rs->ready = conntimes_ready_of_split(f, cc, rs, cc->next_first_stamp,
                                              now ? now : apr_time_now());
-        cc->next_arrival = 0;
+        cc->next_arrival = cc->next_first_stamp = 0;
         cc->reading = NULL;
     }
     if (APLOGctrace4(cc->c)) {

@@ -29,7 +29,7 @@ my $curl = 'env -u LD_PRELOAD curl';
 my $curl_h2 = `$curl --version 2>/dev/null` =~ /\bHTTP2\b/;
 my $mpm = ct_mpm();
 $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
-plan tests => 12, need(need_module('conntimes', 'ct_test'),
+plan tests => 14, need(need_module('conntimes', 'ct_test'),
                        { 'mod_http2' => -e "$libexec/mod_http2.so" },
                        { 'curl with HTTP/2' => $curl_h2 },
                        # mod_http2 stays inactive there: no upgrade.
@@ -91,3 +91,24 @@ ok t_cmp($after - $before, 1, 'one request recorded per upgrade');
 my $j = status_json();
 # No 300 ms filter in the aggregates.
 ok $j->{phases}{run}{max} && $j->{phases}{filter}{max} < 0.2;
+
+# A request line that comes in two pieces 400 ms apart: with h2c on,
+# mod_http2 looks for its preface first, a read of its own, and the wait
+# for the rest of the line is read time all the same, not accept time.
+{
+    my $t = ct_tag();
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 10)
+        or die "connect: $!";
+    print $s "GET /sleep?ms=1 HT";
+    sleep 0.4;
+    print $s "TP/1.1\r\nHost: 127.0.0.1\r\nX-CT-Tag: $t\r\nConnection: close\r\n\r\n";
+    my $resp = do { local $/; <$s> } // '';
+    close $s;
+    my ($l) = ct_wait_lines($t, 1, 5, "$dir/access_log");
+    $l ||= {};
+    t_debug(join ' ', map { "$_=$l->{$_}" } sort keys %$l);
+    ok t_cmp(($l->{read} // 0) >= 350_000 && ($l->{accept} // 1e9) < 100_000 ? 1 : 0, 1,
+             sprintf('h2c on: a split request line is read time (read %s, accept %s us)',
+                     $l->{read} // '-', $l->{accept} // '-'));
+    ok ct_check_sums($l);
+}

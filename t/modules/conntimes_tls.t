@@ -24,7 +24,7 @@ chomp $libexec;
 # curl hangs at start-up with it.
 my $curl = 'env -u LD_PRELOAD curl';
 my $curl_h2 = `$curl --version 2>/dev/null` =~ /\bHTTP2\b/;
-plan tests => 14, need(need_module('conntimes', 'ct_test'),
+plan tests => 17, need(need_module('conntimes', 'ct_test'),
                        { 'mod_ssl and mod_http2' => -e "$libexec/mod_ssl.so"
                                                     && -e "$libexec/mod_http2.so" },
                        { 'openssl' => system('openssl version >/dev/null 2>&1') == 0 },
@@ -67,6 +67,28 @@ ok t_cmp($h[0]{arrival}, 'kernel');
 # The first request's accept holds the handshake; the second has none.
 ok $h[0]{accept} > 300 && $h[0]{accept} > 5 * ($h[1]{accept} || 1);
 ok !grep { $_->{filter} < 100_000 || $_->{run} < 50_000 } @h;
+
+# Without kernel stamps (ConntimesKernelTimestamps Off, or a listener that
+# has none) the handshake is accept time all the same, from the moment the
+# worker took the connection: it was left out of accept and total, the
+# arrival taken from the request's bytes after it.
+{
+    my $off = private_server("ConntimesKernelTimestamps Off\n$conf", mpm => $mpm,
+                             modules => ['conntimes'],
+                             std_modules => [qw(socache_shmcb ssl http2)],
+                             test_modules => ['ct_test']);
+    my $t = ct_tag();
+    my $u = "https://127.0.0.1:$off->{port}/sleep?ms=50";
+    `$curl -sk --http1.1 -H 'X-CT-Tag: $t' $u $u`;
+    my @o = ct_wait_lines($t, 2, 5, "$off->{dir}/access_log");
+    t_debug(join ' ', map { "$_=$o[0]{$_}" } sort keys %{ $o[0] || {} });
+    ok t_cmp(join(' ', scalar(@o), ($o[0] || {})->{arrival} // '-'), '2 worker',
+             'no kernel stamps: the arrival is the worker\'s');
+    ok t_cmp(($o[0] || {})->{accept} // 0, qr/^[1-9]\d{2,}$/,
+             'no kernel stamps: the handshake is in accept of the first request');
+    ok !grep { !ct_check_sums($_) } @o;
+    $off->{stop}->();
+}
 
 # HTTP/2: three streams on one connection (mod_http2 stays inactive on
 # prefork).
