@@ -398,6 +398,10 @@ struct bgd_conn_t {
     int half_closed;                    /* a hang-up with a request after */
     apr_uint64_t stream_key;            /* its key in engine->streams */
     int in_load;                        /* counted in engine->load */
+    /* the child's list of connections with a job (bgd_live_*) */
+    bgd_conn_t *live_next;
+    bgd_conn_t *live_prev;
+    int live_listed;
     /* File handles of earlier deliveries left in c->pool (see
      * bgd_adopt_file()). */
     unsigned int pool_handles;
@@ -465,6 +469,11 @@ static pid_t bgd_my_pid;
 static int bgd_engine_threads = BGD_UNSET;  /* BgDeliverEngineThreads */
 static bgd_engine_t *bgd_engines;
 static int bgd_engine_count;            /* running in this child */
+/* The connections of this child that hold a job: at a hard stop the MPM
+ * exits without closing those it waits for, and their requests would
+ * never be logged (bgd_child_exit()). */
+static apr_thread_mutex_t *bgd_live_mutex;
+static bgd_conn_t *bgd_live_head;
 #define BGD_PACE_BUSY  (-2)             /* pace_index: the thread writes */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *bgd_logio_add_bytes_out;
 
@@ -4028,6 +4037,38 @@ static void bgd_end_incomplete(bgd_job_t *job)
     bgd_correct_bytes_sent(job);
 }
 
+/* bc takes or leaves its job: kept on the child's list meanwhile. */
+static void bgd_live_set(bgd_conn_t *bc, bgd_job_t *job)
+{
+    bc->job = job;
+    if (!bgd_live_mutex || (job != NULL) == bc->live_listed) {
+        return;
+    }
+    apr_thread_mutex_lock(bgd_live_mutex);
+    if (job) {
+        bc->live_prev = NULL;
+        bc->live_next = bgd_live_head;
+        if (bgd_live_head) {
+            bgd_live_head->live_prev = bc;
+        }
+        bgd_live_head = bc;
+    }
+    else {
+        if (bc->live_prev) {
+            bc->live_prev->live_next = bc->live_next;
+        }
+        else {
+            bgd_live_head = bc->live_next;
+        }
+        if (bc->live_next) {
+            bc->live_next->live_prev = bc->live_prev;
+        }
+        bc->live_next = bc->live_prev = NULL;
+    }
+    bc->live_listed = job != NULL;
+    apr_thread_mutex_unlock(bgd_live_mutex);
+}
+
 /* End the request of a delivery the MPM drove: log it and give the
  * connection back (keep-alive when complete, lingering close otherwise).
  * r and job are gone afterwards. */
@@ -4042,7 +4083,7 @@ static void bgd_finish_async(bgd_conn_t *bc)
         bgd_end_incomplete(job);
     }
     apr_brigade_cleanup(job->queue);
-    bc->job = NULL;
+    bgd_live_set(bc, NULL);
     /* The body was discarded and EOS passed: this only logs the request
      * (EOR) after everything before it was written, and sets the state
      * for write completion and keep-alive. */
@@ -4350,7 +4391,7 @@ static apr_status_t bgd_job_cleanup(void *data)
     bgd_slot_release(job);
     bgd_uncount_paced(job);
     if (job->bc && job->bc->job == job) {
-        job->bc->job = NULL;
+        bgd_live_set(job->bc, NULL);
     }
     return APR_SUCCESS;
 }
@@ -4781,7 +4822,7 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     }
     bc = ap_get_module_config(c->conn_config, &bgdeliver_module);
     job->bc = bc;
-    bc->job = job;
+    bgd_live_set(bc, job);
     bc->engine_ended = 0;
     if (job->top != r) {
         /* An internal redirect's request returns to ap_internal_redirect(),
@@ -5452,7 +5493,7 @@ static apr_status_t bgd_conn_release(bgd_conn_t *bc, const char *outcome)
          * bgd_timed_wait_release() has just closed; httpd shuts down no
          * socket of an aborted connection. */
         bc->c->aborted = 1;
-        bc->job = NULL;
+        bgd_live_set(bc, NULL);
         apr_brigade_cleanup(job->queue);
         /* Logs the request and frees r, as the core does with an EOR
          * bucket, without touching the connection's state. */
@@ -5489,6 +5530,38 @@ static apr_status_t bgd_conn_pool_cleanup(void *data)
                       "as aborted", bc->job->sent);
     }
     bgd_conn_release(bc, "aborted");
+    return APR_SUCCESS;
+}
+
+/* The last of the child (pchild), after its engine threads and workers
+ * have stopped: at a hard stop, or once GracefulShutdownTimeout runs out,
+ * the event MPM exits without closing the connections it waits for, and
+ * their pools are never destroyed.  Their requests are logged here, as
+ * aborted, with the bytes that left. */
+static apr_status_t bgd_child_exit(void *data)
+{
+    server_rec *s = data;
+    int n = 0;
+
+    for (;;) {
+        bgd_conn_t *bc;
+
+        apr_thread_mutex_lock(bgd_live_mutex);
+        bc = bgd_live_head;
+        apr_thread_mutex_unlock(bgd_live_mutex);
+        if (!bc) {
+            break;
+        }
+        n++;
+        bgd_conn_release(bc, "aborted");
+        bgd_live_set(bc, NULL);         /* in case it had no request */
+    }
+    if (n) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "BGD038: the child "
+                     "stopped with %d background deliveries in flight; "
+                     "they are logged as aborted", n);
+    }
+    bgd_live_mutex = NULL;
     return APR_SUCCESS;
 }
 
@@ -5703,6 +5776,15 @@ static void bgd_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     bgd_blocks_create(pchild, s);
+    /* Registered before the engines' stop, so that it runs after it. */
+    bgd_live_head = NULL;
+    if (apr_thread_mutex_create(&bgd_live_mutex, APR_THREAD_MUTEX_DEFAULT,
+                                pchild) == APR_SUCCESS) {
+        apr_pool_pre_cleanup_register(pchild, s, bgd_child_exit);
+    }
+    else {
+        bgd_live_mutex = NULL;
+    }
     /* A child never has more deliveries than the table has slots. */
     pace_size = bgd_table ? (int)bgd_table->nslots
                           : BGD_DEFAULT_MAX_DELIVERIES;

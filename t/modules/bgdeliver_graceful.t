@@ -12,10 +12,11 @@ use Apache::TestUtil;
 use Digest::MD5 qw(md5_hex);
 use Time::HiRes qw(time sleep);
 use Bgd::Test qw(gen_file slow_clients server_pids wait_until mpm_name request
-                 bgd_status private_server http_connect http_send read_response);
+                 bgd_status private_server http_connect http_send read_response
+                 hold_delivery);
 
 my $mpm = mpm_name();
-plan tests => 9, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 my $file = gen_file('bgdeliver/files/graceful-1m.bin', 1_000_000);
@@ -104,6 +105,35 @@ CONF
     ok t_cmp($took > 2.7 && $took < 4 ? 1 : 0, 1,
              sprintf('and still paced (%.2f s for 3 s of line)', $took));
     $srv->{stop}->();
+}
+
+# A hard stop (SIGTERM) with deliveries in flight: the event MPM exits
+# without closing the connections it waits for, so the child logs them
+# itself, as aborted, once its threads are gone.  They had no access log
+# line at all.
+{
+    my $srv = private_server(<<'CONF');
+LogFormat "%U %>s %X %{bgdeliver}n %B" stoplog
+CustomLog "@DIR@/access_log" stoplog
+<Location /bgdeliver/files/>
+    BgDeliver On
+</Location>
+CONF
+    my @held = map { hold_delivery('/bgdeliver/files/graceful-1m.bin', port => $srv->{port}) } 1 .. 2;
+    my $in_flight = wait_until(5, sub {
+        my $r = request(GET => '/bgdeliver-status?auto', port => $srv->{port});
+        ($r->{body} // '') =~ /^BgDeliverInFlight: 2$/m;
+    });
+    ok t_cmp($in_flight ? 1 : 0, 1, 'hard stop: two deliveries in flight');
+    $srv->{stop}->();
+    close $_ for @held;
+    my @lines = do { open my $fh, '<', "$srv->{dir}/access_log" or die $!; grep { m{^/bgdeliver/files/graceful-1m.bin } } <$fh> };
+    t_debug("logged: @lines");
+    my @aborted = grep { m{ 200 X aborted (\d+)$} && $1 > 0 && $1 < 1_000_000 } @lines;
+    ok t_cmp(scalar @aborted, 2, 'hard stop: both logged as aborted, with the bytes that left');
+    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
+    ok t_cmp($log =~ /BGD038: the child stopped with 2 background deliveries in flight/ ? 1 : 0, 1,
+             'hard stop: BGD038');
 }
 
 sub slurp_ok {
