@@ -338,6 +338,12 @@ typedef struct bgd_job_t {
     apr_interval_time_t pace_lost;      /* line time nothing was there for */
     apr_time_t next_tick;
     apr_time_t last_progress;
+    /* Where the clock of BgDeliverMinRate starts: the first bytes captured
+     * of an unpaced response (the rules watch the client while its handler
+     * still runs), else the hand-off. */
+    apr_time_t rule_origin;
+    apr_off_t progress_acked;           /* the client had taken, last look */
+    apr_time_t rules_checked;           /* that look (bgd_capture_rules()) */
     apr_time_t rate_mark_time;
     apr_off_t rate_mark_sent;
     apr_interval_time_t worker_time;
@@ -659,8 +665,9 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
     }
     min_rate = bgd_min_rate_for(job);
     if (min_rate > 0) {
-        apr_time_t t = job->handoff + conf->min_rate_grace;
-        apr_time_t need = job->handoff
+        apr_time_t origin = job->rule_origin ? job->rule_origin : job->handoff;
+        apr_time_t t = origin + conf->min_rate_grace;
+        apr_time_t need = origin
                           + (apr_time_t)((double)bgd_job_acked(job)
                                          / (double)min_rate
                                          * APR_USEC_PER_SEC);
@@ -670,8 +677,8 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
         apr_interval_time_t excused = job->producer_wait
             + (job->producer_idle_start
                ? job->last_progress - job->producer_idle_start : 0);
-        if (job->pace_start > job->handoff) {
-            excused += job->pace_start - job->handoff;
+        if (job->pace_start > origin) {
+            excused += job->pace_start - origin;
         }
         t += excused;
         need += excused;
@@ -2291,17 +2298,66 @@ static int bgd_max_time_over(const bgd_job_t *job, apr_bucket_brigade *bb)
     return 0;
 }
 
-/* Ends a response whose handler is still at work once it is past
- * BgDeliverMaxTime: the client sees the connection close. */
-static apr_status_t bgd_capture_max_time(bgd_job_t *job)
+/* Ends a response whose handler is still at work once it broke a
+ * slow-read rule: the client sees the connection reset, the handler gets
+ * an error from its next write, and bgd_capture_end() logs and counts the
+ * drop. */
+static apr_status_t bgd_capture_drop(bgd_job_t *job, const char *reason)
 {
     if (!job->outcome) {
-        bgd_drop(job, "max-time");
+        bgd_drop(job, reason);
         bgd_reset_on_close(job);
     }
     job->c->aborted = 1;
     job->c->keepalive = AP_CONN_CLOSE;
     return APR_ECONNABORTED;
+}
+
+static apr_status_t bgd_capture_max_time(bgd_job_t *job)
+{
+    return bgd_capture_drop(job, "max-time");
+}
+
+/* The client's part of the slow-read rules while the handler of an
+ * unpaced response still writes it: without them a client that reads
+ * nothing would keep the handler (and its CGI, its backend) at work and
+ * the spool growing up to BgDeliverSpoolLimit, where stock Apache's
+ * blocked write gives up after Timeout.  The client makes progress when
+ * it takes bytes from the socket, or when the socket holds nothing for it
+ * (it waits for the handler, not the other way round).  A paced response
+ * is not judged here: its line holds bytes back on purpose, and its
+ * handler waits for the line (bgd_capture_wait_line()) under the core's
+ * Timeout. */
+#define BGD_CAPTURE_RULES_EVERY apr_time_from_msec(100)
+static apr_status_t bgd_capture_rules(bgd_job_t *job)
+{
+    apr_time_t now, deadline;
+    apr_off_t acked;
+    const char *reason;
+
+    if (bgd_job_timed(job) || !job->rule_origin || job->c->master) {
+        return APR_SUCCESS;
+    }
+    now = apr_time_now();
+    if (now - job->rules_checked < BGD_CAPTURE_RULES_EVERY) {
+        return APR_SUCCESS;
+    }
+    job->rules_checked = now;
+    /* Offer the client what is queued first: a handler that writes
+     * without flushing leaves nothing in the socket for it to take, and
+     * a client that has taken all it was given is not idle. */
+    bgd_forward_opportunistic(job);
+    acked = bgd_job_acked(job);
+    if (acked > job->progress_acked || acked >= job->sent) {
+        job->progress_acked = acked;
+        job->last_progress = now;
+    }
+    deadline = bgd_deadline(job, &reason);
+    /* BgDeliverMaxTime has its own test here (bgd_max_time_over()). */
+    if (!deadline || now < deadline || !strcmp(reason, "max-time")) {
+        return APR_SUCCESS;
+    }
+    return bgd_capture_drop(job, reason);
 }
 
 /* What a paced response's capture may hold: BgDeliverSpoolLimit with
@@ -2515,6 +2571,9 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         else {
             job->mem_bytes += b->length;
         }
+        if (!job->captured && !bgd_job_timed(job)) {
+            job->rule_origin = job->last_progress = apr_time_now();
+        }
         job->captured += b->length;
         APR_BUCKET_REMOVE(b);
         APR_BRIGADE_INSERT_TAIL(job->queue, b);
@@ -2529,6 +2588,10 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     if (job->flush_hint) {
         job->flush_hint = 0;
         bgd_forward_opportunistic(job);
+    }
+    rv = bgd_capture_rules(job);
+    if (rv != APR_SUCCESS) {
+        return rv;
     }
     /* The tail of a spooled response waits behind the whole spool: in the
      * spool too (if it fits), not in memory for the length of the
@@ -4782,6 +4845,13 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
         if (!APR_BRIGADE_EMPTY(job->queue)) {
             bgd_pass_foreground(job, job->queue);
         }
+        if (job->outcome) {
+            /* Dropped by a slow-read rule while the handler ran: logged
+             * and counted as a delivery that was dropped. */
+            bgd_count(&bgd_table->started, 1);
+            bgd_account_end(job);
+            bgd_correct_bytes_sent(job);
+        }
         bgd_slot_release(job);
         if (rv == OK && job->producer && !c->aborted) {
             bgdeliver_producer_fn *producer = job->producer;
@@ -4794,11 +4864,16 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     job->bodiless = r->header_only || r->status == HTTP_NOT_MODIFIED
                     || r->status == HTTP_NO_CONTENT;
     job->handoff = apr_time_now();
-    job->last_progress = job->handoff;
+    /* An unpaced response's clocks run since its first bytes were
+     * captured (bgd_capture_rules()), a paced one's from here. */
+    if (!job->rule_origin || bgd_job_timed(job)) {
+        job->rule_origin = job->handoff;
+        job->last_progress = job->handoff;
+    }
     job->rate_mark_time = job->handoff;
     job->pace_start = bgd_job_timed(job)
                       ? bgd_pace_origin(job)
-                      : job->handoff;
+                      : job->rule_origin;
     bgd_count(&bgd_table->started, 1);
     if (bgd_slot(job->slot)) {
         apr_atomic_set32(&bgd_slot(job->slot)->counted, 1);

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 30, need need_module('mod_bgdeliver.c'),
+plan tests => 37, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate minrate/default-grace idle maxtime)) {
@@ -200,6 +200,77 @@ CONF
     ok t_cmp(length($r->{body} // ''), 600_000,
              'min-rate with a large send buffer: a reader above the rate keeps going');
     $srv->{stop}->();
+}
+
+# The rules watch the client while the handler still writes: a client that
+# stops reading is dropped after BgDeliverIdleTimeout even though its
+# handler streams on (3 MB over 3 s, spooled), and the handler stops at its
+# next write.  It was dropped only a second after the handler's end: a
+# stream that never ends held its handler and filled the spool meanwhile.
+if (have_module('bgd_test')) {
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test']);
+LogFormat "%U %>s %X %{bgdeliver}n %D" caplog
+CustomLog "@DIR@/access_log" caplog
+Timeout 2
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverIdleTimeout 1
+</Location>
+<Location /genmt>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMaxTime 1
+</Location>
+CONF
+    my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+    http_send($s, 'GET', '/gen?size=3000000&chunk=100000&delay=100');
+    read_response($s, max_body => 10_000, chunk => 1024);
+    sleep 4;            # reads nothing meanwhile
+    close $s;
+    # A client that reads at full speed through a stream that lasts longer
+    # than Timeout and BgDeliverIdleTimeout is never idle.
+    my $r = request(GET => '/gen?size=3000000&chunk=100000&delay=100',
+                    port => $srv->{port}, timeout => 15);
+    my @l;
+    wait_until(5, sub {
+        open my $fh, '<', "$srv->{dir}/access_log" or return 0;
+        @l = grep { m{^/gen } } <$fh>;
+        return @l >= 2;
+    });
+    my ($stalled) = grep { /idle-timeout/ } @l;
+    t_debug("logged: @l");
+    my ($us) = ($stalled // '') =~ / (\d+)$/;
+    ok t_cmp(defined $stalled ? 1 : 0, 1, 'handler still writing: the stalled client dropped (idle-timeout)');
+    ok t_cmp(defined $us && $us < 2_500_000 ? 1 : 0, 1,
+             sprintf('... about a second after it stopped reading, before the handler\'s end (%.2f s)',
+                     ($us // 0) / 1e6));
+    ok t_cmp(($stalled // '') =~ m{^/gen 200 X idle-timeout } ? 1 : 0, 1, '... logged as dropped');
+    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
+    ok t_cmp($log =~ /BGD004: dropping slow client .* idle-timeout/ ? 1 : 0, 1, '... BGD004');
+    ok t_cmp(join(' ', $r->{status}, length($r->{body} // '')), '200 3000000',
+             'handler writing for 3 s, client reading at full speed: complete');
+    # BgDeliverMaxTime while the handler writes: logged and counted as a
+    # drop like any other (it was logged '-', counted nowhere).
+    my $before = request(GET => '/bgdeliver-status?auto', port => $srv->{port});
+    my ($d0) = ($before->{body} // '') =~ /^BgDeliverDropped: (\d+)/m;
+    my $mt = request(GET => '/genmt?size=3000000&chunk=100000&delay=100&flush=1', port => $srv->{port},
+                     rcvbuf => 4096, rate => 50_000, timeout => 10);
+    my $after = request(GET => '/bgdeliver-status?auto', port => $srv->{port});
+    my ($d1) = ($after->{body} // '') =~ /^BgDeliverDropped: (\d+)/m;
+    my $line;
+    wait_until(5, sub {
+        open my $fh, '<', "$srv->{dir}/access_log" or return 0;
+        ($line) = grep { m{^/genmt } } <$fh>;
+        return defined $line;
+    });
+    ok t_cmp(($line // '') =~ m{^/genmt 200 X max-time } ? 1 : 0, 1,
+             'max-time while the handler writes: logged as max-time');
+    ok t_cmp(($d1 // 0) - ($d0 // 0), 1, '... and counted as dropped');
+    $srv->{stop}->();
+}
+else {
+    skip 'mod_bgd_test' for 1 .. 7;
 }
 
 # An internal redirect from the handler phase (an .htaccess-style front
