@@ -2328,6 +2328,8 @@ static apr_status_t bgd_capture_max_time(bgd_job_t *job)
  * is not judged here: its line holds bytes back on purpose, and its
  * handler waits for the line (bgd_capture_wait_line()) under the core's
  * Timeout. */
+/* How often the capture looks: a clock read per call, a socket query at
+ * most this often. */
 #define BGD_CAPTURE_RULES_EVERY apr_time_from_msec(100)
 static apr_status_t bgd_capture_rules(bgd_job_t *job)
 {
@@ -2343,10 +2345,11 @@ static apr_status_t bgd_capture_rules(bgd_job_t *job)
         return APR_SUCCESS;
     }
     job->rules_checked = now;
-    /* Offer the client what is queued first: a handler that writes
-     * without flushing leaves nothing in the socket for it to take, and
-     * a client that has taken all it was given is not idle. */
-    bgd_forward_opportunistic(job);
+    /* Only what was offered can be judged: a client that has taken all it
+     * was given waits for the handler.  (A handler that flushes, or whose
+     * backend keeps it waiting, has its output offered meanwhile; one that
+     * does neither ends before long, and the rules go on from the
+     * hand-off.) */
     acked = bgd_job_acked(job);
     if (acked > job->progress_acked || acked >= job->sent) {
         job->progress_acked = acked;

@@ -204,8 +204,9 @@ CONF
 
 # The rules watch the client while the handler still writes: a client that
 # stops reading is dropped after BgDeliverIdleTimeout even though its
-# handler streams on (3 MB over 3 s, spooled), and the handler stops at its
-# next write.  It was dropped only a second after the handler's end: a
+# handler streams on (3 MB over 3 s, flushed piece by piece as a CGI's
+# output is offered whenever the script pauses; spooled), and the handler
+# stops at its next write.  It was dropped only a second after the handler's end: a
 # stream that never ends held its handler and filled the spool meanwhile.
 if (have_module('bgd_test')) {
     my $srv = private_server(<<'CONF', test_modules => ['bgd_test']);
@@ -224,13 +225,13 @@ Timeout 2
 </Location>
 CONF
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
-    http_send($s, 'GET', '/gen?size=3000000&chunk=100000&delay=100');
+    http_send($s, 'GET', '/gen?size=3000000&chunk=100000&delay=100&flush=1');
     read_response($s, max_body => 10_000, chunk => 1024);
     sleep 4;            # reads nothing meanwhile
     close $s;
     # A client that reads at full speed through a stream that lasts longer
     # than Timeout and BgDeliverIdleTimeout is never idle.
-    my $r = request(GET => '/gen?size=3000000&chunk=100000&delay=100',
+    my $r = request(GET => '/gen?size=3000000&chunk=100000&delay=100&flush=1',
                     port => $srv->{port}, timeout => 15);
     my @l;
     wait_until(5, sub {
