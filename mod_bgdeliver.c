@@ -6098,10 +6098,25 @@ static const char *bgd_cmd_spool_dir(cmd_parms *cmd, void *dconf,
     apr_finfo_t finfo;
     const char *path = ap_server_root_relative(cmd->pool, arg);
     (void)dconf;
-    if (!path || apr_stat(&finfo, path, APR_FINFO_TYPE, cmd->pool)
-                 != APR_SUCCESS || finfo.filetype != APR_DIR) {
-        return apr_psprintf(cmd->pool, "BgDeliverSpoolDir: '%s' is not an "
-                            "existing directory", arg);
+    if (!path) {
+        return apr_psprintf(cmd->pool, "BgDeliverSpoolDir: '%s' is not a "
+                            "valid path", arg);
+    }
+    if (apr_stat(&finfo, path, APR_FINFO_TYPE, cmd->pool) != APR_SUCCESS
+        || finfo.filetype != APR_DIR) {
+        /* Refused at start-up (and by -t).  On a restart, a directory that
+         * a temporary-file cleaner removed meanwhile must not stop the
+         * whole server (httpd itself only warns of a missing DocumentRoot):
+         * responses go out the ordinary way (BGD010) until it is back. */
+        if (ap_state_query(AP_SQ_CONFIG_GEN) <= 1) {
+            return apr_psprintf(cmd->pool, "BgDeliverSpoolDir: '%s' is not "
+                                "an existing directory", arg);
+        }
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                     "BGD039: BgDeliverSpoolDir '%s' is not an existing "
+                     "directory (any more); generated responses beyond "
+                     "BgDeliverMemoryLimit go out in the foreground (BGD010) "
+                     "until it is created", arg);
     }
     conf->spool_dir = path;
     return NULL;

@@ -16,7 +16,7 @@ use Bgd::Test qw(gen_file slow_clients server_pids wait_until mpm_name request
                  hold_delivery);
 
 my $mpm = mpm_name();
-plan tests => 12, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 15, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 my $file = gen_file('bgdeliver/files/graceful-1m.bin', 1_000_000);
@@ -134,6 +134,44 @@ CONF
     my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
     ok t_cmp($log =~ /BGD038: the child stopped with 2 background deliveries in flight/ ? 1 : 0, 1,
              'hard stop: BGD038');
+}
+
+# A spool directory removed while the server runs (a cleaner of temporary
+# files) does not stop the server at its next graceful restart: a warning,
+# and generated responses go out the ordinary way.  The restart failed
+# with a syntax error and the server was gone.
+if (have_module('bgd_test')) {
+    my $spool = Apache::Test::vars('t_logs') . "/spool-gone.$$";
+    mkdir $spool or die "$spool: $!";
+    chmod 0777, $spool;
+    my $srv = private_server(<<"CONF", test_modules => ['bgd_test']);
+BgDeliverSpoolDir $spool
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+</Location>
+CONF
+    rmdir $spool or die "$spool: $!";
+    my $mark = -s "$srv->{dir}/error_log";
+    kill 'USR1', $srv->{pid};
+    my $log = '';
+    wait_until(10, sub {
+        open my $fh, '<', "$srv->{dir}/error_log" or return 0;
+        seek $fh, $mark, 0;
+        $log = do { local $/; <$fh> } // '';
+        return $log =~ /resuming normal operations/;
+    });
+    ok t_cmp($log =~ /BGD039: BgDeliverSpoolDir '\Q$spool\E' is not an existing directory/ ? 1 : 0, 1,
+             'spool directory gone at a restart: BGD039');
+    ok t_cmp(kill(0, $srv->{pid}) ? 1 : 0, 1, '... and the server runs on');
+    my $r = request(GET => '/gen?size=300000&chunk=20000', port => $srv->{port},
+                    rcvbuf => 4096, rate => 2_000_000, timeout => 10);
+    ok t_cmp(join(' ', $r->{status}, length($r->{body} // '')), '200 300000',
+             '... a generated response beyond the memory limit is delivered');
+    $srv->{stop}->();
+}
+else {
+    skip 'mod_bgd_test' for 1 .. 3;
 }
 
 sub slurp_ok {
