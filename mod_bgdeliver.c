@@ -225,7 +225,8 @@ typedef struct bgd_slot_t {
     volatile apr_uint32_t seq;
     pid_t pid;
     int https;
-    int mode;                           /* 1 background, 2 paced in worker */
+    int mode;                           /* 0 its handler still runs, then
+                                         * 1 background, 2 paced in worker */
     /* Counted as started and not yet as ended: what a slot reaped from a
      * dead child counts as (aborted), so that the totals still add up. */
     volatile apr_uint32_t counted;
@@ -813,8 +814,7 @@ static int bgd_count_client(const char *client)
 /* Claim a slot for the delivery of r; the slot table size is the
  * server-wide cap.  Returns the slot index, -1 when the server is full and
  * -2 when the client is at its cap (checked only if per_client). */
-static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode,
-                          int per_client)
+static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int per_client)
 {
     bgd_srv_conf_t *sconf = ap_get_module_config(r->server->module_config,
                                                  &bgdeliver_module);
@@ -840,7 +840,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int mode,
             s->pid = bgd_my_pid;
             s->counted = 0;
             s->https = ap_ssl_conn_is_ssl(r->connection);
-            s->mode = mode;
+            s->mode = 0;
             s->started = r->request_time;
             s->updated = apr_time_now();
             s->sent = 0;
@@ -4556,7 +4556,7 @@ static int bgd_async_possible(request_rec *r)
  * (BgDeliverOverflow reject). */
 static int bgd_admit(request_rec *r, bgd_job_t *job, int *mode)
 {
-    int slot = bgd_slot_claim(r, job, *mode, 1);
+    int slot = bgd_slot_claim(r, job, 1);
     const bgd_dir_conf_t *conf = job->conf;
     const char *why;
 
@@ -4577,7 +4577,7 @@ static int bgd_admit(request_rec *r, bgd_job_t *job, int *mode)
         return HTTP_SERVICE_UNAVAILABLE;
     }
     if (slot == -2 && bgd_job_timed(job)
-        && (slot = bgd_slot_claim(r, job, 2, 0)) >= 0) {
+        && (slot = bgd_slot_claim(r, job, 0)) >= 0) {
         /* Past the client's cap the fallback is the worker, and a paced
          * response is paced there, as where the MPM cannot wait for us
          * (not sent at full speed under its line's name); in a slot all
@@ -4879,7 +4879,11 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
                       : job->rule_origin;
     bgd_count(&bgd_table->started, 1);
     if (bgd_slot(job->slot)) {
-        apr_atomic_set32(&bgd_slot(job->slot)->counted, 1);
+        bgd_slot_t *slot = bgd_slot(job->slot);
+        apr_atomic_set32(&slot->counted, 1);
+        bgd_slot_begin_write(slot);
+        slot->mode = job->in_worker ? 2 : 1;
+        bgd_slot_end_write(slot);
     }
 
     if (job->in_worker) {
@@ -5264,6 +5268,13 @@ static void bgd_status_totals_auto(request_rec *r)
     }
 }
 
+/* A slot is taken before the handler runs, so that the caps hold: until
+ * the hand-off the response is its handler's ("handler"). */
+static const char *bgd_slot_mode_name(int mode)
+{
+    return mode == 1 ? "background" : mode == 2 ? "worker" : "handler";
+}
+
 static void bgd_status_auto(request_rec *r)
 {
     apr_array_header_t *arr = bgd_snapshot(r->pool);
@@ -5279,7 +5290,7 @@ static void bgd_status_auto(request_rec *r)
                    " label=%s vhost=%s method=%s uri=%s\n",
                    v->s.pid, ap_escape_urlencoded(r->pool, v->s.client),
                    v->s.https ? "https" : "http",
-                   v->s.mode == 1 ? "background" : "worker",
+                   bgd_slot_mode_name(v->s.mode),
                    v->s.sent, v->s.total, v->s.current_rate, v->avg_rate,
                    v->s.target_rate, apr_time_as_msec(v->age),
                    v->s.label[0] ? ap_escape_urlencoded(r->pool, v->s.label)
@@ -5324,7 +5335,7 @@ static void bgd_status_json(request_rec *r)
                    ",\"age_ms\":%" APR_TIME_T_FMT "}",
                    i ? "," : "", v->s.pid, bgd_json_str(r->pool, v->s.client),
                    v->s.https ? "https" : "http",
-                   v->s.mode == 1 ? "background" : "worker",
+                   bgd_slot_mode_name(v->s.mode),
                    bgd_json_str(r->pool, v->s.vhost),
                    bgd_json_str(r->pool, v->s.method),
                    bgd_json_str(r->pool, v->s.uri),
@@ -5370,7 +5381,7 @@ static void bgd_status_html_table(request_rec *r)
                    "<td>%s/s</td><td>%s</td><td>%.1f s</td></tr>\n",
                    v->s.pid, ap_escape_html(r->pool, v->s.client),
                    v->s.https ? "https" : "http",
-                   v->s.mode == 1 ? "background" : "worker",
+                   bgd_slot_mode_name(v->s.mode),
                    ap_escape_html(r->pool, v->s.vhost),
                    ap_escape_html(r->pool, v->s.method),
                    ap_escape_html(r->pool, v->s.uri),

@@ -108,7 +108,10 @@ typedef struct bgdeliver_totals_t {
     apr_uint64_t fallbacks;    /**< delivered in the foreground instead */
     apr_uint64_t rejected;     /**< refused with 503 by a cap */
     apr_uint64_t bytes;        /**< wire bytes written by the engine */
-    apr_uint32_t in_flight;    /**< deliveries in progress now */
+    apr_uint32_t in_flight;    /**< places taken under the caps now:
+                                    deliveries in progress, and responses
+                                    whose handler still runs (not yet
+                                    started) */
 } bgdeliver_totals_t;
 
 /**

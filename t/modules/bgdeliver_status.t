@@ -16,7 +16,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response wait_until
                  mpm_name bgd_status);
 
 my $mpm = mpm_name();
-plan tests => 18, need need_module('mod_bgdeliver.c'), need_module('mod_status.c');
+plan tests => 20, need need_module('mod_bgdeliver.c'), need_module('mod_status.c');
 
 gen_file('bgdeliver/files/status-2m.bin', 2_000_000);
 
@@ -64,6 +64,31 @@ ok t_cmp($res->content, qr{Background deliveries \(mod_bgdeliver\)}, 'mod_status
 $res = GET('/server-status?auto');
 ok t_cmp($res->content, qr{^BgDeliverInFlight: \d+$}m, 'mod_status ?auto lines');
 close $_ for @held;
+
+# A response whose handler still runs holds its place under the caps and
+# is listed, as "handler", not yet as a delivery; "background" once its
+# handler has handed it over (a 1.5 s pause between two pieces, then a
+# slow client).
+if ($bg && have_module('bgd_test')) {
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', '/bgdeliver/h/gen?size=600000&chunk=300000&delay=1500&q=modes');
+    my $during = wait_until(1, sub {
+        my ($d) = grep { $_->{uri} =~ /modes/ } @{ bgd_status()->{deliveries} };
+        $d;
+    });
+    read_response($s, max_body => 4096, chunk => 1024);
+    my $after = wait_until(5, sub {
+        my ($d) = grep { $_->{uri} =~ /modes/ && $_->{mode} eq 'background' }
+                  @{ bgd_status()->{deliveries} };
+        $d;
+    });
+    close $s;
+    ok t_cmp($during ? $during->{mode} : '-', 'handler', 'mode while the handler runs: handler');
+    ok t_cmp($after ? $after->{mode} : '-', 'background', 'mode after the hand-off: background');
+}
+else {
+    skip 'the event MPM and mod_bgd_test' for 1 .. 2;
+}
 
 # Methods: a 405 names what the page allows, and OPTIONS is answered.
 $res = PUT('/bgdeliver-status', content => 'x');
