@@ -781,6 +781,13 @@ static void bgd_slots_reap(int starting)
             if (apr_atomic_xchg32(&s->counted, 0)) {
                 bgd_count(&bgd_table->aborted, 1);
             }
+            /* As bgd_slot_release() does: the next claimer writes its
+             * client only after it owns the slot, and a cap counted in
+             * between must not see the dead one's.  Odd first, as in
+             * bgd_slot_claim(): the dead one may have left it odd. */
+            apr_atomic_set32(&s->seq, apr_atomic_read32(&s->seq) | 1);
+            s->client[0] = '\0';
+            bgd_slot_end_write(s);
             apr_atomic_dec32(&bgd_table->in_flight);
             apr_atomic_set32(&s->owner, 0);
         }
