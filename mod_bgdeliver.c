@@ -339,12 +339,16 @@ typedef struct bgd_job_t {
     apr_interval_time_t pace_lost;      /* line time nothing was there for */
     apr_time_t next_tick;
     apr_time_t last_progress;
-    /* Where the clock of BgDeliverMinRate starts: the first bytes captured
-     * of an unpaced response (the rules watch the client while its handler
-     * still runs), else the hand-off. */
+    /* Where the client's count of bytes read starts (bgd_job_acked()):
+     * the first bytes captured of an unpaced response, whose handler's
+     * writes the idle rule watches (bgd_capture_rules()); then, for every
+     * response, the hand-off, where the clock of BgDeliverMinRate starts. */
     apr_time_t rule_origin;
-    apr_off_t progress_acked;           /* the client had taken, last look */
+    apr_off_t sent_at_origin;
+    apr_off_t queued_at_origin;         /* in the socket then (pipelined) */
+    apr_off_t progress_acked;           /* the client had read, last look */
     apr_time_t rules_checked;           /* that look (bgd_capture_rules()) */
+    unsigned int capture_watched:1;     /* the idle rule ran in the capture */
     apr_time_t rate_mark_time;
     apr_off_t rate_mark_sent;
     apr_interval_time_t worker_time;
@@ -617,24 +621,80 @@ static int bgd_conn_fd(conn_rec *c)
     return csd && apr_os_sock_get(&fd, csd) == APR_SUCCESS ? (int)fd : -1;
 }
 
-/* How much of what was sent the client has taken: bytes still in the
- * socket's send queue are not read yet.  The kernel grows the send buffer
- * of a connection that keeps it full, to megabytes, which counted as read
- * would let a client far below BgDeliverMinRate pass for minutes.  TLS
- * records make the queue a little larger than the data they carry: the
- * error is on the strict side and below 1 %.  An HTTP/2 stream shares
- * its socket with the others: there only what was handed over is known. */
-static apr_off_t bgd_job_acked(const bgd_job_t *job)
+/* What the socket's send queue holds, or -1 where that is not known (no
+ * SIOCOUTQ; an HTTP/2 stream, which shares its socket with the others). */
+static apr_off_t bgd_job_socket_queued(const bgd_job_t *job)
 {
 #ifdef SIOCOUTQ
     int fd, queued = 0;
 
     if (!job->c->master && (fd = bgd_conn_fd(job->c)) >= 0
-        && ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0) {
-        return job->sent > queued ? job->sent - queued : 0;
+        && ioctl(fd, SIOCOUTQ, &queued) == 0) {
+        return queued;
     }
 #endif
-    return job->sent;
+    (void)job;
+    return -1;
+}
+
+/* How much the client has read since the rules' clock started: what it
+ * was sent and what the socket held then, less what the socket holds
+ * now.  Bytes still queued are not read yet: the kernel grows the send
+ * buffer of a connection that keeps it full, to megabytes, which counted
+ * as read would let a client far below BgDeliverMinRate pass for minutes.
+ * The bytes of an earlier response still queued when this one started (a
+ * pipelined request) are the client's reading as much: it takes them
+ * first.  TLS records make the queue a little larger than the data they
+ * carry: the error is on the strict side and below 1 %.  Where the queue
+ * is unknown, what was handed over is all we know. */
+static apr_off_t bgd_job_acked(const bgd_job_t *job)
+{
+    apr_off_t queued = bgd_job_socket_queued(job);
+    apr_off_t offered = job->sent - job->sent_at_origin
+                        + job->queued_at_origin;
+
+    if (queued < 0) {
+        return job->sent - job->sent_at_origin;
+    }
+    return offered > queued ? offered - queued : 0;
+}
+
+/* The count of bytes read starts over (see rule_origin); so does the idle
+ * clock, unless the capture kept it (keep_idle). */
+static void bgd_rules_start(bgd_job_t *job, apr_time_t now, int keep_idle)
+{
+    apr_off_t queued = bgd_job_socket_queued(job);
+
+    job->rule_origin = now;
+    job->sent_at_origin = job->sent;
+    job->queued_at_origin = queued > 0 ? queued : 0;
+    job->progress_acked = 0;
+    if (!keep_idle) {
+        job->last_progress = now;
+    }
+}
+
+/* When the client has been idle too long (BgDeliverIdleTimeout, or the
+ * server's Timeout, what stock Apache allows a write that makes no
+ * progress: the MPM's own Timeout cannot apply, since every wait of ours
+ * is a new one, bounded by bgd_wait_bound()); 0 for never. */
+static apr_time_t bgd_idle_deadline(const bgd_job_t *job,
+                                    const char **reason)
+{
+    /* A paced delivery's own latency is no idleness of the client. */
+    apr_time_t idle_since = job->pace_start > job->last_progress
+                            ? job->pace_start : job->last_progress;
+
+    if (job->conf->idle_timeout > 0) {
+        *reason = "idle-timeout";
+        return idle_since + job->conf->idle_timeout;
+    }
+    if (job->r->server->timeout > 0) {
+        *reason = "timeout";
+        return idle_since + job->r->server->timeout;
+    }
+    *reason = NULL;
+    return 0;
 }
 
 /* The earliest time at which this delivery breaks a slow-read rule if it
@@ -645,28 +705,15 @@ static apr_off_t bgd_job_acked(const bgd_job_t *job)
 static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
 {
     const bgd_dir_conf_t *conf = job->conf;
-    apr_time_t deadline = 0;
-    /* A paced delivery's own latency is no idleness of the client. */
-    apr_time_t idle_since = job->pace_start > job->last_progress
-                            ? job->pace_start : job->last_progress;
+    apr_time_t deadline = bgd_idle_deadline(job, reason);
     apr_time_t max_end;
     apr_off_t min_rate;
 
-    *reason = NULL;
-    /* Timeout is what stock Apache allows a write that makes no progress;
-     * the MPM's own Timeout cannot apply, since every wait of ours is a
-     * new one (bounded by bgd_wait_bound()). */
-    if (conf->idle_timeout > 0) {
-        deadline = idle_since + conf->idle_timeout;
-        *reason = "idle-timeout";
-    }
-    else if (job->r->server->timeout > 0) {
-        deadline = idle_since + job->r->server->timeout;
-        *reason = "timeout";
-    }
     min_rate = bgd_min_rate_for(job);
-    if (min_rate > 0) {
-        apr_time_t origin = job->rule_origin ? job->rule_origin : job->handoff;
+    /* Counted from the hand-off: before it the client may well wait for
+     * a slow handler, which is nobody's slow reading. */
+    if (min_rate > 0 && job->handoff) {
+        apr_time_t origin = job->rule_origin;
         apr_time_t t = origin + conf->min_rate_grace;
         apr_time_t need = origin
                           + (apr_time_t)((double)bgd_job_acked(job)
@@ -2325,26 +2372,27 @@ static apr_status_t bgd_capture_max_time(bgd_job_t *job)
     return bgd_capture_drop(job, "max-time");
 }
 
-/* The client's part of the slow-read rules while the handler of an
- * unpaced response still writes it: without them a client that reads
- * nothing would keep the handler (and its CGI, its backend) at work and
- * the spool growing up to BgDeliverSpoolLimit, where stock Apache's
- * blocked write gives up after Timeout.  The client makes progress when
- * it takes bytes from the socket, or when the socket holds nothing for it
- * (it waits for the handler, not the other way round).  A paced response
- * is not judged here: its line holds bytes back on purpose, and its
- * handler waits for the line (bgd_capture_wait_line()) under the core's
- * Timeout. */
+/* The idle rule while the handler of an unpaced response still writes
+ * it: without it a client that reads nothing would keep the handler (and
+ * its CGI, its backend) at work and the spool growing up to
+ * BgDeliverSpoolLimit, where stock Apache's blocked write gives up after
+ * Timeout.  The client makes progress when it takes bytes from the
+ * socket, or when the socket holds nothing for it (it waits for the
+ * handler, not the other way round).  The minimum rate waits for the
+ * hand-off: a handler slower than it is not the client's doing.  A paced
+ * response is not judged here: its line holds bytes back on purpose, and
+ * its handler waits for the line (bgd_capture_wait_line()) under the
+ * core's Timeout. */
 /* How often the capture looks: a clock read per call, a socket query at
  * most this often. */
 #define BGD_CAPTURE_RULES_EVERY apr_time_from_msec(100)
 static apr_status_t bgd_capture_rules(bgd_job_t *job)
 {
     apr_time_t now, deadline;
-    apr_off_t acked;
+    apr_off_t acked, queued;
     const char *reason;
 
-    if (bgd_job_timed(job) || !job->rule_origin || job->c->master) {
+    if (bgd_job_timed(job) || !job->capture_watched) {
         return APR_SUCCESS;
     }
     now = apr_time_now();
@@ -2357,14 +2405,14 @@ static apr_status_t bgd_capture_rules(bgd_job_t *job)
      * backend keeps it waiting, has its output offered meanwhile; one that
      * does neither ends before long, and the rules go on from the
      * hand-off.) */
+    queued = bgd_job_socket_queued(job);
     acked = bgd_job_acked(job);
-    if (acked > job->progress_acked || acked >= job->sent) {
+    if (queued <= 0 || acked > job->progress_acked) {
         job->progress_acked = acked;
         job->last_progress = now;
     }
-    deadline = bgd_deadline(job, &reason);
-    /* BgDeliverMaxTime has its own test here (bgd_max_time_over()). */
-    if (!deadline || now < deadline || !strcmp(reason, "max-time")) {
+    deadline = bgd_idle_deadline(job, &reason);
+    if (!deadline || now < deadline) {
         return APR_SUCCESS;
     }
     return bgd_capture_drop(job, reason);
@@ -2581,8 +2629,9 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         else {
             job->mem_bytes += b->length;
         }
-        if (!job->captured && !bgd_job_timed(job)) {
-            job->rule_origin = job->last_progress = apr_time_now();
+        if (!job->captured && !bgd_job_timed(job) && !job->c->master) {
+            bgd_rules_start(job, apr_time_now(), 0);
+            job->capture_watched = 1;
         }
         job->captured += b->length;
         APR_BUCKET_REMOVE(b);
@@ -3820,11 +3869,8 @@ static void bgd_watchdog_scan_locked(bgd_engine_t *e, apr_time_t now)
              * connection is parked and listed, so no worker touches its
              * job while this lock is held. */
             const char *reason;
-            apr_time_t deadline = bgd_deadline(bc->job, &reason);
-            if (deadline > now) {
-                bc->wd_deadline = deadline;
-                bc->wd_reason = reason;
-            }
+            bc->wd_deadline = bgd_deadline(bc->job, &reason);
+            bc->wd_reason = reason;
         }
         if (bc->wd_deadline && now >= bc->wd_deadline && bc->job) {
             bc->job->kill_reason = bc->wd_reason;
@@ -4857,9 +4903,15 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
         }
         if (job->outcome) {
             /* Dropped by a slow-read rule while the handler ran: logged
-             * and counted as a delivery that was dropped. */
-            bgd_count(&bgd_table->started, 1);
-            bgd_account_end(job);
+             * and counted as a delivery that was dropped; one that had
+             * fallen back to the foreground is counted as that already. */
+            if (job->fell_back) {
+                apr_table_setn(r->notes, "bgdeliver", job->outcome);
+            }
+            else {
+                bgd_count(&bgd_table->started, 1);
+                bgd_account_end(job);
+            }
             bgd_correct_bytes_sent(job);
         }
         bgd_slot_release(job);
@@ -4874,16 +4926,14 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
     job->bodiless = r->header_only || r->status == HTTP_NOT_MODIFIED
                     || r->status == HTTP_NO_CONTENT;
     job->handoff = apr_time_now();
-    /* An unpaced response's clocks run since its first bytes were
-     * captured (bgd_capture_rules()), a paced one's from here. */
-    if (!job->rule_origin || bgd_job_timed(job)) {
-        job->rule_origin = job->handoff;
-        job->last_progress = job->handoff;
-    }
+    /* The idle clock of an unpaced response runs on from its capture
+     * (bgd_capture_rules()). */
+    bgd_rules_start(job, job->handoff, job->capture_watched);
     job->rate_mark_time = job->handoff;
     job->pace_start = bgd_job_timed(job)
                       ? bgd_pace_origin(job)
-                      : job->rule_origin;
+                      : job->capture_watched ? job->last_progress
+                                             : job->handoff;
     bgd_count(&bgd_table->started, 1);
     if (bgd_slot(job->slot)) {
         bgd_slot_t *slot = bgd_slot(job->slot);

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 37, need need_module('mod_bgdeliver.c'),
+plan tests => 40, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate minrate/default-grace idle maxtime)) {
@@ -42,6 +42,54 @@ t_debug("min-rate: dropped after $t s, $n bytes");
 ok t_cmp(!$c && $t < 6 ? 1 : 0, 1, 'min-rate: slow reader dropped within seconds');
 ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: dropping slow client .* min-rate/ }) ? 1 : 0,
          1, 'min-rate: logged with BGD004');
+
+# A pipelined request whose response starts while the socket still holds
+# the end of the one before: the client reads those bytes first, and that
+# is reading all the same.  Counted as nothing, they dropped a client at
+# 1.25 times the minimum rate a second into its second response.
+{
+    gen_file('bgdeliver/files/pipelined-3m.bin', 3_000_000);
+    my $srv = private_server(<<'CONF');
+SendBufferSize 1048576
+<Location /bgdeliver/files/>
+    BgDeliver On
+    BgDeliverMinRate 1000000 1
+</Location>
+CONF
+    my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+    my $req = "GET /bgdeliver/files/pipelined-3m.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    print $s $req . $req;
+    my $t0 = time;
+    my @r = map { read_response($s, rate => 1_250_000, chunk => 16384, timeout => 10) } 1 .. 2;
+    close $s;
+    t_debug(sprintf 'pipelined: %s in %.2f s', join(' ', map { length($_->{body} // '') } @r), time - $t0);
+    ok t_cmp(join(' ', map { $_->{complete} ? 'complete' : 'cut' } @r), 'complete complete',
+             'pipelined at 1.25 times the minimum rate: both responses complete');
+    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
+    ok t_cmp($log =~ /BGD004/ ? 1 : 0, 0, '... nobody dropped');
+    $srv->{stop}->();
+}
+
+# A handler slower than BgDeliverMinRate (20 bytes, 1.5 s, 20 bytes, as a
+# heartbeat or a page computed after its headers) is not its client's
+# slow reading: the rate counts from the hand-off.
+if (have_module('bgd_test')) {
+    my $srv = private_server(<<'CONF', test_modules => ['bgd_test']);
+<Location /gen>
+    SetHandler bgd-test-gen
+    BgDeliver On
+    BgDeliverMinRate 1000 1
+</Location>
+CONF
+    my $r = request(GET => '/gen?size=40&chunk=20&delay=1500&flush=1', port => $srv->{port},
+                    timeout => 10);
+    ok t_cmp(join(' ', $r->{status}, length($r->{body} // ''), $r->{complete} ? 'complete' : 'cut'),
+             '200 40 complete', 'a handler slower than the minimum rate: its client is not dropped');
+    $srv->{stop}->();
+}
+else {
+    skip 'mod_bgd_test';
+}
 
 # BgDeliverMinRate without a grace inside the location above: the default
 # 30 s, not its 1 s, so the same reader keeps going for 3 s.
