@@ -510,7 +510,7 @@ sub private_server {
     my $top = $vars->{top_dir};
     my $dir = "$vars->{t_logs}/private.$$." . int(rand(1e6));
     mkdir $dir or die "$dir: $!";
-    chmod 0755, $dir;
+    chmod 01777, $dir;
     my $port = free_port();
     my $mpm = $o{mpm} || 'event';
     chomp(my $libexec = `apxs -q LIBEXECDIR 2>/dev/null` || '/usr/lib/apache2/modules');
@@ -531,7 +531,7 @@ sub private_server {
     open my $fh, '>', "$dir/httpd.conf" or die $!;
     my $with_bgd = grep { $_ eq 'bgdeliver' } @{ $o{modules} || ['bgdeliver'] };
     print $fh "ServerRoot $dir\nDefaultRuntimeDir $dir\nPidFile $dir/httpd.pid\n",
-              "ErrorLog $dir/error_log\n",
+              "ErrorLog $dir/error_log\nCoreDumpDirectory $dir\n",
               "LogLevel info", ($with_bgd ? " bgdeliver:debug" : ''), "\n",
               "ServerName 127.0.0.1\n$user",
               "Listen 127.0.0.1:$port\n",
