@@ -5742,14 +5742,19 @@ static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
 
     (void)pchild;
     /* New responses go out normally from here on.  After a graceful
-     * restart (the parent runs a newer generation) or on a hard stop,
-     * paced ones also drain at full speed, so that the old generation
-     * exits quickly: the engine threads hand their connections back at
-     * once.  A child that only retires (idle, MaxConnectionsPerChild, or
+     * restart (the parent runs a newer generation) paced ones also drain
+     * at full speed, so that the old generation exits quickly: the engine
+     * threads hand their connections back at once.  A child that only retires (idle, MaxConnectionsPerChild, or
      * a graceful stop, as stock Apache finishes its transfers then) keeps
      * pacing them: its engine threads serve until the last one ends. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
-    if (graceful && !bgd_draining()) {
+    /* Not on a hard stop: the MPM is closing the sockets its workers hold
+     * and the workers exit without taking more work, so connections
+     * handed back now would only race with that (2.4.71's event MPM then
+     * closed the socket of a connection whose pool a worker had just
+     * destroyed: SIGSEGV in the child's main thread).  The engine threads
+     * stop with the child, and bgd_child_exit() logs what they held. */
+    if (!graceful || !bgd_draining()) {
         return;
     }
     apr_atomic_set32(&bgd_child_draining_flag, 1);
