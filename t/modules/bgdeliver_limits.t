@@ -34,6 +34,14 @@ sub dropped_after {
     return (time - $t0, length $res->{body}, $res->{complete});
 }
 
+# A private server whose files are delivered under BgDeliverMinRate
+# $minrate, with SendBufferSize $sndbuf (0: the kernel's autotuning).
+sub minrate_server {
+    my ($sndbuf, $minrate) = @_;
+    return private_server("SendBufferSize $sndbuf\n<Location /bgdeliver/files/>\n"
+                          . "    BgDeliver On\n    BgDeliverMinRate $minrate\n</Location>\n");
+}
+
 my $mark = log_mark();
 
 # Minimum rate 50 kB/s after a 1 s grace; the client reads 5 kB/s.
@@ -49,13 +57,7 @@ ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: dropping slow cl
 # 1.25 times the minimum rate a second into its second response.
 {
     gen_file('bgdeliver/files/pipelined-3m.bin', 3_000_000);
-    my $srv = private_server(<<'CONF');
-SendBufferSize 1048576
-<Location /bgdeliver/files/>
-    BgDeliver On
-    BgDeliverMinRate 1000000 1
-</Location>
-CONF
+    my $srv = minrate_server(1048576, '1000000 1');
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
     my $req = "GET /bgdeliver/files/pipelined-3m.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     print $s $req . $req;
@@ -221,13 +223,7 @@ ok t_cmp(bgd_status()->{BgDeliverDropped} >= 3 ? 1 : 0, 1, 'drops counted in the
 # let a client at 20 kB/s, under a 50 kB/s minimum, pass for minutes.
 {
     gen_file('bgdeliver/files/minrate-16m.bin', 16_000_000);
-    my $srv = private_server(<<'CONF');
-SendBufferSize 0
-<Location /bgdeliver/files/>
-    BgDeliver On
-    BgDeliverMinRate 50000 1
-</Location>
-CONF
+    my $srv = minrate_server(0, '50000 1');
     my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
     http_send($s, 'GET', '/bgdeliver/files/minrate-16m.bin');
     my $t0 = time;
