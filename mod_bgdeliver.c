@@ -4151,7 +4151,13 @@ static void bgd_end_incomplete(bgd_job_t *job)
     if (bgd_outcome_resets(job->outcome)) {
         bgd_reset_on_close(job);
     }
-    job->c->aborted = 1;
+    /* An HTTP/2 stream whose backend broke off has passed mod_proxy's
+     * error bucket down with its body: mod_http2 resets the stream for
+     * it, and counts %O as its connection takes the stream's output,
+     * which an aborted stream connection never reports (it logged 0). */
+    if (!job->c->master || strcmp(job->outcome, "backend-error")) {
+        job->c->aborted = 1;
+    }
     job->c->keepalive = AP_CONN_CLOSE;
     bgd_correct_bytes_sent(job);
 }

@@ -15,7 +15,7 @@ use Apache::Test;
 use Apache::TestUtil;
 use HTTP::Date qw(time2str);
 use Bgd::Test qw(parallel_requests pattern_md5 log_mark error_log_since
-                 hostport_of docroot wait_until);
+                 hostport_of docroot wait_until access_log_lines);
 
 my $V92 = 7000;         # B/s
 my $LAT = 0.120;        # s
@@ -46,7 +46,7 @@ while (my ($n, $s) = splice @specs, 0, 2) { push @names, $n; push @reqs, $s }
 # curl hangs at start-up with it.
 my $curl = 'env -u LD_PRELOAD curl';
 my $h2 = need_module('mod_http2.c') && `$curl -V 2>/dev/null` =~ /HTTP2/;
-plan tests => 28, need need_module('mod_dialup.c'),
+plan tests => 29, need need_module('mod_dialup.c'),
     need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $mark = log_mark();
@@ -178,7 +178,31 @@ else {
     skip 'mod_http2 or an HTTP/2 curl missing';
 }
 
-# 27-28: a status page inside a paced scope is never paced, and not
+# 27: a paced HTTP/2 stream whose proxied backend breaks off (it promised
+# 600,000 bytes and closed after 300,000): the client sees the stream
+# reset, and %O counts what left; it logged 0, the stream's connection
+# having been marked aborted before mod_http2 counted its output.
+if ($h2 && have_module('proxy_http')) {
+    my (undef, $port) = hostport_of('dialup_h2');
+    my $path = '/h2proxy/gen?size=600000&cut=300000&pace=2000000';
+    my $got = `$curl -s --http2-prior-knowledge -o /dev/null -w '%{size_download}' 'http://127.0.0.1:$port$path'`;
+    my $line = wait_until(5, sub {
+        (reverse grep { index($_, "\"GET $path ") >= 0 } access_log_lines())[0];
+    }) // '';
+    my @f = split ' ', $line;
+    my $o = $f[11] // 0;
+    t_debug("h2, broken backend: client got $got, logged: $line");
+    ok t_cmp(join(' ', ($got > 100_000 && $got < 300_000) ? 'cut' : "got $got",
+                  ($o > 0.9 * $got && $o < $got + 50_000) ? '%O right' : "%O $o",
+                  @f[12, 13]),
+             'cut %O right backend-error X',
+             'h2c, paced, backend breaks off: stream cut, %O what left');
+}
+else {
+    skip 'mod_http2, an HTTP/2 curl or mod_proxy_http missing';
+}
+
+# 28-29: a status page inside a paced scope is never paced, and not
 # labelled with the scope's line (the status pages stay quick whatever a
 # client asks for); a paced page next to it is labelled.
 {
