@@ -639,7 +639,7 @@ static apr_off_t bgd_job_socket_queued(const bgd_job_t *job)
 
 /* How much the client has read since the rules' clock started: what it
  * was sent and what the socket held then, less what the socket holds
- * now.  Bytes still queued are not read yet: the kernel grows the send
+ * now (`queued`, from bgd_job_socket_queued()).  Bytes still queued are not read yet: the kernel grows the send
  * buffer of a connection that keeps it full, to megabytes, which counted
  * as read would let a client far below BgDeliverMinRate pass for minutes.
  * The bytes of an earlier response still queued when this one started (a
@@ -647,9 +647,8 @@ static apr_off_t bgd_job_socket_queued(const bgd_job_t *job)
  * first.  TLS records make the queue a little larger than the data they
  * carry: the error is on the strict side and below 1 %.  Where the queue
  * is unknown, what was handed over is all we know. */
-static apr_off_t bgd_job_acked(const bgd_job_t *job)
+static apr_off_t bgd_job_acked_at(const bgd_job_t *job, apr_off_t queued)
 {
-    apr_off_t queued = bgd_job_socket_queued(job);
     apr_off_t offered = job->sent - job->sent_at_origin
                         + job->queued_at_origin;
 
@@ -657,6 +656,11 @@ static apr_off_t bgd_job_acked(const bgd_job_t *job)
         return job->sent - job->sent_at_origin;
     }
     return offered > queued ? offered - queued : 0;
+}
+
+static apr_off_t bgd_job_acked(const bgd_job_t *job)
+{
+    return bgd_job_acked_at(job, bgd_job_socket_queued(job));
 }
 
 /* The count of bytes read starts over (see rule_origin); so does the idle
@@ -1908,7 +1912,6 @@ static apr_status_t bgd_kick_core(conn_rec *c)
     return core->frec->filter_func.out_func(core, NULL);
 }
 
-
 /* How many more payload bytes the send buffer of socket fd takes now, or
  * -1 when that is unknown.  The kernel counts the buffer in memory,
  * segments with their overhead (SO_MEMINFO), against SO_SNDBUF; SIOCOUTQ
@@ -2367,10 +2370,9 @@ static apr_status_t bgd_capture_drop(bgd_job_t *job, const char *reason)
     return APR_ECONNABORTED;
 }
 
-static apr_status_t bgd_capture_max_time(bgd_job_t *job)
-{
-    return bgd_capture_drop(job, "max-time");
-}
+/* How often the capture looks: a clock read per call, a socket query at
+ * most this often. */
+#define BGD_CAPTURE_RULES_EVERY apr_time_from_msec(100)
 
 /* The idle rule while the handler of an unpaced response still writes
  * it: without it a client that reads nothing would keep the handler (and
@@ -2383,9 +2385,6 @@ static apr_status_t bgd_capture_max_time(bgd_job_t *job)
  * response is not judged here: its line holds bytes back on purpose, and
  * its handler waits for the line (bgd_capture_wait_line()) under the
  * core's Timeout. */
-/* How often the capture looks: a clock read per call, a socket query at
- * most this often. */
-#define BGD_CAPTURE_RULES_EVERY apr_time_from_msec(100)
 static apr_status_t bgd_capture_rules(bgd_job_t *job)
 {
     apr_time_t now, deadline;
@@ -2406,7 +2405,7 @@ static apr_status_t bgd_capture_rules(bgd_job_t *job)
      * does neither ends before long, and the rules go on from the
      * hand-off.) */
     queued = bgd_job_socket_queued(job);
-    acked = bgd_job_acked(job);
+    acked = bgd_job_acked_at(job, queued);
     if (queued <= 0 || acked > job->progress_acked) {
         job->progress_acked = acked;
         job->last_progress = now;
@@ -2451,7 +2450,7 @@ static apr_status_t bgd_capture_wait_line(bgd_job_t *job)
             break;
         }
         if (bgd_max_time_over(job, job->queue)) {
-            rv = bgd_capture_max_time(job);
+            rv = bgd_capture_drop(job, "max-time");
             break;
         }
         if (bgd_draining()) {
@@ -2505,7 +2504,7 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 
     if ((job->capturing || job->foreground) && bgd_max_time_over(job, bb)) {
         apr_brigade_cleanup(bb);
-        return bgd_capture_max_time(job);
+        return bgd_capture_drop(job, "max-time");
     }
     if (!job->capturing) {
         return ap_pass_brigade(f->next, bb);
@@ -4933,13 +4932,11 @@ static int bgd_capture_end(request_rec *r, bgd_job_t *job, int rv)
                     || r->status == HTTP_NO_CONTENT;
     job->handoff = apr_time_now();
     /* The idle clock of an unpaced response runs on from its capture
-     * (bgd_capture_rules()). */
+     * (bgd_capture_rules()); its pace_start is where that clock stands. */
     bgd_rules_start(job, job->handoff, job->capture_watched);
     job->rate_mark_time = job->handoff;
-    job->pace_start = bgd_job_timed(job)
-                      ? bgd_pace_origin(job)
-                      : job->capture_watched ? job->last_progress
-                                             : job->handoff;
+    job->pace_start = bgd_job_timed(job) ? bgd_pace_origin(job)
+                                         : job->last_progress;
     bgd_count(&bgd_table->started, 1);
     if (bgd_slot(job->slot)) {
         bgd_slot_t *slot = bgd_slot(job->slot);
@@ -5750,9 +5747,10 @@ static void bgd_child_stopping(apr_pool_t *pchild, int graceful)
     /* New responses go out normally from here on.  After a graceful
      * restart (the parent runs a newer generation) paced ones also drain
      * at full speed, so that the old generation exits quickly: the engine
-     * threads hand their connections back at once.  A child that only retires (idle, MaxConnectionsPerChild, or
-     * a graceful stop, as stock Apache finishes its transfers then) keeps
-     * pacing them: its engine threads serve until the last one ends. */
+     * threads hand their connections back at once.  A child that only
+     * retires (idle, MaxConnectionsPerChild, or a graceful stop, as stock
+     * Apache finishes its transfers then) keeps pacing them: its engine
+     * threads serve until the last one ends. */
     apr_atomic_set32(&bgd_child_stopping_flag, 1);
     /* Not on a hard stop: the MPM is closing the sockets its workers hold
      * and the workers exit without taking more work, so connections

@@ -303,7 +303,7 @@ typedef struct {
     apr_time_t armed_stamp;             /* the first read's since armed */
     int armed;                          /* the in filter waits for a read */
     apr_time_t next_arrival;            /* first bytes of the next request */
-    apr_time_t next_first_stamp;        /* the stamp of the read that saw them */
+    apr_time_t next_first_stamp;        /* of the read that saw them */
     int next_source;
     conntimes_req_t *reading;           /* waiting for its first bytes */
     conntimes_req_t *current;           /* read, its EOR not passed yet */
