@@ -77,6 +77,7 @@
 #include "apr_file_info.h"
 #include "apr_file_io.h"
 #include "apr_hash.h"
+#include "apr_lib.h"
 #include "apr_optional.h"
 #include "apr_portable.h"
 #include "apr_shm.h"
@@ -6072,7 +6073,7 @@ static const char *bgd_parse_count(cmd_parms *cmd, const char *arg,
 
     errno = 0;
     n = strtol(arg, &end, 10);
-    if (end == arg || *end || errno || n < min || n > max) {
+    if (!apr_isdigit(*arg) || *end || errno || n < min || n > max) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not valid; expected a "
                             "whole number from %d to %d", cmd->cmd->name,
                             arg, min, max);
@@ -6081,11 +6082,23 @@ static const char *bgd_parse_count(cmd_parms *cmd, const char *arg,
     return NULL;
 }
 
-static const char *bgd_cmd_enable(cmd_parms *cmd, void *dconf, int flag)
+/* TAKE1 rather than FLAG: the core's FLAG check neither names the bad
+ * value nor refuses words after the first ("BgDeliver On Off"). */
+static const char *bgd_cmd_enable(cmd_parms *cmd, void *dconf,
+                                  const char *arg)
 {
     bgd_dir_conf_t *conf = dconf;
-    (void)cmd;
-    conf->enabled = flag ? 1 : 0;
+
+    if (!strcasecmp(arg, "on")) {
+        conf->enabled = 1;
+    }
+    else if (!strcasecmp(arg, "off")) {
+        conf->enabled = 0;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not valid; expected On "
+                            "or Off", cmd->cmd->name, arg);
+    }
     return NULL;
 }
 
@@ -6296,7 +6309,7 @@ static void bgd_register_hooks(apr_pool_t *p)
 }
 
 static const command_rec bgd_cmds[] = {
-    AP_INIT_FLAG("BgDeliver", bgd_cmd_enable, NULL, OR_FILEINFO,
+    AP_INIT_TAKE1("BgDeliver", bgd_cmd_enable, NULL, OR_FILEINFO,
                  "On to deliver large responses without holding a worker"),
     AP_INIT_TAKE1("BgDeliverMinSize", bgd_cmd_min_size, NULL,
                   RSRC_CONF | ACCESS_CONF,

@@ -4043,7 +4043,7 @@ static const char *conntimes_set_int(cmd_parms *cmd, const char *arg,
         return err;
     }
     v = apr_strtoi64(arg, &end, 10);
-    if (!*arg || *end || v < min || v > max) {
+    if (!apr_isdigit(*arg) || *end || v < min || v > max) {
         return apr_psprintf(cmd->pool, "%s: bad value '%s': must be a whole "
                             "number from %d to %d", cmd->cmd->name, arg,
                             min, max);
@@ -4116,7 +4116,7 @@ static int conntimes_time_unit_ok(const char *arg)
     int i;
 
     for (i = 0; units[i]; i++) {
-        if (!strcasecmp(unit, units[i])) {
+        if (!strcmp(unit, units[i])) {
             return 1;
         }
     }
@@ -4143,7 +4143,7 @@ static const char *conntimes_set_slow(cmd_parms *cmd, void *d,
              || t < 0 || t > apr_time_from_sec(86400)) {
         return apr_psprintf(cmd->pool, "%s: bad value '%s': must be Off or a "
                             "duration up to one day, in ms by default or "
-                            "with a unit (ms, s, mi, h), e.g. 500 or 2s",
+                            "with a unit (ms, s, mi or min, h), e.g. 500 or 2s",
                             cmd->cmd->name, arg);
     }
     g->slow = t;

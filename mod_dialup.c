@@ -662,8 +662,8 @@ static const char *dialup_cmd_framing(cmd_parms *cmd, void *dconf,
     }
     else {
         return apr_psprintf(cmd->pool, "%s: '%s' is not valid; expected "
-                            "'sync' (8 bits per byte) or 'async' (10 bits "
-                            "per byte: start and stop bit)",
+                            "'sync' or 8 (bits per byte), or 'async' or 10 "
+                            "(bits per byte: start and stop bit)",
                             cmd->cmd->name, arg);
     }
     dialup_note_configured();

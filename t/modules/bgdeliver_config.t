@@ -12,7 +12,9 @@ use Apache::TestUtil;
 use Bgd::Test qw(configtest);
 
 my @bad = (
-    [ 'BgDeliver maybe',                  qr/BgDeliver must be On or Off/ ],
+    [ 'BgDeliver maybe',                  qr/BgDeliver: 'maybe' is not valid; expected On or Off/ ],
+    # The core's FLAG check took the first word and ignored the rest.
+    [ 'BgDeliver On Off',                 qr/BgDeliver takes one argument/ ],
     [ 'BgDeliverMinSize 12x',             qr/BgDeliverMinSize: '12x' is not a valid size.*k, M or G/ ],
     [ 'BgDeliverMinSize -5',              qr/BgDeliverMinSize: '-5' is not a valid size/ ],
     # apr_strtoi64() alone takes a sign and leading spaces.
@@ -39,6 +41,10 @@ my @bad = (
     [ 'BgDeliverOverflow reject soon',    qr/BgDeliverOverflow: 'soon' is not valid; expected a whole number from 0 to 86400/ ],
     [ 'BgDeliverSpoolDir /nonexistent/x', qr/BgDeliverSpoolDir: '\/nonexistent\/x' is not an existing directory/ ],
     [ 'BgDeliverMaxPerClient many',       qr/BgDeliverMaxPerClient: 'many' is not valid; expected a whole number from 0 to 1000000/ ],
+    # strtol() alone takes a sign and leading spaces.
+    [ 'BgDeliverMaxPerClient +8',         qr/BgDeliverMaxPerClient: '\+8' is not valid; expected a whole number/ ],
+    [ 'BgDeliverMaxPerClient " 8"',       qr/BgDeliverMaxPerClient: ' 8' is not valid; expected a whole number/ ],
+    [ 'BgDeliverMaxPerClient 1000001',    qr/BgDeliverMaxPerClient: '1000001' is not valid; expected a whole number from 0 to 1000000/ ],
     [ 'BgDeliverMaxDeliveries 0',         qr/BgDeliverMaxDeliveries: '0' is not valid; expected a whole number from 1 to 1000000/ ],
     [ "<VirtualHost 127.0.0.1:1>\nBgDeliverMaxDeliveries 10\n</VirtualHost>",
                                           qr/BgDeliverMaxDeliveries cannot occur within <VirtualHost> section/ ],

@@ -18,6 +18,8 @@ my @cases = (
     [ 'ConntimesMaxHandlers 0',       qr/ConntimesMaxHandlers: bad value '0': must be a whole number from 1 to 256/ ],
     [ 'ConntimesMaxHandlers 12x',     qr/ConntimesMaxHandlers: bad value '12x'/ ],
     [ 'ConntimesSeriesInterval 5',    qr/ConntimesSeriesInterval: bad value '5': must be a whole number from 10 to 3600/ ],
+    # apr_strtoi64() alone takes a sign.
+    [ 'ConntimesSeriesInterval +60',  qr/ConntimesSeriesInterval: bad value '\+60': must be a whole number/ ],
     [ 'ConntimesSeriesSlots 9',       qr/ConntimesSeriesSlots: bad value '9': must be a whole number from 10 to 100000/ ],
     [ 'ConntimesKernelTimestamps yes', qr/ConntimesKernelTimestamps: bad value 'yes': must be On or Off/ ],
     [ 'ConntimesRecord maybe',        qr/ConntimesRecord: bad value 'maybe': must be On or Off/ ],
@@ -26,6 +28,10 @@ my @cases = (
     # httpd's parser reads only the unit's first letters.
     [ 'ConntimesSlowThreshold 10sec', qr/ConntimesSlowThreshold: bad value '10sec': must be Off or a duration/ ],
     [ 'ConntimesSlowThreshold 5hours', qr/ConntimesSlowThreshold: bad value '5hours'/ ],
+    # ... in lower case only: "2S" passed the unit check and then failed
+    # in httpd's parser with a message that was not ours.
+    [ 'ConntimesSlowThreshold 2S',    qr/ConntimesSlowThreshold: bad value '2S': must be Off or a duration .*\(ms, s, mi or min, h\)/ ],
+    [ "ConntimesSlowThreshold 5min\nConntimesSeriesInterval 60", qr/Syntax OK/ ],
     [ "<VirtualHost 127.0.0.1:1>\nConntimesMaxHandlers 8\n</VirtualHost>",
       qr/ConntimesMaxHandlers cannot occur within <VirtualHost> section/ ],
     [ "ConntimesMaxHandlers 8\nConntimesSlowThreshold 2s\nConntimesRecord Off\n"

@@ -28,7 +28,7 @@ my @bad = (
     [ 'DialupRate 200G', qr/DialupRate: '200G' is not a valid rate \(out of range\)/ ],
     [ 'DialupLatency 2min', qr/DialupLatency: '2min' is not a valid latency \(unknown unit\); expected milliseconds from 0 to 60000, optionally with ms or s/ ],
     [ 'DialupLatency 61s',  qr/DialupLatency: '61s' is not a valid latency \(out of range\)/ ],
-    [ 'DialupFraming 9',    qr/DialupFraming: '9' is not valid; expected 'sync' \(8 bits per byte\) or 'async' \(10 bits per byte/ ],
+    [ 'DialupFraming 9',    qr/DialupFraming: '9' is not valid; expected 'sync' or 8 \(bits per byte\), or 'async' or 10 \(bits per byte/ ],
     [ 'DialupBurst 1.5k',   qr/DialupBurst: '1\.5k' is not a valid size; expected whole bytes from 0 to 1G, optionally with a k, M or G suffix/ ],
     [ 'DialupBurst 2048M',  qr/DialupBurst: '2048M' is not a valid size/ ],
     [ 'DialupBurst 2G',     qr/DialupBurst: '2G' is not a valid size; expected whole bytes from 0 to 1G, optionally with a k, M or G suffix/ ],
@@ -127,6 +127,10 @@ my $good = conf('good', <<'EOF');
 <Location /c>
     ModemStandard none
     DialupLatency 150
+</Location>
+<Location /d>
+    DialupRate 9600
+    DialupFraming 10
 </Location>
 EOF
 my ($rc, $out) = run_httpd($good, '-t');
