@@ -124,7 +124,6 @@ module AP_MODULE_DECLARE_DATA bgdeliver_module;
 #define BGD_DEFAULT_MIN_RATE  256
 #define BGD_DEFAULT_GRACE     apr_time_from_sec(30)
 #define BGD_DEFAULT_MAX_DELIVERIES 4096
-#define BGD_DEFAULT_PULSE     apr_time_from_msec(100)
 /* Line time a paced delivery may be behind its schedule and still catch
  * up at once: two pulses, and no less than this (see
  * bgd_pace_after_dry()). */
@@ -2893,7 +2892,8 @@ static apr_status_t bgd_unmapped_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 static apr_interval_time_t bgd_effective_pulse(const bgd_job_t *job)
 {
     const bgdeliver_pacing_t *p = &job->pacing;
-    apr_interval_time_t pulse = p->pulse > 0 ? p->pulse : BGD_DEFAULT_PULSE;
+    apr_interval_time_t pulse = p->pulse > 0 ? p->pulse
+                                              : BGDELIVER_DEFAULT_PULSE;
     int budget = bgd_max_wakeups == BGD_UNSET ? BGD_DEFAULT_WAKEUPS
                                               : bgd_max_wakeups;
     /* Pulses the engine thread writes are not wake-ups. */

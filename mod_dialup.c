@@ -409,7 +409,8 @@ static int dialup_fixups(request_rec *r)
     memset(&pacing, 0, sizeof(pacing));
     pacing.rate = dialup_bytes_per_sec(&line);
     pacing.latency = line.latency;
-    pacing.pulse = conf->pulse != DIALUP_UNSET ? conf->pulse : 0;
+    pacing.pulse = conf->pulse != DIALUP_UNSET ? conf->pulse
+                                               : BGDELIVER_DEFAULT_PULSE;
     pacing.burst = conf->burst != DIALUP_UNSET ? conf->burst : 0;
     pacing.label = line.label;
 

@@ -49,6 +49,9 @@ extern "C" {
 /** Version of this interface; bumped on incompatible changes. */
 #define BGDELIVER_API_VERSION 1
 
+/** The pulse of a pacing policy that gives none: 100 ms. */
+#define BGDELIVER_DEFAULT_PULSE apr_time_from_msec(100)
+
 /**
  * A pacing policy: the engine sends at most @c rate bytes per second of
  * wire data (status line and headers included, TLS overhead excluded),
@@ -63,8 +66,8 @@ typedef struct bgdeliver_pacing_t {
     /** Delay of the first byte, counted from r->request_time; 0 to 3600
      *  seconds. */
     apr_interval_time_t latency;
-    /** Longest gap between two writes, up to 60 seconds; 0 selects the
-     *  default (100 ms). */
+    /** Longest gap between two writes, up to 60 seconds; 0 selects
+     *  BGDELIVER_DEFAULT_PULSE. */
     apr_interval_time_t pulse;
     /** Bytes that may leave at once when the latency has elapsed; 0 to
      *  1 TB. */
