@@ -639,14 +639,15 @@ static apr_off_t bgd_job_socket_queued(const bgd_job_t *job)
 
 /* How much the client has read since the rules' clock started: what it
  * was sent and what the socket held then, less what the socket holds
- * now (`queued`, from bgd_job_socket_queued()).  Bytes still queued are not read yet: the kernel grows the send
- * buffer of a connection that keeps it full, to megabytes, which counted
- * as read would let a client far below BgDeliverMinRate pass for minutes.
- * The bytes of an earlier response still queued when this one started (a
- * pipelined request) are the client's reading as much: it takes them
- * first.  TLS records make the queue a little larger than the data they
- * carry: the error is on the strict side and below 1 %.  Where the queue
- * is unknown, what was handed over is all we know. */
+ * now (`queued`, from bgd_job_socket_queued()).  Bytes still queued are
+ * not read yet: the kernel grows the send buffer of a connection that
+ * keeps it full, to megabytes, which counted as read would let a client
+ * far below BgDeliverMinRate pass for minutes.  The bytes of an earlier
+ * response still queued when this one started (a pipelined request) are
+ * the client's reading as much: it takes them first.  TLS records make
+ * the queue a little larger than the data they carry: the error is on
+ * the strict side and below 1 %.  Where the queue is unknown, what was
+ * handed over is all we know. */
 static apr_off_t bgd_job_acked_at(const bgd_job_t *job, apr_off_t queued)
 {
     apr_off_t offered = job->sent - job->sent_at_origin
@@ -2241,7 +2242,8 @@ static apr_status_t bgd_take_pass(bgd_job_t *job, apr_off_t want,
              * ourselves) would send the zeros of a racing truncation.
              * What sendfile carries cannot be checked. */
             for (e = APR_BRIGADE_FIRST(job->slice);
-                 e != APR_BRIGADE_SENTINEL(job->slice); e = APR_BUCKET_NEXT(e)) {
+                 e != APR_BRIGADE_SENTINEL(job->slice);
+                 e = APR_BUCKET_NEXT(e)) {
                 if (APR_BUCKET_IS_FILE(e)
                     && (job->tls || !bgd_bucket_sendfile(e))) {
                     bgd_check_file_reads(e, job->c);

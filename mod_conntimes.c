@@ -2274,8 +2274,8 @@ static void conntimes_put_auto(request_rec *r, conntimes_shm_t *m,
     ap_rprintf(r, "ConntimesRequestsBackground: %" APR_UINT64_T_FMT "\n",
                s->cls[CT_BG].count);
     ap_rprintf(r, "ConntimesSinceReset: %" APR_TIME_T_FMT "\n",
-               apr_time_sec(apr_time_now()
-                            - (apr_time_t)apr_atomic_read64(&m->hdr->reset_time)));
+               apr_time_sec(apr_time_now() - (apr_time_t)apr_atomic_read64(
+                                                  &m->hdr->reset_time)));
     for (i = 0; i < CT_NPHASE; i++) {
         const char *k = conntimes_phase_keys[i];
         conntimes_stat(&st, &s->all.phase[i], s->all.count);
