@@ -207,7 +207,16 @@ typedef struct bgd_dir_conf_t {
 typedef struct bgd_srv_conf_t {
     const char *spool_dir;              /* BgDeliverSpoolDir */
     int max_per_client;                 /* BgDeliverMaxPerClient */
+    int client_bits4;                   /* BgDeliverClientPrefix */
+    int client_bits6;
 } bgd_srv_conf_t;
+
+/* One client for BgDeliverMaxPerClient: a host of IPv4 (NAT puts a home
+ * behind one address), a /64 of IPv6 (a home or a phone gets one, and
+ * picks a new address in it at will; counted per address, a client could
+ * rotate its way past any cap). */
+#define BGD_DEFAULT_CLIENT_BITS4 32
+#define BGD_DEFAULT_CLIENT_BITS6 64
 
 /* The owner of a dead child's slot while a reaper frees it: the reaper's
  * pid with the top bit set (no pid has it), so that a reaper that dies
@@ -237,6 +246,10 @@ typedef struct bgd_slot_t {
     apr_off_t target_rate;
     apr_off_t current_rate;
     char client[48];
+    /* The client's address for BgDeliverMaxPerClient: 4 (IPv4, also
+     * mapped in IPv6) or 6 in addr_family, 0 while the slot is free. */
+    apr_byte_t addr_family;
+    apr_byte_t addr[16];
     char vhost[64];
     char method[16];
     char label[24];
@@ -262,7 +275,7 @@ typedef struct bgd_shm_t {
 
 /* Changes with the layout of bgd_shm_t: the table outlives a graceful
  * restart, and a new build must not read an old layout. */
-#define BGD_SHM_MAGIC 0x42474435u       /* "BGD5" */
+#define BGD_SHM_MAGIC 0x42474436u       /* "BGD6" */
 
 typedef struct bgd_retained_t {
     apr_shm_t *shm;
@@ -839,6 +852,7 @@ static void bgd_slots_reap(int starting)
              * bgd_slot_claim(): the dead one may have left it odd. */
             apr_atomic_set32(&s->seq, apr_atomic_read32(&s->seq) | 1);
             s->client[0] = '\0';
+            s->addr_family = 0;
             bgd_slot_end_write(s);
             apr_atomic_dec32(&bgd_table->in_flight);
             apr_atomic_set32(&s->owner, 0);
@@ -857,13 +871,59 @@ static int bgd_slots_reap_due(void)
            && apr_atomic_cas64(&bgd_table->reaped_at, now, last) == last;
 }
 
-static int bgd_count_client(const char *client)
+/* The client's address as a slot keeps it: 4 and the IPv4 address in the
+ * first four bytes (an IPv4 client of an IPv6 listener too), or 6; 0 for
+ * a client without an IP address. */
+static int bgd_client_addr(const request_rec *r, apr_byte_t addr[16])
 {
+    const apr_sockaddr_t *sa = r->useragent_addr;
+
+    if (!sa) {
+        return 0;
+    }
+    if (sa->family == AF_INET) {
+        memcpy(addr, &sa->sa.sin.sin_addr, 4);
+        return 4;
+    }
+#if APR_HAVE_IPV6
+    if (sa->family == AF_INET6) {
+        const struct in6_addr *a6 = &sa->sa.sin6.sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            memcpy(addr, a6->s6_addr + 12, 4);
+            return 4;
+        }
+        memcpy(addr, a6->s6_addr, 16);
+        return 6;
+    }
+#endif
+    return 0;
+}
+
+static int bgd_same_net(const apr_byte_t *a, const apr_byte_t *b, int bits)
+{
+    int whole = bits / 8, rest = bits % 8;
+
+    return !memcmp(a, b, whole)
+           && (!rest || !((a[whole] ^ b[whole]) & (0xff << (8 - rest))));
+}
+
+/* Slots of the client whose address is given, at the prefix that the
+ * server of the claiming request sets for its family. */
+static int bgd_count_client(const bgd_srv_conf_t *sconf, int family,
+                            const apr_byte_t *addr)
+{
+    int bits = family == 4 ? sconf->client_bits4 : sconf->client_bits6;
     apr_uint32_t i;
     int n = 0;
+
+    if (bits == BGD_UNSET) {
+        bits = family == 4 ? BGD_DEFAULT_CLIENT_BITS4
+                           : BGD_DEFAULT_CLIENT_BITS6;
+    }
     for (i = 0; i < bgd_table->nslots; i++) {
         bgd_slot_t *s = &bgd_table->slots[i];
-        if (s->owner && !strcmp(s->client, client)) {
+        if (s->owner && s->addr_family == family
+            && bgd_same_net(s->addr, addr, bits)) {
             n++;
         }
     }
@@ -907,6 +967,7 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int per_client)
             s->target_rate = (apr_off_t)(job->pacing.rate + 0.5);
             s->current_rate = 0;
             bgd_copy(s->client, sizeof(s->client), r->useragent_ip);
+            s->addr_family = (apr_byte_t)bgd_client_addr(r, s->addr);
             bgd_copy(s->vhost, sizeof(s->vhost), r->server->server_hostname);
             bgd_copy(s->method, sizeof(s->method), r->method);
             bgd_copy(s->label, sizeof(s->label), job->pacing.label);
@@ -916,10 +977,12 @@ static int bgd_slot_claim(request_rec *r, bgd_job_t *job, int per_client)
             /* Counting after claiming means two racing requests of one
              * client see each other: the cap may refuse both, never admit
              * both beyond it. */
-            if (per_client && sconf->max_per_client > 0
-                && bgd_count_client(s->client) > sconf->max_per_client) {
+            if (per_client && sconf->max_per_client > 0 && s->addr_family
+                && bgd_count_client(sconf, s->addr_family, s->addr)
+                   > sconf->max_per_client) {
                 bgd_slot_begin_write(s);
                 s->client[0] = '\0';
+                s->addr_family = 0;
                 bgd_slot_end_write(s);
                 apr_atomic_set32(&s->owner, 0);
                 apr_atomic_dec32(&bgd_table->in_flight);
@@ -966,6 +1029,7 @@ static void bgd_slot_release(bgd_job_t *job)
     job->slot = -1;
     bgd_slot_begin_write(s);
     s->client[0] = '\0';
+    s->addr_family = 0;
     bgd_slot_end_write(s);
     apr_atomic_set32(&s->owner, 0);
     apr_atomic_dec32(&bgd_table->in_flight);
@@ -6006,6 +6070,8 @@ static void *bgd_create_srv_conf(apr_pool_t *p, server_rec *s)
     bgd_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
     (void)s;
     conf->max_per_client = BGD_UNSET;
+    conf->client_bits4 = BGD_UNSET;
+    conf->client_bits6 = BGD_UNSET;
     return conf;
 }
 
@@ -6015,6 +6081,8 @@ static void *bgd_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     bgd_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
     conf->spool_dir = add->spool_dir ? add->spool_dir : base->spool_dir;
     BGD_MERGE(max_per_client);
+    BGD_MERGE(client_bits4);
+    BGD_MERGE(client_bits6);
     return conf;
 }
 
@@ -6223,6 +6291,22 @@ static const char *bgd_cmd_max_per_client(cmd_parms *cmd, void *dconf,
     return bgd_parse_count(cmd, arg, 0, 1000000, &conf->max_per_client);
 }
 
+static const char *bgd_cmd_client_prefix(cmd_parms *cmd, void *dconf,
+                                         const char *bits4,
+                                         const char *bits6)
+{
+    bgd_srv_conf_t *conf = ap_get_module_config(cmd->server->module_config,
+                                                &bgdeliver_module);
+    const char *err = bgd_parse_count(cmd, bits4, 1, 32,
+                                      &conf->client_bits4);
+    (void)dconf;
+    if (!err && bits6) {
+        return bgd_parse_count(cmd, bits6, 1, 128, &conf->client_bits6);
+    }
+    conf->client_bits6 = BGD_DEFAULT_CLIENT_BITS6;
+    return err;
+}
+
 /* The whole numbers that hold for the whole server: where each goes and
  * within which bounds, as the directive's cmd->info. */
 typedef struct {
@@ -6342,6 +6426,10 @@ static const command_rec bgd_cmds[] = {
                    "[retry-after-seconds]"),
     AP_INIT_TAKE1("BgDeliverSpoolDir", bgd_cmd_spool_dir, NULL, RSRC_CONF,
                   "Directory for spool files of generated responses"),
+    AP_INIT_TAKE12("BgDeliverClientPrefix", bgd_cmd_client_prefix, NULL,
+                   RSRC_CONF,
+                   "Prefix lengths in bits (IPv4 1-32, IPv6 1-128) that make "
+                   "one client for BgDeliverMaxPerClient"),
     AP_INIT_TAKE1("BgDeliverMaxPerClient", bgd_cmd_max_per_client, NULL,
                   RSRC_CONF,
                   "Concurrent background deliveries per client address "

@@ -44,6 +44,11 @@ my @bad = (
     # strtol() alone takes a sign and leading spaces.
     [ 'BgDeliverMaxPerClient +8',         qr/BgDeliverMaxPerClient: '\+8' is not valid; expected a whole number/ ],
     [ 'BgDeliverMaxPerClient " 8"',       qr/BgDeliverMaxPerClient: ' 8' is not valid; expected a whole number/ ],
+    [ 'BgDeliverClientPrefix 0',          qr/BgDeliverClientPrefix: '0' is not valid; expected a whole number from 1 to 32/ ],
+    [ 'BgDeliverClientPrefix 24 129',     qr/BgDeliverClientPrefix: '129' is not valid; expected a whole number from 1 to 128/ ],
+    [ 'BgDeliverClientPrefix /64',        qr/BgDeliverClientPrefix: '\/64' is not valid; expected a whole number from 1 to 32/ ],
+    [ "<Location />\nBgDeliverClientPrefix 24\n</Location>",
+                                          qr/BgDeliverClientPrefix not allowed in <Location> context/ ],
     [ 'BgDeliverMaxPerClient 1000001',    qr/BgDeliverMaxPerClient: '1000001' is not valid; expected a whole number from 0 to 1000000/ ],
     [ 'BgDeliverMaxDeliveries 0',         qr/BgDeliverMaxDeliveries: '0' is not valid; expected a whole number from 1 to 1000000/ ],
     [ "<VirtualHost 127.0.0.1:1>\nBgDeliverMaxDeliveries 10\n</VirtualHost>",
@@ -73,6 +78,7 @@ BgDeliverMaxDeliveries 100
 BgDeliverEngineThreads 4
 BgDeliverSpoolDir /tmp
 BgDeliverMaxPerClient 4
+BgDeliverClientPrefix 24 56
 <Location />
     BgDeliver On
     BgDeliverMinSize 1M

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 40, need need_module('mod_bgdeliver.c'),
+plan tests => 42, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate minrate/default-grace idle maxtime)) {
@@ -377,4 +377,35 @@ if (have_module('bgd_test')) {
 }
 else {
     skip 'mod_bgd_test' for 1 .. 3;
+}
+
+# BgDeliverMaxPerClient counts an IPv6 client by its /64 (it can take any
+# address in it) and an IPv4 one by its address; BgDeliverClientPrefix
+# changes both.  The addresses come from X-Forwarded-For (mod_remoteip).
+for my $case (['', '503 200 200 200'], ['BgDeliverClientPrefix 24 128', '200 200 503 200']) {
+    my ($prefix, $expect) = @$case;
+    my $srv = private_server(<<"CONF", std_modules => ['remoteip']);
+RemoteIPHeader X-Forwarded-For
+RemoteIPInternalProxy 127.0.0.1
+BgDeliverMaxPerClient 1
+$prefix
+<Location /bgdeliver/>
+    BgDeliver On
+    BgDeliverOverflow reject
+</Location>
+CONF
+    my $path = '/bgdeliver/files/caps-1m.bin';
+    my @held = map { hold_delivery($path, port => $srv->{port},
+                                   headers => { 'X-Forwarded-For' => $_ }) }
+               ('2001:db8:0:1::1', '192.0.2.1');
+    my @got = map { request(GET => $path, port => $srv->{port}, rcvbuf => 65536,
+                            headers => { 'X-Forwarded-For' => $_ },
+                            timeout => 10)->{status} }
+              ('2001:db8:0:1::2', '2001:db8:0:2::1', '192.0.2.2', '192.0.3.1');
+    close $_ for @held;
+    ok t_cmp("@got", $expect,
+             'one client per ' . ($prefix ? $prefix : 'IPv6 /64 and IPv4 address (default)')
+             . ': 2001:db8:0:1::2, 2001:db8:0:2::1, 192.0.2.2, 192.0.3.1 '
+             . 'next to held 2001:db8:0:1::1 and 192.0.2.1');
+    $srv->{stop}->();
 }

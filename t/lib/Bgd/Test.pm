@@ -648,7 +648,7 @@ push @EXPORT_OK, qw(hold_delivery);
 sub hold_delivery {
     my ($path, %o) = @_;
     my $s = http_connect(rcvbuf => 4096, %o);
-    http_send($s, 'GET', $path);
+    http_send($s, 'GET', $path, %{ $o{headers} || {} });
     read_response($s, max_body => 8192, chunk => 1024);
     return $s;
 }
