@@ -3432,13 +3432,15 @@ static void bgd_log_producer_failed(request_rec *r, apr_status_t rv)
 /* A producer failed before a byte of the response, not even its headers,
  * went out: the client gets a 500, as from a handler that fails, rather
  * than a connection closed on it with nothing.  The page is captured and
- * delivered like any response. */
+ * delivered like any response; the delivery it replaces failed, and is
+ * logged and counted as one whose backend broke off. */
 static void bgd_producer_error_page(bgd_job_t *job, apr_status_t rv)
 {
     request_rec *r = job->r;
 
     bgd_log_producer_failed(r, rv);
     job->producer = NULL;
+    job->body_broken = 1;
     r->status = HTTP_INTERNAL_SERVER_ERROR;
     job->capturing = 1;
     ap_send_error_response(r, 0);
@@ -4858,8 +4860,14 @@ static int bgd_run_producer_here(request_rec *r,
     apr_time_t idle_start = 0;
     apr_status_t st;
     const char *why = NULL;
+    const request_rec *top = r;
     int last, failed = 0;
 
+    /* A sub-request's output goes out as its main request's body, whose
+     * headers may be out although the sub-request sent nothing. */
+    while (top->main) {
+        top = top->main;
+    }
     do {
         st = producer(r, baton, tmp, BGD_SLICE_BYTES);
         last = !APR_BRIGADE_EMPTY(tmp)
@@ -4887,14 +4895,29 @@ static int bgd_run_producer_here(request_rec *r,
         }
         apr_brigade_cleanup(tmp);
     } while (st == APR_SUCCESS && !last && !r->connection->aborted);
-    if (st != APR_SUCCESS && r->sent_bodyct) {
+    if (st != APR_SUCCESS && (r->sent_bodyct || top->sent_bodyct)) {
         /* The headers are out: the client must see the body end short
          * (no last chunk, the connection closed), never a complete one. */
         ap_log_rerror(APLOG_MARK, failed ? APLOG_ERR : APLOG_DEBUG, st, r,
                       "BGD020: delivery ends after %" APR_OFF_T_FMT
                       " body bytes: %s", r->bytes_sent, why);
-        r->connection->keepalive = AP_CONN_CLOSE;
-        r->connection->aborted = 1;
+        if (top != r) {
+            /* The main request's body may still be on its way (captured
+             * by us, or queued in the core): mod_proxy's mark of a broken
+             * backend lets it all out, then its HTTP filters leave the
+             * body unended and close the connection. */
+            conn_rec *c = r->connection;
+            apr_brigade_cleanup(tmp);
+            APR_BRIGADE_INSERT_TAIL(tmp, ap_bucket_error_create(
+                                        HTTP_BAD_GATEWAY, NULL, c->pool,
+                                        c->bucket_alloc));
+            ap_pass_brigade(r->output_filters, tmp);
+            apr_brigade_cleanup(tmp);
+        }
+        else {
+            r->connection->keepalive = AP_CONN_CLOSE;
+            r->connection->aborted = 1;
+        }
     }
     else if (failed) {
         /* As when the engine runs it; the caller's ap_die() answers 500. */

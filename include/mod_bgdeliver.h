@@ -79,7 +79,8 @@ typedef struct bgdeliver_pacing_t {
 
 /** What the engine knows about one request (see bgdeliver_request_info). */
 typedef struct bgdeliver_info_t {
-    /** Non-zero when the response was handed to the engine. */
+    /** Non-zero when the response was handed to the engine (also when
+     *  the engine paces it in the worker: HTTP/2, prefork, past a cap). */
     int background;
     /** When the handler's worker was released (0 if not background). */
     apr_time_t handoff;
@@ -93,10 +94,12 @@ typedef struct bgdeliver_info_t {
     apr_uint32_t slices;
     /** Wire bytes handed to the connection filters so far. */
     apr_off_t bytes_sent;
-    /** Wire bytes of the whole response; -1 while still produced. */
+    /** Wire bytes of the whole response; -1 while still produced (for a
+     *  producer, until its EOS). */
     apr_off_t bytes_total;
     /** "complete", "aborted", "backend-error" (the handler's backend
-     *  broke off the body, as mod_proxy marks it), "file-changed", one of
+     *  broke off the body, as mod_proxy marks it, or a producer failed:
+     *  before its first byte the client got a 500), "file-changed", one of
      *  the slow-read rules ("min-rate", "idle-timeout", "timeout" for
      *  Timeout, "max-time"), or NULL while in flight. */
     const char *outcome;
@@ -108,7 +111,8 @@ typedef struct bgdeliver_totals_t {
     apr_uint64_t completed;    /**< ended with the last byte written */
     apr_uint64_t aborted;      /**< ended by the client or an error */
     apr_uint64_t dropped;      /**< ended by the slow-read rules */
-    apr_uint64_t fallbacks;    /**< delivered in the foreground instead */
+    apr_uint64_t fallbacks;    /**< delivered in the foreground instead
+                                    (past a cap, HTTP/2, no WAITIO) */
     apr_uint64_t rejected;     /**< refused with 503 by a cap */
     apr_uint64_t bytes;        /**< wire bytes written by the engine */
     apr_uint32_t in_flight;    /**< places taken under the caps now:
@@ -130,7 +134,11 @@ typedef struct bgdeliver_totals_t {
  * headers wait for the first data).  Return
  * APR_SUCCESS, or an error to abort the delivery.  Never block on the
  * network: the producer runs on a shared worker thread.  A HEAD request's
- * producer is never called.
+ * producer is never called, nor is any after its EOS, an error, or the
+ * client's leaving.  Calls never overlap, but may run on different
+ * threads: keep state in @a baton, not in thread-local storage.  As for
+ * any handler that streams its body, a Range request gets the whole
+ * body (the byte-range filter needs it in one piece).
  * Where the engine cannot take the response (sub-requests, HTTP/2,
  * MPMs without WAITIO, a cap with BgDeliverOverflow fallback), the
  * producer runs to its end inside bgdeliver_send_producer(), on the
@@ -151,11 +159,14 @@ typedef apr_status_t bgdeliver_producer_fn(request_rec *r, void *baton,
  * Deliver the response of @a r in the background, whatever handler
  * produces it, optionally paced.  Call before the handler runs (a fixups
  * hook at APR_HOOK_LAST is the right place).  Requests the engine cannot
- * take (sub-requests, HTTP/2 streams, MPMs without WAITIO) are delivered
- * normally, paced in the worker if @a pacing asks for it.  Called again,
- * the last policy counts; a policy given to one of the bgdeliver_send_*()
- * functions replaces it.  Called once the handler runs, it has no effect
- * on that response.
+ * take (HTTP/2 streams, MPMs without WAITIO) are delivered normally,
+ * paced in the worker if @a pacing asks for it.  Called again, the last
+ * policy counts; a policy given to one of the bgdeliver_send_*()
+ * functions replaces it (NULL there keeps it).  Called by the handler
+ * itself, it still applies where the response is captured anyway
+ * (BgDeliver On) and to a bgdeliver_send_*() call that follows; otherwise
+ * it has no effect on that response.  A sub-request's output is part of
+ * its main request's body, delivered (and paced) with it.
  * @param r       the main request
  * @param pacing  NULL for full speed; copied
  * @return APR_SUCCESS, or APR_EINVAL when @a r is a sub-request, one of
@@ -169,7 +180,10 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, bgdeliver_request_background,
 /**
  * From a content handler: send @a length bytes of @a fd from @a offset as
  * the response body (headers must be set already) and let the engine write
- * them.  The protocol filters (Range, HEAD) apply as for any response;
+ * them.  BgDeliver Off does not keep the engine out: the caps and
+ * BgDeliverMinSize apply as under BgDeliver On.  In a sub-request the body
+ * goes out as part of the main request's and @a pacing is ignored.  The
+ * protocol filters (Range, HEAD) apply as for any response;
  * conditional GET is the handler's, as for any handler: call
  * ap_meets_conditions() first.  Output the handler passed before the call
  * goes first.  The file must stay open until r->pool is destroyed, and is
@@ -211,7 +225,9 @@ APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_brigade,
  * the producer to its end (see bgdeliver_producer_fn).  Return value as
  * for bgdeliver_send_file(); 500 for a NULL @a producer (BGD029).  A
  * producer that fails after the first byte ends the response short, with
- * the connection closed.
+ * the connection closed (in a sub-request, the main request's body); one
+ * that fails before it, where it runs inside the call, makes the call
+ * return AP_FILTER_ERROR, which ap_die() answers with a 500.
  */
 APR_DECLARE_OPTIONAL_FN(int, bgdeliver_send_producer,
                         (request_rec *r, bgdeliver_producer_fn *producer,

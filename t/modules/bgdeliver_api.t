@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 36, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 38, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -111,12 +111,27 @@ ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
 # it does in stock httpd), not a connection closed with nothing.
 {
     my $m = log_mark();
-    $r = request(GET => '/api/producer?size=100000&fail=1', timeout => 10);
+    my $before = bgd_status();
+    $r = request(GET => '/api/producer?size=100000&fail=1&q=fails-at-once', timeout => 10);
     ok t_cmp(join(' ', $r->{status},
                   $r->{body} =~ /Internal Server Error/ ? 'page' : 'no page',
                   error_log_since($m) =~ /BGD032: the producer failed before the first byte/
                       ? 'logged' : 'not logged'),
              '500 page logged', 'producer failing at once: a 500 page');
+    # ... and, where the engine ran it, a delivery that failed: logged
+    # and counted as a broken backend's, not as complete.
+    if ($bg) {
+        my ($line) = grep { /q=fails-at-once / } access_log_lines();
+        my $after = bgd_status();
+        ok t_cmp(join(' ', ($line // '') =~ / (\S+) (\S+)$/,
+                      $after->{BgDeliverCompleted} - $before->{BgDeliverCompleted},
+                      $after->{BgDeliverAborted} - $before->{BgDeliverAborted}),
+                 'backend-error X 0 1',
+                 'producer failing at once: note backend-error, counted aborted');
+    }
+    else {
+        skip 'the engine runs producers only under event';
+    }
     # Run in the worker (a RATE_LIMIT filter keeps it out of the engine):
     # the same answer and the same line.
     if (have_module('ratelimit')) {
@@ -262,4 +277,24 @@ else {
     ok t_cmp(($r->{status} == 200 && !$r->{complete} && $r->{eof} && $t < 3) ? 1 : 0, 1,
              sprintf('producer failing mid-body: cut short, closed (%.1f s, %d bytes)',
                      $t, length $r->{body}));
+}
+
+# A producer in a sub-request (an SSI include) runs inside the call; when
+# it fails after the page's headers went out, the page must end short
+# with the connection closed: it was a complete 200 with the include cut
+# at 32,000 bytes, and BGD032 said "answering 500".
+{
+    my $m = log_mark();
+    my $s = http_connect();
+    http_send($s, 'GET', '/bgdeliver/ssi/producer-fails.shtml');
+    my $r = read_response($s, timeout => 10);
+    close $s;
+    my $log = error_log_since($m);
+    ok t_cmp(join(' ', $r->{status}, $r->{complete} ? 'complete' : 'cut',
+                  $r->{eof} ? 'closed' : 'open',
+                  $log =~ /BGD020: delivery ends after/ ? 'BGD020' : '-',
+                  $log =~ /BGD032/ ? 'BGD032' : '-'),
+             '200 cut closed BGD020 -',
+             sprintf('producer failing in an SSI include: the page ends short (%d bytes)',
+                     length($r->{body} // '')));
 }
