@@ -2327,6 +2327,13 @@ static apr_off_t bgd_pass_size(const bgd_job_t *job, int fd, int direct,
                                apr_off_t allowed, bgd_pass_e *how);
 static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent);
 
+/* Captured bytes not yet sent from which the capture offers them to the
+ * client while the handler still writes, flush or not: the core writes
+ * from 4 KB on (THRESHOLD_MIN_WRITE), so that the output of a handler
+ * that never flushes reaches the client as it is made, not only at its
+ * end. */
+#define BGD_CAPTURE_FORWARD_MIN 4096
+
 /* While the handler still runs, hand what is captured to the network if
  * that cannot block: the client sees streamed content at once and the
  * spool stays small.  A paced delivery sends what its schedule allows by
@@ -2709,7 +2716,8 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         return rv;
     }
 
-    if (job->flush_hint) {
+    if (job->flush_hint
+        || job->captured - job->sent >= BGD_CAPTURE_FORWARD_MIN) {
         job->flush_hint = 0;
         bgd_forward_opportunistic(job);
     }

@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request slow_clients server_status mpm_name pattern pa
 
 my $mpm = mpm_name();
 my $bg = $mpm eq 'event';
-plan tests => 22, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
+plan tests => 24, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need_module('mod_proxy_http.c');
 
 my $file = gen_file('bgdeliver/files/content-1m.bin', 1_000_000);
@@ -88,6 +88,20 @@ ok t_cmp((!$bg || $max <= 2) ? 1 : 0, 1, "flushing handler: BusyWorkers at most 
     my $first = $r->{t_first} - $t0;
     ok t_cmp($first < 0.15 ? 1 : 0, 1, sprintf('streaming: first piece at once (%.0f ms)', $first * 1000));
     ok t_cmp(($r->{t_end} - $t0) > 0.75 ? 1 : 0, 1, 'streaming: the last piece when produced');
+}
+
+# The same without flushes (an in-process handler that writes 1000 bytes
+# every 50 ms and never flushes): as in stock httpd, whose core writes
+# from 4 KB on, the client gets the body as it is made, not all of it
+# when the handler ends 2 s later.
+{
+    my $t0 = time;
+    my $r = request(GET => '/bgdeliver/h/gen?size=40000&chunk=1000&delay=50', chunk => 512);
+    my ($first, $end) = map { $_ - $t0 } $r->{t_first}, $r->{t_end};
+    ok t_cmp(length $r->{body}, 40000, 'streaming without flushes: all bytes');
+    ok t_cmp($first < 0.8 && $end > 1.5 ? 1 : 0, 1,
+             sprintf('streaming without flushes: first bytes at %.0f ms, the last at %.0f ms',
+                     $first * 1000, $end * 1000));
 }
 
 # %B and %O: a complete delivery counts everything, an aborted one only
