@@ -4198,14 +4198,19 @@ static void bgd_account_end(bgd_job_t *job)
 
 /* A dropped slow reader, or a response that can no longer be right: reset
  * the connection, so that neither the kernel's socket buffers nor the
- * client's patience keep what is left alive. */
+ * client's patience keep what is left alive.  Unless the socket still
+ * holds bytes of an earlier response (pipelined requests), which was
+ * logged complete: a reset would throw them away, a close lets them out.
+ * (This response alone may fill the queue a little beyond what was sent
+ * of it: TLS records.) */
 static void bgd_reset_on_close(bgd_job_t *job)
 {
     struct linger lg;
     apr_socket_t *csd = ap_get_conn_socket(job->c);
     apr_os_sock_t fd;
 
-    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS) {
+    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS
+        || bgd_job_socket_queued(job) > job->sent + job->sent / 64 + 512) {
         return;
     }
     lg.l_onoff = 1;

@@ -15,7 +15,7 @@ use Bgd::Test qw(gen_file http_connect http_send read_response request
                  access_log_lines private_server hold_delivery pattern);
 
 my $mpm = mpm_name();
-plan tests => 42, need need_module('mod_bgdeliver.c'),
+plan tests => 43, need need_module('mod_bgdeliver.c'),
     need { "needs the event MPM (have $mpm)" => $mpm eq 'event' };
 
 for my $d (qw(minrate minrate/default-grace idle maxtime)) {
@@ -69,6 +69,28 @@ ok t_cmp(wait_until(3, sub { error_log_since($mark) =~ /BGD004: dropping slow cl
              'pipelined at 1.25 times the minimum rate: both responses complete');
     my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
     ok t_cmp($log =~ /BGD004/ ? 1 : 0, 0, '... nobody dropped');
+    $srv->{stop}->();
+}
+
+# The drop of a pipelined response must not take the one before with it:
+# that one was logged complete while the client had still to read most of
+# it, and the reset of a dropped client threw away what the socket held.
+{
+    gen_file('bgdeliver/files/pipelined-100k.bin', 100_000);
+    my $srv = minrate_server(1048576, '50000 1');
+    my $s = http_connect(port => $srv->{port}, rcvbuf => 4096);
+    print $s join '', map { "GET /bgdeliver/files/$_ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" }
+                      'pipelined-100k.bin', 'pipelined-3m.bin';
+    my @r = map { read_response($s, rate => 30_000, chunk => 4096, timeout => 15) } 1 .. 2;
+    close $s;
+    my $log = do { local $/; open my $fh, '<', "$srv->{dir}/error_log" or die $!; <$fh> };
+    my $want = do { local $/; open my $fh, '<', gen_file('bgdeliver/files/pipelined-100k.bin', 100_000) or die $!; <$fh> };
+    ok t_cmp(join(' ', $r[0]{complete} && ($r[0]{body} // '') eq $want ? 'first whole' : 'first cut',
+                  $r[1]{complete} ? 'second complete' : 'second cut',
+                  $log =~ /BGD004: .*min-rate/ ? 'BGD004' : '-'),
+             'first whole second cut BGD004',
+             sprintf('pipelined, the second dropped at 30 kB/s: the first arrives whole (%d bytes)',
+                     length($r[0]{body} // '')));
     $srv->{stop}->();
 }
 
