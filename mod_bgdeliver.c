@@ -729,8 +729,11 @@ static apr_time_t bgd_deadline(const bgd_job_t *job, const char **reason)
 
     min_rate = bgd_min_rate_for(job);
     /* Counted from the hand-off: before it the client may well wait for
-     * a slow handler, which is nobody's slow reading. */
-    if (min_rate > 0 && job->handoff) {
+     * a slow handler, which is nobody's slow reading.  Nor while a
+     * producer has nothing: the client has taken all there was, and the
+     * wait lasts until a worker asks the producer again, however busy the
+     * workers are (it is counted as excused once the data comes). */
+    if (min_rate > 0 && job->handoff && !job->producer_idle_start) {
         apr_time_t origin = job->rule_origin;
         apr_time_t t = origin + conf->min_rate_grace;
         apr_time_t need = origin

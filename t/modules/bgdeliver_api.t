@@ -18,7 +18,7 @@ use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
-plan tests => 38, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
+plan tests => 39, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c');
 
 my $bg = $mpm eq 'event';
 my $file = gen_file('bgdeliver/files/api-1m.bin', 1_000_000);
@@ -193,8 +193,10 @@ CONF
 {
     my $m = log_mark();
     my $before = bgd_status();
-    my $s = http_connect();
-    http_send($s, 'GET', '/api/twice?size=70000');
+    # (A small window: a client that takes the body while the handler
+    # runs leaves nothing to deliver in the background.)
+    my $s = http_connect(rcvbuf => 4096);
+    http_send($s, 'GET', '/api/twice?size=300000');
     $r = read_response($s, timeout => 10);
     # Nothing after the first body: the next response on the connection
     # starts right where the first ended.
@@ -202,12 +204,12 @@ CONF
     my $next = read_response($s, timeout => 10);
     close $s;
     my $log = error_log_since($m);
-    ok t_cmp(join(' ', $r->{status}, length $r->{body}, md5_hex($r->{body}) eq pattern_md5(70000) ? 'exact' : 'wrong',
+    ok t_cmp(join(' ', $r->{status}, length $r->{body}, md5_hex($r->{body}) eq pattern_md5(300000) ? 'exact' : 'wrong',
                   $next->{status}, length $next->{body},
                   $log =~ /BGD030: .*called again/ ? 'BGD030' : 'no BGD030',
                   $log =~ /second call returned 500/ ? 500 : '?'),
-             '200 70000 exact 200 100 BGD030 500', 'the API called twice');
-    # Counted once each: started = completed (the 70,000 bytes are above
+             '200 300000 exact 200 100 BGD030 500', 'the API called twice');
+    # Counted once each: started = completed (the 300,000 bytes are above
     # BgDeliverMinSize; the 100 bytes are not, and go out at once).
     wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
     my $after = bgd_status();
@@ -297,4 +299,44 @@ else {
              '200 cut closed BGD020 -',
              sprintf('producer failing in an SSI include: the page ends short (%d bytes)',
                      length($r->{body} // '')));
+}
+
+# ... nor is the time its next call waits for a worker: with both
+# workers of a private server held for 3 s by slow handlers, a producer
+# that had nothing for 400 ms and 1 s of grace got its client reset as
+# slow after a second, with not a byte ever offered to it.
+if ($bg) {
+    my $srv = private_server(<<'CONF', mpm => 'event', mpm_conf => <<'MPM', test_modules => ['bgd_test']);
+KeepAlive Off
+<Location /p>
+    SetHandler bgd-test-producer
+    BgDeliverMinRate 1000 1
+</Location>
+<Location /hog>
+    SetHandler bgd-test-gen
+</Location>
+CONF
+StartServers 1
+ServerLimit 1
+ThreadLimit 2
+ThreadsPerChild 2
+MinSpareThreads 1
+MaxSpareThreads 2
+MaxRequestWorkers 2
+MPM
+    my $s = http_connect(port => $srv->{port});
+    http_send($s, 'GET', '/p?size=1000&idle=400');
+    select undef, undef, undef, 0.15;
+    my @hogs = map { my $h = http_connect(port => $srv->{port});
+                     http_send($h, 'GET', '/hog?size=2&chunk=1&delay=1500'); $h } 1 .. 2;
+    my $r = read_response($s, timeout => 10);
+    close $_ for $s, @hogs;
+    my $log = slurp("$srv->{dir}/error_log");
+    ok t_cmp(join(' ', $r->{status} // 0, length($r->{body} // ''),
+                  $log =~ /BGD004/ ? 'BGD004' : '-'),
+             '200 1000 -', 'a producer\'s next call waiting for a worker: not the client\'s wait');
+    $srv->{stop}->();
+}
+else {
+    skip 'event only: the engine runs producers there';
 }
