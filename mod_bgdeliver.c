@@ -4295,7 +4295,14 @@ static void bgd_finish_async(bgd_conn_t *bc)
     bgd_live_set(bc, NULL);
     /* The body was discarded and EOS passed: this only logs the request
      * (EOR) after everything before it was written, and sets the state
-     * for write completion and keep-alive. */
+     * for write completion and keep-alive.  It also ends the request's
+     * time on this worker's scoreboard entry (mod_status' duration),
+     * which was not the one that started it: the hand-off ended that
+     * one's (SUSPENDED), and this worker's start must be its own now, not
+     * its last request's or 0 (a duration of the whole epoch). */
+    if (ap_extended_status) {
+        ap_time_process_request(job->c->sbh, START_PREQUEST);
+    }
     ap_finalize_request_protocol(r);
     ap_process_request_after_handler(job->top);
 }

@@ -13,10 +13,10 @@ use Apache::TestUtil;
 use Apache::TestRequest qw(GET PUT OPTIONS);
 use JSON::PP ();
 use Bgd::Test qw(gen_file http_connect http_send read_response wait_until
-                 mpm_name bgd_status);
+                 mpm_name bgd_status server_status slow_clients);
 
 my $mpm = mpm_name();
-plan tests => 20, need need_module('mod_bgdeliver.c'), need_module('mod_status.c');
+plan tests => 21, need need_module('mod_bgdeliver.c'), need_module('mod_status.c');
 
 gen_file('bgdeliver/files/status-2m.bin', 2_000_000);
 
@@ -97,3 +97,19 @@ ok t_cmp(join(' ', $res->code, $res->header('Allow') // '-'), qr/^405 .*\bGET\b/
 $res = OPTIONS('/bgdeliver-status');
 ok t_cmp(join(' ', $res->code, $res->header('Allow') // '-'), qr/^200 .*\bGET\b/,
          'OPTIONS: 200, Allow names GET');
+
+# mod_status' "Total Duration" (ExtendedStatus) sums the time workers
+# spent on requests.  A delivery ends on whatever worker the MPM gives
+# it, whose start time was its own last request's, or 0: eight deliveries
+# of about half a second added the epoch (some 1.8e12 ms) to it.
+{
+    my $before = server_status()->{'Total Duration'} // 0;
+    my $t0 = time;
+    slow_clients(n => 8, path => '/bgdeliver/files/status-2m.bin', rcvbuf => 4096,
+                 rate => 4_000_000, chunk => 16384);
+    my $took = time - $t0;
+    wait_until(5, sub { bgd_status()->{BgDeliverInFlight} == 0 });
+    my $added = (server_status()->{'Total Duration'} // 0) - $before;
+    ok t_cmp($added >= 0 && $added < 8 * $took * 1000 + 5000 ? 1 : 0, 1,
+             sprintf('Total Duration grew by %d ms for 8 deliveries in %.1f s', $added, $took));
+}
