@@ -2334,7 +2334,10 @@ static apr_status_t bgd_direct_send(bgd_job_t *job, int fd, apr_size_t *sent);
  * client while the handler still writes, flush or not: the core writes
  * from 4 KB on (THRESHOLD_MIN_WRITE), so that the output of a handler
  * that never flushes reaches the client as it is made, not only at its
- * end. */
+ * end.  Once the response spools, only to a client that has taken all
+ * it was given: offering a slow reader the spool at every write of the
+ * handler would cost a read of the spool for the few KB it took
+ * meanwhile. */
 #define BGD_CAPTURE_FORWARD_MIN 4096
 
 /* While the handler still runs, hand what is captured to the network if
@@ -2720,7 +2723,8 @@ static apr_status_t bgd_capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
 
     if (job->flush_hint
-        || job->captured - job->sent >= BGD_CAPTURE_FORWARD_MIN) {
+        || (job->captured - job->sent >= BGD_CAPTURE_FORWARD_MIN
+            && (!job->spool || bgd_job_socket_queued(job) == 0))) {
         job->flush_hint = 0;
         bgd_forward_opportunistic(job);
     }
