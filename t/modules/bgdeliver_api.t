@@ -14,7 +14,7 @@ use Digest::MD5 qw(md5_hex);
 use Bgd::Test qw(gen_file request pattern pattern_md5 access_log_lines mpm_name
                  slow_clients server_status log_mark error_log_since bgd_status
                  slurp http_connect http_send read_response private_server
-                 wait_until);
+                 wait_until two_workers_conf);
 use Time::HiRes qw(time);
 
 my $mpm = mpm_name();
@@ -306,7 +306,7 @@ else {
 # that had nothing for 400 ms and 1 s of grace got its client reset as
 # slow after a second, with not a byte ever offered to it.
 if ($bg) {
-    my $srv = private_server(<<'CONF', mpm => 'event', mpm_conf => <<'MPM', test_modules => ['bgd_test']);
+    my $srv = private_server(<<'CONF', mpm => 'event', mpm_conf => two_workers_conf('event'), test_modules => ['bgd_test']);
 KeepAlive Off
 <Location /p>
     SetHandler bgd-test-producer
@@ -316,14 +316,6 @@ KeepAlive Off
     SetHandler bgd-test-gen
 </Location>
 CONF
-StartServers 1
-ServerLimit 1
-ThreadLimit 2
-ThreadsPerChild 2
-MinSpareThreads 1
-MaxSpareThreads 2
-MaxRequestWorkers 2
-MPM
     my $s = http_connect(port => $srv->{port});
     http_send($s, 'GET', '/p?size=1000&idle=400');
     select undef, undef, undef, 0.15;

@@ -20,29 +20,14 @@ use POSIX ();
 use Time::HiRes qw(time sleep);
 use lib $FindBin::Bin;
 use conntimes_util;
-use Bgd::Test qw(private_server);
+use Bgd::Test qw(private_server two_workers_conf);
 
 plan tests => 12, need_module('conntimes', 'ct_test');
 
 my $mpm = ct_mpm();
 $mpm = 'event' unless $mpm =~ /^(event|worker|prefork)$/;
 
-# Two workers, whatever the MPM.
-my $mpm_conf = $mpm eq 'prefork' ? <<'P' : <<'T';
-StartServers 2
-MinSpareServers 2
-MaxSpareServers 2
-ServerLimit 2
-MaxRequestWorkers 2
-P
-StartServers 1
-ServerLimit 1
-ThreadLimit 2
-ThreadsPerChild 2
-MinSpareThreads 1
-MaxSpareThreads 2
-MaxRequestWorkers 2
-T
+my $mpm_conf = two_workers_conf($mpm);
 my $conf = <<'CONF' . ct_private_locations();
 KeepAlive Off
 LogFormat "tag=%{X-CT-Tag}i queue=%{queue}^CT accept=%{accept}^CT read=%{read}^CT filter=%{filter}^CT run=%{run}^CT deliver=%{deliver}^CT total=%{total}^CT worker=%{worker}^CT offworker=%{offworker}^CT arrival=%{arrival}^CT" ct

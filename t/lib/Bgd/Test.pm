@@ -605,6 +605,28 @@ sub wait_until {
 
 # A throw-away self-signed certificate for a private TLS server: the
 # directory holding cert.pem and key.pem (removed when the test ends).
+# The MPM directives of a private server with two workers, whatever the
+# MPM (for private_server's mpm_conf).
+push @EXPORT_OK, qw(two_workers_conf);
+sub two_workers_conf {
+    my ($mpm) = @_;
+    return $mpm eq 'prefork' ? <<'P' : <<'T';
+StartServers 2
+MinSpareServers 2
+MaxSpareServers 2
+ServerLimit 2
+MaxRequestWorkers 2
+P
+StartServers 1
+ServerLimit 1
+ThreadLimit 2
+ThreadsPerChild 2
+MinSpareThreads 1
+MaxSpareThreads 2
+MaxRequestWorkers 2
+T
+}
+
 push @EXPORT_OK, qw(self_signed_cert);
 my @cert_dirs;
 sub self_signed_cert {
