@@ -121,7 +121,7 @@ ok t_cmp($r->{status}, 200, 'producer HEAD: 200');
     # ... and, where the engine ran it, a delivery that failed: logged
     # and counted as a broken backend's, not as complete.
     if ($bg) {
-        my ($line) = grep { /q=fails-at-once / } access_log_lines();
+        my $line = wait_until(5, sub { (grep { /q=fails-at-once / } access_log_lines())[0] });
         my $after = bgd_status();
         ok t_cmp(join(' ', ($line // '') =~ / (\S+) (\S+)$/,
                       $after->{BgDeliverCompleted} - $before->{BgDeliverCompleted},

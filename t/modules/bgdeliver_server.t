@@ -149,8 +149,13 @@ CONF
                 $biggest = $size if $size > $biggest;
             }
         }
-        my ($sendq) = `ss -Htn state established '( sport = :$srv->{port} and dport = :$cport )'`
-                      =~ /^\s*\d+\s+(\d+)/;
+        # The server's send queue: tx_queue of its socket in /proc/net/tcp
+        # (no ss on a fresh machine).
+        my $sendq = 0;
+        my $ports = sprintf ':%04X [0-9A-F]+:%04X 01 ([0-9A-F]+):', $srv->{port}, $cport;
+        if (open my $tcp, '<', '/proc/net/tcp') {
+            for (<$tcp>) { $sendq = hex $1 if /$ports/ }
+        }
         my $rcvq = pack('i', 0);
         ioctl($s, 0x541B, $rcvq);           # FIONREAD
         $left = ($sendq // 0) + unpack('i', $rcvq);
