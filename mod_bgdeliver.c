@@ -634,6 +634,16 @@ static int bgd_conn_fd(conn_rec *c)
     return csd && apr_os_sock_get(&fd, csd) == APR_SUCCESS ? (int)fd : -1;
 }
 
+/* The request whose response the client gets: a sub-request's output is
+ * its main request's body. */
+static const request_rec *bgd_main_request(const request_rec *r)
+{
+    while (r->main) {
+        r = r->main;
+    }
+    return r;
+}
+
 /* What the socket's send queue holds, or -1 where that is not known (no
  * SIOCOUTQ; an HTTP/2 stream, which shares its socket with the others). */
 static apr_off_t bgd_job_socket_queued(const bgd_job_t *job)
@@ -4213,10 +4223,9 @@ static void bgd_account_end(bgd_job_t *job)
 static void bgd_reset_on_close(bgd_job_t *job)
 {
     struct linger lg;
-    apr_socket_t *csd = ap_get_conn_socket(job->c);
-    apr_os_sock_t fd;
+    int fd = bgd_conn_fd(job->c);
 
-    if (!csd || apr_os_sock_get(&fd, csd) != APR_SUCCESS
+    if (fd < 0
         || bgd_job_socket_queued(job) > job->sent + job->sent / 64 + 512) {
         return;
     }
@@ -4887,14 +4896,11 @@ static int bgd_run_producer_here(request_rec *r,
     apr_time_t idle_start = 0;
     apr_status_t st;
     const char *why = NULL;
-    const request_rec *top = r;
+    /* A sub-request's headers are its main request's, which may be out
+     * although the sub-request sent nothing. */
+    const request_rec *top = bgd_main_request(r);
     int last, failed = 0;
 
-    /* A sub-request's output goes out as its main request's body, whose
-     * headers may be out although the sub-request sent nothing. */
-    while (top->main) {
-        top = top->main;
-    }
     do {
         st = producer(r, baton, tmp, BGD_SLICE_BYTES);
         last = !APR_BRIGADE_EMPTY(tmp)
@@ -4922,7 +4928,7 @@ static int bgd_run_producer_here(request_rec *r,
         }
         apr_brigade_cleanup(tmp);
     } while (st == APR_SUCCESS && !last && !r->connection->aborted);
-    if (st != APR_SUCCESS && (r->sent_bodyct || top->sent_bodyct)) {
+    if (st != APR_SUCCESS && top->sent_bodyct) {
         /* The headers are out: the client must see the body end short
          * (no last chunk, the connection closed), never a complete one. */
         ap_log_rerror(APLOG_MARK, failed ? APLOG_ERR : APLOG_DEBUG, st, r,
@@ -5265,9 +5271,8 @@ static int bgd_api_send_producer(request_rec *r, bgdeliver_producer_fn *fn,
 static int bgd_api_request_info(const request_rec *r, bgdeliver_info_t *info)
 {
     const bgd_job_t *job;
-    while (r->main) {
-        r = r->main;
-    }
+
+    r = bgd_main_request(r);
     /* After an internal redirect the job is the last request's, whose
      * handler ran; a logging module holds the first one. */
     while (r->next) {
