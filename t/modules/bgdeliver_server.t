@@ -18,7 +18,7 @@ use IO::Select;
 use Socket qw(sockaddr_in);
 use Bgd::Test qw(gen_file private_server http_connect http_send read_response
                  request wait_until pattern mpm_name server_pids
-                 self_signed_cert hold_delivery);
+                 self_signed_cert hold_delivery socket_send_queue);
 
 plan tests => 49, need need_module('mod_bgdeliver.c'), need_module('mod_bgd_test.c'),
     need { 'needs the event MPM' => mpm_name() eq 'event' },
@@ -149,16 +149,10 @@ CONF
                 $biggest = $size if $size > $biggest;
             }
         }
-        # The server's send queue: tx_queue of its socket in /proc/net/tcp
-        # (no ss on a fresh machine).
-        my $sendq = 0;
-        my $ports = sprintf ':%04X [0-9A-F]+:%04X 01 ([0-9A-F]+):', $srv->{port}, $cport;
-        if (open my $tcp, '<', '/proc/net/tcp') {
-            for (<$tcp>) { $sendq = hex $1 if /$ports/ }
-        }
+        my $sendq = socket_send_queue($srv->{port}, $cport);
         my $rcvq = pack('i', 0);
         ioctl($s, 0x541B, $rcvq);           # FIONREAD
-        $left = ($sendq // 0) + unpack('i', $rcvq);
+        $left = $sendq + unpack('i', $rcvq);
         return $biggest + $left >= 2_015_000;
     });
     ok t_cmp($biggest + $left >= 2_015_000 ? 1 : 0, 1,

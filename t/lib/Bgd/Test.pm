@@ -344,19 +344,38 @@ sub children_fds_back {
     return ($now, $then);
 }
 
-sub close_wait_count {
-    my ($port) = @_;
-    $port ||= (hostport_of())[1];
-    my $n = 0;
+# The kernel's TCP sockets (/proc/net/tcp and tcp6, no ss needed): one
+# hash per socket with its local and remote port, state (hex, '01'
+# established, '08' CLOSE-WAIT) and send queue (bytes).
+sub tcp_sockets {
+    my @socks;
     for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
         open my $fh, '<', $f or next;
         while (<$fh>) {
             my @c = split ' ';
-            next unless @c > 3 && $c[1] =~ /:([0-9A-F]{4})$/;
-            $n++ if hex($1) == $port && $c[3] eq '08';
+            next unless @c > 4 && $c[1] =~ /:([0-9A-F]{4})$/;
+            my $lport = hex $1;
+            my ($rport) = $c[2] =~ /:([0-9A-F]{4})$/;
+            my ($txq) = $c[4] =~ /^([0-9A-F]+):/;
+            push @socks, { lport => $lport, rport => hex($rport // 0),
+                           state => $c[3], sendq => hex($txq // 0) };
         }
     }
-    return $n;
+    return @socks;
+}
+
+push @EXPORT_OK, qw(socket_send_queue);
+# What the socket from local port $lport to $rport still has to send.
+sub socket_send_queue {
+    my ($lport, $rport) = @_;
+    my ($s) = grep { $_->{lport} == $lport && $_->{rport} == $rport } tcp_sockets();
+    return $s ? $s->{sendq} : 0;
+}
+
+sub close_wait_count {
+    my ($port) = @_;
+    $port ||= (hostport_of())[1];
+    return scalar grep { $_->{lport} == $port && $_->{state} eq '08' } tcp_sockets();
 }
 
 sub log_mark {
